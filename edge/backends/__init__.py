@@ -1,0 +1,1 @@
+"""Inference backends: TensorRT, onnxruntime, torch; each imports its runtime lazily."""
