@@ -1,0 +1,18 @@
+"""Shared test fixtures: where the real crack data sets are, and small helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (DeepCrack, CrackForest); tests that need it skip when it is absent."""
+    if not (SHARED_DATA / "deepcrack" / "images").is_dir():
+        pytest.skip(f"real crack data not found at {SHARED_DATA} (see README: data sets)")
+    return SHARED_DATA
