@@ -1,0 +1,189 @@
+"""Calibration / parity tiles drawn exactly as the edge runtime draws them (no torch here).
+
+Every image is read with OpenCV (BGR, as a camera frame), cut with :func:`edge.tiling.tile_grid` and
+:func:`edge.tiling.extract_tiles` (same tile side and overlap as the daemon) and normalised with
+:func:`edge.preprocess.to_model_input` using the model's own :class:`~edge.metadata.ModelMetadata`.
+So INT8 ranges are measured on the very inputs the deployed model will see, padding included.
+
+Selection is deterministic: images are sorted, shuffled with ``seed``, and at most
+``ceil(max_tiles / n_images)`` tiles are taken from each (chosen with the same generator) until
+``max_tiles`` is reached: a small budget spreads over many images rather than a few.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edge.metadata import ModelMetadata
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+DEFAULT_OVERLAP_PX = 64  # the edge daemon's default tile overlap at 512 px tiles (docs/CONTRACTS.md, tile_grid)
+
+
+def default_overlap(tile: int) -> int:
+    """The overlap used when none is given: 64 px at the usual 512 px tile, an eighth of smaller tiles."""
+    return min(DEFAULT_OVERLAP_PX, tile // 8)
+
+
+class CalibrationDataError(ValueError):
+    """A calibration folder, split file or image is missing or unreadable; the message names it."""
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Model-ready tiles (float32 N x 3 x S x S) and where each came from: (image path, y, x)."""
+
+    tiles: np.ndarray
+    sources: tuple[tuple[str, int, int], ...]
+
+    def __len__(self) -> int:
+        return int(self.tiles.shape[0])
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Consecutive batches (the last one may be smaller)."""
+        for start in range(0, len(self), batch_size):
+            yield self.tiles[start : start + batch_size]
+
+
+def image_folder(folder: str | os.PathLike) -> Path:
+    """The folder holding the images: ``folder/images`` for a data set root (DeepCrack layout), else ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibrationDataError(f"image folder {folder} does not exist")
+    return folder / "images" if (folder / "images").is_dir() else folder
+
+
+def read_split(root: str | os.PathLike, split: str) -> list[str]:
+    """Image stems listed in ``root/splits/<split>.txt`` (one per line)."""
+    path = Path(root) / "splits" / f"{split}.txt"
+    if not path.is_file():
+        available = sorted(p.stem for p in (Path(root) / "splits").glob("*.txt"))
+        raise CalibrationDataError(
+            f"split file {path} does not exist; available splits: {available or 'none'} "
+            "(or pass no split to use every image in the folder)"
+        )
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def list_images(folders: Sequence[str | os.PathLike] | str | os.PathLike, split: str | None = None) -> list[Path]:
+    """Sorted image files of one or more folders (optionally only the stems of ``split``)."""
+    if isinstance(folders, (str, os.PathLike)):
+        folders = [folders]
+    found: list[Path] = []
+    for folder in folders:
+        images = image_folder(folder)
+        files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if split is not None:
+            wanted = set(read_split(folder, split))
+            files = [p for p in files if p.stem in wanted]
+        if not files:
+            raise CalibrationDataError(
+                f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}" + (f" for split {split!r}" if split else "")
+            )
+        found.extend(files)
+    return found
+
+
+def read_bgr(path: str | os.PathLike) -> np.ndarray:
+    """An image as an OpenCV BGR uint8 H x W x 3 array, as the edge runtime receives frames."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise CalibrationDataError(f"{path} could not be read as an image")
+    return image
+
+
+def frame_tiles(frame_bgr: np.ndarray, meta: ModelMetadata, overlap: int | None = None):
+    """(grid, model-ready tiles N x 3 x S x S) of one BGR frame, as the edge daemon cuts it."""
+    if overlap is None:
+        overlap = default_overlap(meta.input_size)
+    from edge.preprocess import to_model_input
+    from edge.tiling import extract_tiles, tile_grid
+
+    grid = tile_grid(frame_bgr.shape[0], frame_bgr.shape[1], tile=meta.input_size, overlap=overlap)
+    return grid, to_model_input(extract_tiles(frame_bgr, grid), meta)
+
+
+def draw_tiles(
+    folders: Sequence[str | os.PathLike] | str | os.PathLike,
+    meta: ModelMetadata,
+    *,
+    max_tiles: int = 64,
+    seed: int = 0,
+    overlap: int | None = None,
+    split: str | None = None,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> CalibrationSet:
+    """Draw up to ``max_tiles`` model-ready tiles from the images of ``folders`` (deterministic in ``seed``).
+
+    With ``cache`` (an ``.npy`` path) the tiles are stored there with a ``.json`` key beside them and
+    reused as long as the images, metadata, seed, limit and overlap are the same.
+    """
+    if max_tiles < 1:
+        raise CalibrationDataError(f"max_tiles must be at least 1, got {max_tiles}")
+    files = list_images(folders, split)
+    if overlap is None:
+        overlap = default_overlap(meta.input_size)
+    key = _cache_key(files, meta, max_tiles, seed, overlap)
+    if cache is not None:
+        cached = _read_cache(Path(cache), key)
+        if cached is not None:
+            return cached
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(files))
+    per_image = math.ceil(max_tiles / len(files))
+    tiles: list[np.ndarray] = []
+    sources: list[tuple[str, int, int]] = []
+    with tqdm(total=max_tiles, desc="calibration tiles", unit="tile", disable=not progress) as bar:
+        for index in order:
+            if len(sources) >= max_tiles:
+                break
+            grid, batch = frame_tiles(read_bgr(files[index]), meta, overlap)
+            take = min(per_image, max_tiles - len(sources), len(batch))
+            for t in sorted(rng.choice(len(batch), size=take, replace=False)):
+                tiles.append(batch[t])
+                y, x = grid.origins[t]
+                sources.append((str(files[index]), int(y), int(x)))
+            bar.update(take)
+    result = CalibrationSet(np.ascontiguousarray(np.stack(tiles), dtype=np.float32), tuple(sources))
+    if cache is not None:
+        _write_cache(Path(cache), key, result)
+    return result
+
+
+def _cache_key(files: list[Path], meta: ModelMetadata, max_tiles: int, seed: int, overlap: int | None) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        stat = f.stat()
+        digest.update(f"{f.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    params = {"meta": meta.to_props(), "max_tiles": max_tiles, "seed": seed, "overlap": overlap}
+    digest.update(json.dumps(params, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path, key: str) -> CalibrationSet | None:
+    side = path.with_suffix(".json")
+    if not (path.is_file() and side.is_file()):
+        return None
+    info = json.loads(side.read_text())
+    if info.get("key") != key:
+        return None
+    return CalibrationSet(np.load(path), tuple(tuple(s) for s in info["sources"]))
+
+
+def _write_cache(path: Path, key: str, data: CalibrationSet) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, data.tiles)
+    os.replace(tmp, path)
+    path.with_suffix(".json").write_text(json.dumps({"key": key, "sources": [list(s) for s in data.sources]}))
