@@ -1,0 +1,326 @@
+"""Every training loss: the paper's AELF and Exp (Liu et al. 2022, eqs. 6-7) and the baselines.
+
+Two families, by what they take:
+
+* on **probabilities** ``prob`` in [0, 1]: :func:`aelf_loss`, :func:`exp_loss`, :func:`l1_loss`,
+  :func:`l2_loss`, :func:`dice_loss`, :func:`tversky_loss`;
+* on **logits** (numerically stable sigmoid inside): :func:`bce_loss`, :func:`weighted_bce_loss`,
+  :func:`focal_loss`.
+
+:func:`build_loss` hides the difference: it returns one callable ``(logits, target, valid=None)``.
+``target`` is a float tensor in {0, 1} (1 = crack) of the same shape as the prediction; ``valid``
+(same shape, bool or 0/1) marks the pixels that count, so padding added to reach a multiple of 16
+never contributes. Every loss is computed in float32 with autocast disabled: under AMP (fp16/bf16)
+``exp`` and the cubic term lose too much precision, and a half-precision sigmoid reaches exactly 0 or 1.
+
+The baselines (weighted BCE, Dice, Focal, Tversky) are written here rather than taken from
+segmentation_models_pytorch or MONAI: each is a few lines, and either package would add a large
+dependency tree to the training install for ~60 lines of code.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+LOSS_NAMES: tuple[str, ...] = ("aelf", "exp", "l1", "l2", "bce", "wbce", "dice", "focal", "tversky")
+
+# Losses of build_loss that are defined on probabilities (the others take logits).
+ON_PROBABILITIES = frozenset({"aelf", "exp", "l1", "l2", "dice", "tversky"})
+
+# Keyword options build_loss accepts besides alpha/beta/gamma1/gamma2, with their defaults.
+# Every loss accepts (and ignores) the others', so a CLI can pass all its flags through.
+LOSS_OPTIONS: dict[str, float | None] = {
+    "pos_weight": None,  # wbce: weight of crack pixels; None = background/crack ratio of the batch
+    "pos_weight_cap": 100.0,  # wbce: upper bound of the automatic pos_weight
+    "focal_alpha": 0.25,  # focal: weight of the crack class (Lin et al. 2017)
+    "focal_gamma": 2.0,  # focal: focusing exponent
+    "tversky_alpha": 0.3,  # tversky: weight of false positives
+    "tversky_beta": 0.7,  # tversky: weight of false negatives
+    "smooth": 1.0,  # dice/tversky: additive smoothing of numerator and denominator (pixels)
+}
+
+LossFn = Callable[..., torch.Tensor]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _float32(*tensors: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [None if t is None else t.float() for t in tensors]
+
+
+def _check_shapes(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None, what: str) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"loss target must have the shape of the {what} {tuple(pred.shape)}, got {tuple(target.shape)}"
+        )
+    if valid is not None and valid.shape != pred.shape:
+        raise ValueError(
+            f"loss valid mask must have the shape of the {what} {tuple(pred.shape)}, got {tuple(valid.shape)}"
+        )
+
+
+def _mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-pixel values over the valid pixels (0 when none is valid)."""
+    if valid is None:
+        return values.mean()
+    weight = valid.float()
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def _no_autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _prepare_prob(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None):
+    _check_shapes(prob, target, valid, "probabilities")
+    prob, target, valid = _float32(prob, target, valid)
+    # a sigmoid never leaves [0, 1], but a caller's probabilities might by rounding
+    return prob.clamp(0.0, 1.0), target, valid
+
+
+def _prepare_logits(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None):
+    _check_shapes(logits, target, valid, "logits")
+    return _float32(logits, target, valid)
+
+
+# --------------------------------------------------------------------------- the paper's losses
+
+
+def aelf_loss(
+    prob: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 0.7,
+    gamma1: float = 0.0,
+    gamma2: float = 0.0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Asymmetric exponential loss, eq. (7): mean of exp(a|d|^3 + b d^2 + g d), d = prob - target.
+
+    g = ``gamma1`` on the false-positive side (d > 0), ``gamma2`` on the false-negative side (d <= 0):
+    a larger gamma1 punishes false positives more, a smaller gamma2 punishes false negatives more
+    (g d < 0 there). Since |d| <= 1 the exponent is bounded by alpha + beta + max|gamma|.
+    """
+    with _no_autocast(prob.device):
+        prob, target, valid = _prepare_prob(prob, target, valid)
+        d = prob - target
+        gamma = gamma2 + (gamma1 - gamma2) * (d > 0).float()  # gamma1 where d > 0, else gamma2
+        return _mean(torch.exp(alpha * d.abs().pow(3) + beta * d.square() + gamma * d), valid)
+
+
+def exp_loss(
+    prob: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 0.7,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric exponential loss, eq. (6): mean of exp(a|d|^3 + b d^2), d = prob - target."""
+    return aelf_loss(prob, target, alpha, beta, 0.0, 0.0, valid=valid)
+
+
+def l1_loss(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute error |prob - target| (the paper's L1 baseline)."""
+    with _no_autocast(prob.device):
+        prob, target, valid = _prepare_prob(prob, target, valid)
+        return _mean((prob - target).abs(), valid)
+
+
+def l2_loss(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error (prob - target)^2 (the paper's L2 baseline)."""
+    with _no_autocast(prob.device):
+        prob, target, valid = _prepare_prob(prob, target, valid)
+        return _mean((prob - target).square(), valid)
+
+
+# --------------------------------------------------------------------------- baselines on logits
+
+
+def bce_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy from logits (the paper's BCE baseline), mean over valid pixels."""
+    with _no_autocast(logits.device):
+        logits, target, valid = _prepare_logits(logits, target, valid)
+        return _mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), valid)
+
+
+def auto_pos_weight(target: torch.Tensor, valid: torch.Tensor | None = None, cap: float = 100.0) -> float:
+    """Background/crack pixel ratio of a batch, in [1, cap] (1 when the batch has no crack pixel)."""
+    t = target.float() if valid is None else target.float() * valid.float()
+    n_valid = float(target.numel() if valid is None else valid.float().sum())
+    n_crack = float(t.sum())
+    if n_crack <= 0:
+        return 1.0
+    return float(min(max((n_valid - n_crack) / n_crack, 1.0), cap))
+
+
+def weighted_bce_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    pos_weight: float | None = None,
+    pos_weight_cap: float = 100.0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """BCE from logits with the crack term weighted by ``pos_weight``.
+
+    loss = -[w t log s(x) + (1 - t) log(1 - s(x))], mean over valid pixels. ``pos_weight=None``
+    uses the batch's background/crack ratio (:func:`auto_pos_weight`), capped at ``pos_weight_cap``
+    so a crop with three crack pixels does not get a weight of 80 000.
+    """
+    with _no_autocast(logits.device):
+        logits, target, valid = _prepare_logits(logits, target, valid)
+        w = auto_pos_weight(target, valid, pos_weight_cap) if pos_weight is None else float(pos_weight)
+        per_pixel = F.binary_cross_entropy_with_logits(
+            logits, target, reduction="none", pos_weight=torch.tensor(w, device=logits.device)
+        )
+        return _mean(per_pixel, valid)
+
+
+def focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    focal_alpha: float = 0.25,
+    focal_gamma: float = 2.0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017) from logits: -a_t (1 - p_t)^g log p_t, mean over valid pixels.
+
+    a_t = ``focal_alpha`` on crack pixels, 1 - ``focal_alpha`` on background; p_t is the probability
+    of the true class. (1 - p_t)^g is computed as exp(g * logsigmoid(-z)) with z the signed logit, so
+    the gradient stays finite for any g > 0 even where a float32 sigmoid saturates to 1.
+    """
+    with _no_autocast(logits.device):
+        logits, target, valid = _prepare_logits(logits, target, valid)
+        ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        signed = logits * (2.0 * target - 1.0)  # logit of the true class (target in {0, 1})
+        modulating = torch.exp(focal_gamma * F.logsigmoid(-signed))  # (1 - p_t)^gamma
+        alpha_t = focal_alpha * target + (1.0 - focal_alpha) * (1.0 - target)
+        return _mean(alpha_t * modulating * ce, valid)
+
+
+# --------------------------------------------------------------------------- overlap losses on probabilities
+
+
+def tversky_loss(
+    prob: torch.Tensor,
+    target: torch.Tensor,
+    tversky_alpha: float = 0.3,
+    tversky_beta: float = 0.7,
+    smooth: float = 1.0,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Soft Tversky loss 1 - (TP + s) / (TP + a FP + b FN + s) over the whole batch.
+
+    TP = sum p t, FP = sum p (1 - t), FN = sum (1 - p) t (soft counts, valid pixels only);
+    a weighs false positives, b false negatives (Salehi et al. 2017: a = 0.3, b = 0.7 favours recall).
+    ``smooth`` (in pixels) makes an empty target with an empty prediction a loss of 0.
+    """
+    with _no_autocast(prob.device):
+        prob, target, valid = _prepare_prob(prob, target, valid)
+        if valid is not None:
+            prob, target = prob * valid, target * valid
+        tp = (prob * target).sum()
+        fp = (prob * (1.0 - target)).sum()
+        fn = ((1.0 - prob) * target).sum()
+        return 1.0 - (tp + smooth) / (tp + tversky_alpha * fp + tversky_beta * fn + smooth)
+
+
+def dice_loss(
+    prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Soft Dice loss 1 - (2 sum p t + s) / (sum p + sum t + s) over the whole batch (Tversky, a = b = 0.5)."""
+    return tversky_loss(prob, target, 0.5, 0.5, smooth, valid=valid)
+
+
+# --------------------------------------------------------------------------- factory
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A configured loss: ``loss(logits, target, valid=None) -> scalar``; its name and parameters print."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+
+    def __call__(
+        self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        p = self.params
+        n = self.name
+        if n in ON_PROBABILITIES:
+            with _no_autocast(logits.device):
+                x = torch.sigmoid(logits.float())
+        else:
+            x = logits
+        if n == "aelf":
+            return aelf_loss(x, target, p["alpha"], p["beta"], p["gamma1"], p["gamma2"], valid=valid)
+        if n == "exp":
+            return exp_loss(x, target, p["alpha"], p["beta"], valid=valid)
+        if n == "l1":
+            return l1_loss(x, target, valid=valid)
+        if n == "l2":
+            return l2_loss(x, target, valid=valid)
+        if n == "bce":
+            return bce_loss(x, target, valid=valid)
+        if n == "wbce":
+            return weighted_bce_loss(x, target, p["pos_weight"], p["pos_weight_cap"], valid=valid)
+        if n == "focal":
+            return focal_loss(x, target, p["focal_alpha"], p["focal_gamma"], valid=valid)
+        if n == "dice":
+            return dice_loss(x, target, p["smooth"], valid=valid)
+        return tversky_loss(x, target, p["tversky_alpha"], p["tversky_beta"], p["smooth"], valid=valid)
+
+
+# which parameters each loss uses (for a readable repr and for run records)
+_USES = {
+    "aelf": ("alpha", "beta", "gamma1", "gamma2"),
+    "exp": ("alpha", "beta"),
+    "l1": (),
+    "l2": (),
+    "bce": (),
+    "wbce": ("pos_weight", "pos_weight_cap"),
+    "dice": ("smooth",),
+    "focal": ("focal_alpha", "focal_gamma"),
+    "tversky": ("tversky_alpha", "tversky_beta", "smooth"),
+}
+
+
+def build_loss(
+    name: str, *, alpha: float = 1.0, beta: float = 0.7, gamma1: float = 0.0, gamma2: float = 0.0, **kw
+) -> Loss:
+    """Return the loss ``name`` (one of :data:`LOSS_NAMES`) as a callable ``(logits, target, valid=None)``.
+
+    ``alpha, beta, gamma1, gamma2`` are the paper's AELF/Exp parameters (eqs. 6-7); the baselines take
+    their own keywords (:data:`LOSS_OPTIONS`: ``pos_weight``, ``pos_weight_cap``, ``focal_alpha``,
+    ``focal_gamma``, ``tversky_alpha``, ``tversky_beta``, ``smooth``). Options another loss uses are
+    accepted and ignored; unknown ones raise. The callable takes logits and converts them to
+    probabilities itself where the loss is defined on probabilities.
+    """
+    key = str(name).lower()
+    if key not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}")
+    unknown = sorted(set(kw) - set(LOSS_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown loss option(s) {', '.join(unknown)}; valid: alpha, beta, gamma1, gamma2, "
+            + ", ".join(LOSS_OPTIONS)
+        )
+    values: dict = {"alpha": alpha, "beta": beta, "gamma1": gamma1, "gamma2": gamma2, **LOSS_OPTIONS, **kw}
+    for option, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"loss option {option} must be a finite number, got {value!r}")
+    for option in ("pos_weight", "pos_weight_cap", "smooth"):
+        if values[option] is not None and values[option] < 0:
+            raise ValueError(f"loss option {option} must be >= 0, got {values[option]}")
+    if not 0.0 <= values["focal_alpha"] <= 1.0:
+        raise ValueError(f"loss option focal_alpha must be in [0, 1], got {values['focal_alpha']}")
+    params = {k: (None if values[k] is None else float(values[k])) for k in _USES[key]}
+    return Loss(key, params)
