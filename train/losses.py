@@ -251,6 +251,7 @@ class Loss:
     def __call__(
         self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
     ) -> torch.Tensor:
+        _check_shapes(logits, target, valid, "logits")
         p = self.params
         n = self.name
         if n in ON_PROBABILITIES:
