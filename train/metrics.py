@@ -196,7 +196,8 @@ class ThresholdSweep:
         np.minimum(level, n, out=level)
         frac = scaled - level
         band = max(1e-4, 16 * float(np.spacing(np.float32(n + 1))))
-        near = np.flatnonzero((frac < band) | (frac > 1.0 - band))
+        # level 0 cannot fall and level n cannot rise: exact zeros and ones (most pixels) need no check
+        near = np.flatnonzero(((frac < band) & (level > 0)) | ((frac > 1.0 - band) & (level < n)))
         if near.size:
             level[near] = np.searchsorted(self.thresholds, prob[near], side="right")
         return level
