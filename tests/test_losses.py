@@ -162,7 +162,9 @@ def test_dice_and_tversky_hand_computed():
     assert tversky_loss(t(1, 1), t(1, 0), 0.3, 0.7, 0.0).item() == pytest.approx(1 - 1 / 1.3, rel=1e-6)
     # smoothing: empty prediction on an empty target is a perfect score
     assert dice_loss(t(0, 0), t(0, 0)).item() == pytest.approx(0.0)
-    assert build_loss("dice", smooth=0.0)(t(50.0, 0.0, -50.0), target).item() == pytest.approx(1 / 7, rel=1e-5)
+    assert build_loss("dice", smooth=0.0)(t(50.0, 0.0, -50.0), target).item() == pytest.approx(
+        1 / 7, rel=1e-5
+    )
 
 
 def test_focal_hand_computed_and_reduces_to_bce():
