@@ -1,0 +1,175 @@
+"""FP32 vs INT8 (onnxruntime, CPU), and FP32 vs FP16 (torch, CUDA) where a GPU is present: accuracy and speed.
+
+``python benchmarks/bench_precision.py --checkpoint runs/x/best.pt``
+
+One run, side by side on the same images: the checkpoint is exported (``export.onnx``, parity vs
+torch measured), quantized to INT8 QDQ (``calibration.int8``, calibrated on training-split tiles),
+then every variant predicts each test image tiled and stitched as the edge daemon does, and
+``train.metrics.ThresholdSweep`` gives F-beta / F1 / IoU at the model's threshold and the ODS F-beta.
+Throughput is tiles/s on the same fixed tiles, batch ``--batch``, ``--threads`` intra-op threads,
+median of ``--repeats`` timed passes after a warm-up. The table is printed and appended to
+benchmarks/RESULTS.md with the command, machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from calibration.dataset import draw_tiles  # noqa: E402
+from calibration.int8 import QuantSettings, quantize  # noqa: E402
+from calibration.runtime import ort_session, run_tiles  # noqa: E402
+from calibration.threshold import probability_maps  # noqa: E402
+from export.metadata_io import read_metadata  # noqa: E402
+from export.onnx import export_checkpoint  # noqa: E402
+from train.metrics import ThresholdSweep  # noqa: E402
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "deepcrack"
+
+
+def evaluate(predict, data: Path, split: str, meta, max_images: int | None) -> dict:
+    """ThresholdSweep metrics of ``predict`` on the labelled images of ``split``."""
+    sweep = ThresholdSweep()
+    for i, (prob, mask) in enumerate(probability_maps(predict, data, split, meta, progress=True)):
+        if max_images is not None and i >= max_images:
+            break
+        sweep.update(prob, mask)
+    summary = sweep.summary()
+    th = meta.threshold
+    index = int(np.argmin(np.abs(sweep.thresholds - th)))
+    tp, fp, fn = (float(c[index]) for c in sweep.totals())
+    from train.metrics import iou, prf
+
+    return {
+        "f_beta": prf(tp, fp, fn)[2], "f1": prf(tp, fp, fn, beta2=1.0)[2], "iou": iou(tp, fp, fn),
+        "ods_f": summary["ods_f"], "n_images": sweep.n_images,
+    }
+
+
+def tiles_per_second(predict, tiles: np.ndarray, batch: int, repeats: int) -> float:
+    """Median tiles/s over ``repeats`` passes over ``tiles`` (after one warm-up pass)."""
+    def one_pass() -> float:
+        start = time.perf_counter()
+        for i in range(0, len(tiles), batch):
+            predict(tiles[i : i + batch])
+        return len(tiles) / (time.perf_counter() - start)
+
+    one_pass()
+    return statistics.median(one_pass() for _ in range(repeats))
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench_precision.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="trained checkpoint (best.pt from `python -m train.run`)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data set root with images/, masks/, splits/ (default: ../shared/data/deepcrack)")
+    parser.add_argument("--split", default="test", help="evaluation split (default: %(default)s)")
+    parser.add_argument("--calib-split", default="train", help="split the INT8 calibration tiles come from (default: %(default)s)")
+    parser.add_argument("--calib-tiles", type=int, default=64, help="INT8 calibration tiles (default: %(default)s)")
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images of the split (default: all)")
+    parser.add_argument("--speed-tiles", type=int, default=32, help="tiles in the throughput measurement (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=4, help="tiles per inference call (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime/torch intra-op threads (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md", help="file the table is appended to (default: benchmarks/RESULTS.md)")
+    parser.add_argument("--no-append", action="store_true", help="print only, do not append to --results")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
+        fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        summary = export_checkpoint(args.checkpoint, fp32_path, parity_images=None, parity_tiles_n=16)
+        meta = read_metadata(fp32_path)
+        calib = draw_tiles(args.data, meta, max_tiles=args.calib_tiles, seed=0, split=args.calib_split, progress=False)
+        quantize(fp32_path, int8_path, calib.tiles, QuantSettings())
+        speed = draw_tiles(args.data, meta, max_tiles=args.speed_tiles, seed=1, split=args.split, progress=False).tiles
+        variants: dict[str, object] = {}
+        for name, path in (("ORT CPU fp32", fp32_path), ("ORT CPU int8", int8_path)):
+            session = ort_session(path, args.threads)
+            variants[name] = (lambda s: (lambda t: run_tiles(s, t, args.batch)))(session)
+        variants.update(cuda_variants(args.checkpoint))
+        rows = []
+        for name, predict in variants.items():
+            metrics = evaluate(predict, args.data, args.split, meta, args.max_images)
+            rows.append((name, metrics, tiles_per_second(predict, speed, args.batch, args.repeats)))
+        sizes = {"ORT CPU fp32": fp32_path.stat().st_size, "ORT CPU int8": int8_path.stat().st_size}
+
+    table = format_table(rows, sizes)
+    header = (
+        f"\n## Precision: FP32 vs INT8 (onnxruntime CPU){' and FP16 (torch CUDA)' if len(rows) > 2 else ''} — {dt.date.today()}\n\n"
+        f"Command: `python benchmarks/bench_precision.py {' '.join(argv if argv is not None else sys.argv[1:])}`  \n"
+        f"Machine: {machine()}  \n"
+        f"Model: width {meta.width}, head {meta.head}, tile {meta.input_size}, threshold {meta.threshold:.2f}, "
+        f"trained on {meta.train_data}; data {args.data.name} split {args.split} ({rows[0][1]['n_images']} images); "
+        f"{args.threads} threads, batch {args.batch}; INT8 calibrated on {len(calib)} {args.calib_split} tiles.  \n"
+        f"ORT FP32 vs torch: max |delta p| = {summary.parity.max_abs_diff:.2e} on {summary.parity.source}.\n\n"
+    )
+    print(header + table)
+    if not args.no_append:
+        with open(args.results, "a") as fh:
+            fh.write(header + table + "\n")
+        print(f"appended to {args.results}")
+    return 0
+
+
+def cuda_variants(checkpoint: Path) -> dict:
+    """torch FP32 and FP16 (autocast) on CUDA when a GPU is present; nothing otherwise."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    from export.onnx import ProbabilityModel
+    from train.checkpoint import load_model
+
+    unet, _ = load_model(checkpoint, "cuda")
+    net = ProbabilityModel(unet).eval()
+
+    def run(tiles: np.ndarray, half: bool) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=half):
+            out = net(torch.from_numpy(tiles).cuda()).float().cpu().numpy()
+        torch.cuda.synchronize()
+        return out
+
+    return {"torch CUDA fp32": lambda t: run(t, False), "torch CUDA fp16": lambda t: run(t, True)}
+
+
+def format_table(rows: list, sizes: dict) -> str:
+    base = {r[0].rsplit(" ", 1)[0]: r for r in rows if r[0].endswith("fp32")}
+    lines = [
+        "| variant | F-beta @th | ODS F-beta | F1 @th | IoU @th | tiles/s | speed vs fp32 | dF-beta vs fp32 | model MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m, tps in rows:
+        ref = base[name.rsplit(" ", 1)[0]]
+        size = f"{sizes[name] / 1e6:.2f}" if name in sizes else "-"
+        lines.append(
+            f"| {name} | {m['f_beta']:.4f} | {m['ods_f']:.4f} | {m['f1']:.4f} | {m['iou']:.4f} | {tps:.1f} | "
+            f"{tps / ref[2]:.2f}x | {m['f_beta'] - ref[1]['f_beta']:+.4f} | {size} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
