@@ -1,0 +1,180 @@
+"""Crack measurement: drawn lines of known width and length measure right, a crack across a tile seam is
+one crack, GSD conversion, severity rules, clean-up, errors, and speed on a full-HD map."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.measure import MeasureError, SeverityRules, measure_cracks
+from edge.tiling import extract_tiles, stitch, tile_grid
+
+
+def band(height: int, width: int, p0, p1, width_px: float, value: float = 0.9) -> np.ndarray:
+    """A probability map with a crack drawn exactly: pixels whose centre lies within width_px / 2 of
+    the segment p0-p1 (x, y) get ``value`` (a round-ended band, centre-line length |p1 - p0|)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    (x0, y0), (x1, y1) = p0, p1
+    dx, dy = x1 - x0, y1 - y0
+    t = np.clip(((xx - x0) * dx + (yy - y0) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+    dist = np.hypot(xx - (x0 + t * dx), yy - (y0 + t * dy))
+    return np.where(dist <= width_px / 2, value, 0.02).astype(np.float32)
+
+
+SEGMENTS = {
+    "horizontal": ((50, 100), (350, 100)),
+    "vertical": ((200, 30), (200, 370)),
+    "diagonal": ((50, 50), (300, 300)),
+    "oblique-18deg": ((40, 60), (340, 160)),
+    "steep-80deg": ((100, 20), (160, 380)),
+}
+
+
+@pytest.mark.parametrize("width_px", [1, 3, 5, 9])
+@pytest.mark.parametrize("name", list(SEGMENTS))
+def test_drawn_line_measures_its_width_and_length(name, width_px):
+    p0, p1 = SEGMENTS[name]
+    m = measure_cracks(band(400, 400, p0, p1, width_px), 0.5)
+    assert len(m.cracks) == 1
+    crack = m.cracks[0]
+    true_length = math.dist(p0, p1)
+    # centre-line length: within 2.5 % (the chain estimator's bound on straight lines) + 2 px of ends
+    assert abs(crack.length_px - true_length) <= 0.025 * true_length + 2, (crack.length_px, true_length)
+    assert abs(crack.max_width_px - width_px) <= 1.0, crack.max_width_px
+    assert abs(crack.mean_width_px - width_px) <= 1.0, crack.mean_width_px
+    x, y, w, h = crack.bbox
+    assert x <= min(p0[0], p1[0]) and x + w - 1 >= max(p0[0], p1[0])
+    assert y <= min(p0[1], p1[1]) and y + h - 1 >= max(p0[1], p1[1])
+    assert crack.area_px == int((band(400, 400, p0, p1, width_px) >= 0.5).sum())
+    assert crack.mean_probability == pytest.approx(0.9)
+    assert crack.length_mm is None and crack.max_width_mm is None
+
+
+def test_axis_and_diagonal_lengths_are_exact():
+    for p0, p1 in (SEGMENTS["horizontal"], SEGMENTS["vertical"], SEGMENTS["diagonal"]):
+        crack = measure_cracks(band(400, 400, p0, p1, 1), 0.5).cracks[0]
+        assert crack.length_px == pytest.approx(math.dist(p0, p1), abs=1e-6)
+
+
+def test_crack_across_a_tile_seam_is_one_crack_with_the_right_length():
+    """A model is least sure near tile borders; blending hides that, pasting tiles would not."""
+    height, width = 600, 1000
+    truth = band(height, width, (250, 300), (750, 330), 3)
+    grid = tile_grid(height, width, tile=512, overlap=64)
+    assert sorted({x for _, x in grid.origins}) == [0, 448, 488]
+    tiles = extract_tiles(truth, grid) * 0.95
+    tiles[:, :8, :] *= 0.3  # low confidence in the outer 8 px of every tile
+    tiles[:, -8:, :] *= 0.3
+    tiles[:, :, :8] *= 0.3
+    tiles[:, :, -8:] *= 0.3
+    m = measure_cracks(stitch(tiles, grid), 0.5)
+    assert len(m.cracks) == 1, [c.bbox for c in m.cracks]
+    assert m.cracks[0].length_px == pytest.approx(math.dist((250, 300), (750, 330)), rel=0.025)
+    assert abs(m.cracks[0].max_width_px - 3) <= 1
+    # the same tiles pasted without blending (each tile overwrites the last) cut the crack in pieces
+    pasted = np.zeros((height, width), np.float32)
+    for i, (y, x) in enumerate(grid.origins):
+        h, w = grid.valid_size(i)
+        pasted[y : y + h, x : x + w] = tiles[i, :h, :w]
+    assert len(measure_cracks(pasted, 0.5).cracks) > 1
+
+
+def test_gsd_converts_every_size_to_millimetres():
+    prob = band(400, 400, (50, 100), (350, 100), 5)
+    px = measure_cracks(prob, 0.5).cracks[0]
+    mm = measure_cracks(prob, 0.5, gsd_mm_per_px=0.4).cracks[0]
+    assert mm.length_mm == pytest.approx(px.length_px * 0.4)
+    assert mm.max_width_mm == pytest.approx(2.0)
+    assert mm.mean_width_mm == pytest.approx(px.mean_width_px * 0.4)
+    assert mm.length_px == px.length_px
+    d = mm.to_dict()
+    assert d["length_mm"] == pytest.approx(120.0, abs=0.5) and d["max_width_mm"] == 2.0
+
+
+def test_severity_rules_in_mm_and_px():
+    rules = SeverityRules()
+    assert rules.classify(max_width_px=1, length_px=100, gsd_mm_per_px=0.5) == "low"  # 0.5 mm, 50 mm
+    assert rules.classify(max_width_px=2, length_px=100, gsd_mm_per_px=0.5) == "medium"  # 1 mm
+    assert rules.classify(max_width_px=6, length_px=100, gsd_mm_per_px=0.5) == "high"  # 3 mm
+    assert rules.classify(max_width_px=1, length_px=700, gsd_mm_per_px=0.5) == "medium"  # 350 mm long
+    assert rules.classify(max_width_px=1, length_px=2000, gsd_mm_per_px=0.5) == "high"  # 1 m long
+    assert rules.classify(max_width_px=2, length_px=100) == "low"  # no GSD: pixel limits
+    assert rules.classify(max_width_px=3, length_px=100) == "medium"
+    assert rules.classify(max_width_px=8, length_px=100) == "high"
+    no_length = SeverityRules(medium_length_mm=None, high_length_mm=None)
+    assert no_length.classify(max_width_px=1, length_px=5000, gsd_mm_per_px=0.5) == "low"
+    with pytest.raises(MeasureError, match=r"medium_width_mm \(5\) must not exceed high_width_mm \(3"):
+        SeverityRules(medium_width_mm=5)
+    with pytest.raises(MeasureError, match="high_length_px must be a positive number"):
+        SeverityRules(high_length_px=-1)
+
+
+def test_frame_severity_is_the_worst_crack_and_cracks_are_sorted_by_it():
+    prob = np.maximum(band(300, 400, (20, 50), (200, 50), 1), band(300, 400, (20, 200), (380, 200), 9))
+    m = measure_cracks(prob, 0.5, gsd_mm_per_px=0.5)
+    assert [c.severity for c in m.cracks] == ["high", "low"]  # 4.5 mm wide first, 0.5 mm hairline second
+    assert m.severity == "high"
+    empty = measure_cracks(np.zeros((50, 60), np.float32), 0.5)
+    assert empty.cracks == () and empty.severity is None and empty.coverage == 0.0
+    assert empty.mask.shape == (50, 60) and not empty.mask.any()
+
+
+def test_clean_up_drops_specks_and_keeps_8_connected_lines():
+    prob = band(200, 200, (10, 10), (150, 150), 1)  # 1-px diagonal: only 8-connected
+    prob[180:183, 20:23] = 0.9  # a 9-px speck
+    m = measure_cracks(prob, 0.5, min_area_px=10)
+    assert len(m.cracks) == 1 and m.cracks[0].area_px == 141
+    assert not m.mask[180:183, 20:23].any()
+    assert m.coverage == pytest.approx(141 / (200 * 200))
+    assert (m.labels[m.mask] == m.cracks[0].label).all()
+    assert len(measure_cracks(prob, 0.5, min_area_px=9).cracks) == 2
+    # closing joins a crack broken by a 1-px gap
+    broken = band(100, 200, (10, 50), (190, 50), 3)
+    broken[:, 100] = 0.0
+    assert len(measure_cracks(broken, 0.5).cracks) == 2
+    assert len(measure_cracks(broken, 0.5, close_px=3).cracks) == 1
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(MeasureError, match=r"H x W probability map.*\(2, 8, 8\)"):
+        measure_cracks(np.zeros((2, 8, 8), np.float32), 0.5)
+    with pytest.raises(MeasureError, match="threshold must be in"):
+        measure_cracks(np.zeros((8, 8), np.float32), 1.5)
+    with pytest.raises(MeasureError, match="gsd_mm_per_px must be a positive"):
+        measure_cracks(np.zeros((8, 8), np.float32), 0.5, gsd_mm_per_px=0)
+
+
+def test_real_deepcrack_mask_measures_its_pixels(shared_data):
+    path = sorted((shared_data / "deepcrack" / "masks").glob("*.png"))[0]
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    assert mask is not None, path
+    prob = (mask > 127).astype(np.float32)
+    m = measure_cracks(prob, 0.5, min_area_px=1)
+    assert len(m.cracks) >= 1
+    assert m.coverage == pytest.approx(float(prob.mean()))
+    assert sum(c.area_px for c in m.cracks) == int(prob.sum())
+    longest = max(c.length_px for c in m.cracks)
+    assert 0 < longest <= (mask.shape[0] + mask.shape[1]) * 3  # a path inside the frame, not a pixel count
+    assert all(c.mean_width_px >= 1 for c in m.cracks if c.area_px > 20)
+
+
+def test_full_hd_map_with_twenty_cracks_is_measured_fast():
+    rng = np.random.default_rng(0)
+    prob = np.zeros((1080, 1920), np.float32)
+    for _ in range(20):
+        start = rng.integers((0, 0), (1920, 1080))
+        end = start + rng.integers(-300, 300, 2)
+        cv2.line(prob, tuple(int(v) for v in start), tuple(int(v) for v in end), 0.9, int(rng.integers(1, 6)))
+    measure_cracks(prob, 0.5)  # first call imports scikit-image
+    times = []
+    for _ in range(3):
+        start_s = time.perf_counter()
+        m = measure_cracks(prob, 0.5)
+        times.append(time.perf_counter() - start_s)
+    print(f"measure_cracks 1920x1080, {len(m.cracks)} cracks: {min(times) * 1e3:.1f} ms (best of 3)")
+    assert len(m.cracks) >= 15
+    assert min(times) < 0.5  # generous for a shared 2-core CI machine; ~40 ms when idle
