@@ -8,6 +8,7 @@ benchmarks/bench_mqtt.py.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -65,6 +66,9 @@ class Mosquitto:
             f"allow_anonymous {'false' if password_file else 'true'}",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.workdir}/",
+            # Started as root, mosquitto would drop to user 'mosquitto' and could not write its
+            # persistence file in our temporary directory: stay the user who runs the tests.
+            f"user {getpass.getuser()}",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

@@ -1,0 +1,339 @@
+"""Subscriber for crack alerts: validate, de-duplicate by alert_id, print, append to JSONL or CSV.
+
+    python -m edge.subscribe --broker mqtt://localhost:1883 --device '+' --out alerts.jsonl
+
+`AlertSink` is the pure-ish core (bytes in, decision + file row out) used by tests; `Subscriber` wraps a
+paho client around it; `main` is the thin CLI. A malformed, invalid or oversized message is reported
+with its reason and skipped; the subscriber never dies on a bad message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge.mqtt import (
+    MqttConfigError,
+    _paho_logger,
+    check_topic_part,
+    connack_text,
+    parse_broker_uri,
+    read_password,
+)
+
+log = logging.getLogger("edge.subscribe")
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "alert.schema.json"
+CSV_COLUMNS = ("received_at", "alert_id", "device_id", "sequence", "created_at", "capture_time", "severity",
+               "n_cracks", "max_width_px", "max_width_mm", "max_length_px", "coverage", "source", "frame_index")
+
+
+@dataclass(frozen=True)
+class SinkResult:
+    """What happened to one message: kind is "new", "duplicate" or "invalid" (then `reason` says why)."""
+
+    kind: str
+    alert: dict | None = None
+    reason: str = ""
+
+
+def alert_summary(alert: dict) -> dict[str, Any]:
+    """The CSV row / printed line fields of an alert (max width and length over its cracks)."""
+    cracks = alert.get("cracks") or []
+    widths_mm = [c["max_width_mm"] for c in cracks if c.get("max_width_mm") is not None]
+    return {
+        "alert_id": alert["alert_id"], "device_id": alert["device_id"], "sequence": alert["sequence"],
+        "created_at": alert["created_at"], "capture_time": alert["capture_time"], "severity": alert["severity"],
+        "n_cracks": len(cracks),
+        "max_width_px": max((c["max_width_px"] for c in cracks), default=0.0),
+        "max_width_mm": max(widths_mm) if widths_mm else None,
+        "max_length_px": max((c["length_px"] for c in cracks), default=0.0),
+        "coverage": alert["coverage"], "source": alert["source"], "frame_index": alert["frame_index"],
+    }
+
+
+def format_alert_line(alert: dict) -> str:
+    """One readable line: capture time, device, severity, number of cracks, max width, id."""
+    s = alert_summary(alert)
+    width = f"{s['max_width_px']:.1f} px" + (f" ({s['max_width_mm']:.1f} mm)" if s["max_width_mm"] is not None else "")
+    return (f"{s['capture_time']}  {s['device_id']:<16} {s['severity'].upper():<6} "
+            f"{s['n_cracks']:>3} crack{'s' if s['n_cracks'] != 1 else ' '}  max width {width}  id {s['alert_id']}")
+
+
+class AlertSink:
+    """Validates alert messages against the schema, drops duplicates, appends new alerts to `out_path`.
+
+    `out_path` ending in .csv gets one summary row per alert (CSV_COLUMNS); any other name gets JSON lines
+    (the alert itself). Ids already in an existing `out_path` count as seen, so a restarted subscriber
+    does not write an alert twice. Thread-safe; `wait_for(predicate, timeout_s)` lets tests wait on it.
+    """
+
+    def __init__(self, out_path: str | Path | None = None, *, max_message_bytes: int = 1024 * 1024,
+                 schema_path: Path = SCHEMA_PATH) -> None:
+        import jsonschema  # lazy: only the subscriber needs it (extra "edge")
+
+        schema = json.loads(schema_path.read_text())
+        cls = jsonschema.validators.validator_for(schema)
+        self._validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        self.max_message_bytes = max_message_bytes
+        self.out_path = Path(out_path) if out_path else None
+        self.csv = self.out_path is not None and self.out_path.suffix.lower() == ".csv"
+        self.seen: set[str] = set()
+        self.alerts: list[dict] = []
+        self.duplicates = 0
+        self.invalid: list[str] = []
+        self.device_status: dict[str, str] = {}
+        self._cond = threading.Condition()
+        if self.out_path is not None and self.out_path.exists():
+            self.seen |= self._ids_in_file(self.out_path)
+
+    def _ids_in_file(self, path: Path) -> set[str]:
+        ids: set[str] = set()
+        with open(path, newline="", encoding="utf-8") as fh:
+            if self.csv:
+                ids = {row["alert_id"] for row in csv.DictReader(fh) if row.get("alert_id")}
+            else:
+                for n, line in enumerate(fh, 1):
+                    try:
+                        ids.add(json.loads(line)["alert_id"])
+                    except (ValueError, KeyError, TypeError):
+                        log.warning("%s line %d: not an alert JSON line, ignored for de-duplication", path, n)
+        return ids
+
+    def validate(self, topic: str, payload: bytes) -> dict:
+        """The alert in `payload`, or ValueError naming why it is not a valid alert for `topic`."""
+        if len(payload) > self.max_message_bytes:
+            raise ValueError(f"oversized: {len(payload)} bytes > limit {self.max_message_bytes}")
+        try:
+            alert = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not JSON: {exc}") from exc
+        error = next(iter(sorted(self._validator.iter_errors(alert), key=lambda e: list(e.path))), None)
+        if error is not None:
+            where = "/".join(str(p) for p in error.path) or "(top level)"
+            raise ValueError(f"schema: {where}: {error.message[:200]}")
+        parts = topic.split("/")
+        if len(parts) >= 3 and parts[-2] != alert["device_id"]:
+            raise ValueError(f"device_id {alert['device_id']!r} does not match the topic's device {parts[-2]!r}")
+        return alert
+
+    def handle_alert(self, topic: str, payload: bytes) -> SinkResult:
+        """Validate, de-duplicate and store one alert message."""
+        try:
+            alert = self.validate(topic, payload)
+        except ValueError as exc:
+            with self._cond:
+                self.invalid.append(str(exc))
+                self._cond.notify_all()
+            return SinkResult("invalid", reason=str(exc))
+        with self._cond:
+            if alert["alert_id"] in self.seen:
+                self.duplicates += 1
+                self._cond.notify_all()
+                return SinkResult("duplicate", alert)
+            self._write(alert)
+            self.seen.add(alert["alert_id"])
+            self.alerts.append(alert)
+            self._cond.notify_all()
+        return SinkResult("new", alert)
+
+    def handle_status(self, topic: str, payload: bytes) -> tuple[str, str] | None:
+        """Record a device's status; return (device, state) when it changed, else None."""
+        device = topic.split("/")[-2] if topic.count("/") >= 2 else topic
+        state = payload.decode("utf-8", errors="replace").strip() or "(cleared)"
+        with self._cond:
+            changed = self.device_status.get(device) != state
+            self.device_status[device] = state
+            self._cond.notify_all()
+        return (device, state) if changed else None
+
+    def _write(self, alert: dict) -> None:
+        if self.out_path is None:
+            return
+        new_file = not self.out_path.exists() or self.out_path.stat().st_size == 0
+        with open(self.out_path, "a", newline="", encoding="utf-8") as fh:
+            if self.csv:
+                writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+                if new_file:
+                    writer.writeheader()
+                received = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                writer.writerow({"received_at": received, **alert_summary(alert)})
+            else:
+                fh.write(json.dumps(alert, ensure_ascii=False) + "\n")
+
+    def wait_for(self, predicate: Callable[[AlertSink], bool], timeout_s: float) -> bool:
+        """Block until `predicate(self)` is true or `timeout_s` passed; returns the predicate's value."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout=timeout_s)
+
+
+class Subscriber:
+    """A paho client subscribed to <prefix>/<device>/alert and /status that feeds an AlertSink.
+
+    For no loss across broker restarts give a fixed `client_id` and `session_expiry_s` > 0: the broker
+    then keeps the subscription and queues QoS 1 alerts while this subscriber is away.
+    """
+
+    def __init__(self, broker_uri: str, sink: AlertSink, *, prefix: str = "crack", device: str = "+",
+                 client_id: str = "", session_expiry_s: int = 0, username: str | None = None,
+                 password: str | None = None, ca_file: str | Path | None = None,
+                 allow_insecure_credentials: bool = False, keepalive_s: int = 30,
+                 on_line: Callable[[str], None] = print) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self.address = parse_broker_uri(broker_uri)
+        if device != "+":
+            check_topic_part("device", device)
+        if username and not self.address.tls and not allow_insecure_credentials:
+            raise MqttConfigError(f"refusing to send credentials over plain TCP to {broker_uri}: use mqtts:// "
+                                  "or --allow-insecure-credentials")
+        self.sink = sink
+        self.on_line = on_line
+        prefix = prefix.strip("/")
+        self.alert_topic = f"{prefix}/{device}/alert"
+        self.status_topic = f"{prefix}/{device}/status"
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self._client.enable_logger(_paho_logger("edge.subscribe.paho"))
+        self._client.max_inflight_messages_set(100)
+        if username:
+            self._client.username_pw_set(username, password)
+        if self.address.tls:
+            self._client.tls_set(ca_certs=str(ca_file) if ca_file else None)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = lambda *a: self.connected.clear()
+        self._client.message_callback_add(self.alert_topic, self._on_alert)
+        self._client.message_callback_add(self.status_topic, self._on_status)
+        self._client.on_message = lambda c, u, m: None
+        self._client.on_subscribe = self._on_subscribe
+        props = None
+        if session_expiry_s > 0:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = int(session_expiry_s)
+        self._connect_args = dict(keepalive=keepalive_s, clean_start=session_expiry_s <= 0, properties=props)
+
+    def start(self) -> Subscriber:
+        """Connect in the background (retrying with back-off) and start the network thread."""
+        self._client.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]
+        self._client.connect_async(self.address.host, self.address.port, **self._connect_args)
+        self._client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        """Disconnect and stop the network thread."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker %s:%s refused the subscriber: %s", self.address.host, self.address.port,
+                      connack_text(reason_code))
+            return
+        client.subscribe([(self.alert_topic, 1), (self.status_topic, 1)])
+        self.connected.set()
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("broker refused the subscription to %s / %s: %s", self.alert_topic, self.status_topic,
+                      ", ".join(refused))
+            return
+        log.warning("subscribed to %s and %s", self.alert_topic, self.status_topic)
+        self.subscribed.set()
+
+    def _on_alert(self, client: Any, userdata: Any, message: Any) -> None:
+        result = self.sink.handle_alert(message.topic, message.payload)
+        if result.kind == "new":
+            self.on_line(format_alert_line(result.alert))
+        elif result.kind == "invalid":
+            log.warning("bad message on %s skipped: %s", message.topic, result.reason)
+
+    def _on_status(self, client: Any, userdata: Any, message: Any) -> None:
+        change = self.sink.handle_status(message.topic, message.payload)
+        if change:
+            self.on_line(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}  {change[0]:<16} is {change[1]}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m edge.subscribe",
+        description="Subscribe to crack alerts: validate against the schema, de-duplicate by alert_id, print one "
+                    "line per alert, optionally append them to a JSONL or CSV file; shows device online/offline.")
+    p.add_argument("--broker", default="mqtt://localhost:1883",
+                   help="broker URI, mqtt://host[:port] or mqtts://host[:port] for TLS (default: %(default)s)")
+    p.add_argument("--prefix", default="crack", help="topic prefix (default: %(default)s)")
+    p.add_argument("--device", default="+", help="device id to follow, '+' for all (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="append new alerts here: *.csv = one summary row each, otherwise JSON lines; ids already in "
+                        "the file are not written again (default: none, print only)")
+    p.add_argument("--username", default=None, help="user name (default: none, anonymous)")
+    p.add_argument("--password-file", type=Path, default=None,
+                   help="file whose first line is the password (default: $AELF_MQTT_PASSWORD if set)")
+    p.add_argument("--ca-file", type=Path, default=None,
+                   help="CA certificate (PEM) to verify an mqtts:// broker (default: the system store)")
+    p.add_argument("--allow-insecure-credentials", action="store_true",
+                   help="allow --username over plain mqtt:// (default: refused)")
+    p.add_argument("--client-id", default="",
+                   help="fixed MQTT client id; with --session-expiry-s the broker queues alerts while away "
+                        "(default: random, no queueing)")
+    p.add_argument("--session-expiry-s", type=int, default=0,
+                   help="keep the session this many seconds after a disconnect (default: %(default)s = clean session)")
+    p.add_argument("--max-message-bytes", type=int, default=1024 * 1024,
+                   help="alert messages larger than this are reported and skipped, bytes (default: %(default)s)")
+    p.add_argument("--count", type=int, default=None,
+                   help="exit after this many new alerts (default: run until Ctrl-C)")
+    p.add_argument("--timeout-s", type=float, default=None,
+                   help="exit after this many seconds; exit code 1 if --count was not reached (default: no limit)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log connection details (default: warnings only)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry: returns the process exit code (0 ok, 1 --count not reached in time, 2 bad arguments)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        password = read_password(None, args.password_file) if args.username else None
+        sink = AlertSink(args.out, max_message_bytes=args.max_message_bytes)
+        sub = Subscriber(args.broker, sink, prefix=args.prefix, device=args.device, client_id=args.client_id,
+                         session_expiry_s=args.session_expiry_s, username=args.username, password=password,
+                         ca_file=args.ca_file, allow_insecure_credentials=args.allow_insecure_credentials,
+                         on_line=lambda line: print(line, flush=True))
+    except (MqttConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sub.start()
+    deadline = time.monotonic() + args.timeout_s if args.timeout_s is not None else float("inf")
+    target = args.count
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if sink.wait_for(lambda s: target is not None and len(s.alerts) >= target, min(remaining, 1.0)):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.stop()
+    print(f"{len(sink.alerts)} new alerts, {sink.duplicates} duplicates, {len(sink.invalid)} invalid messages",
+          file=sys.stderr)
+    return 1 if target is not None and len(sink.alerts) < target else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
