@@ -1,0 +1,108 @@
+"""The training configuration: one typed, validated tree (written to ``config.json`` and into checkpoints)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from train.augment import BORDERS, AugmentConfig
+from train.losses import LOSS_NAMES
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+SELECT_METRICS = ("ods_f", "f_beta")
+
+
+class ConfigError(ValueError):
+    """A training option has an invalid value; the message names the option (as its flag)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of one training run. Defaults are the paper's protocol (Liu et al. 2022, sec. 4)."""
+
+    data: str = ""
+    loss: str = "aelf"
+    alpha: float = 1.0  # eqs. (6)-(7)
+    beta: float = 0.7
+    gamma1: float = 0.0  # AELF tilt on the false-positive side (d > 0)
+    gamma2: float = 0.0  # AELF tilt on the false-negative side (d <= 0)
+    head: str = "deep"
+    width: int = 64
+    size: int = 512  # training crop side, pixels
+    epochs: int = 30
+    batch: int = 1  # per process
+    lr: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 2
+    amp: str = "auto"
+    tolerance_px: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    eval_every: int = 1
+    max_steps_per_epoch: int = 0  # 0 = the whole training split every epoch
+    scale: float = 1.0
+    binarize_masks: bool = False
+    select: str = "ods_f"
+    overlays: int = 4
+    augment: bool = True
+    rotation_deg: float = 90.0
+    shift_frac: float = 0.1
+    shear_deg: float = 10.0
+    flip: bool = True
+    border: str = "reflect"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        def fail(flag: str, expected: str) -> None:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be {expected}, got {getattr(self, flag)!r}")
+
+        if not self.data:
+            fail("data", "a data set folder (images/ + masks/)")
+        if self.loss not in LOSS_NAMES:
+            fail("loss", f"one of {', '.join(LOSS_NAMES)}")
+        if self.head not in ("deep", "shallow"):
+            fail("head", "deep or shallow")
+        for name in ("width", "epochs", "batch", "eval_every"):
+            if getattr(self, name) < 1:
+                fail(name, "a positive whole number")
+        if self.size < 16 or self.size % 16:
+            fail("size", "a multiple of 16 (the U-Net pools 4 times)")
+        for name in ("workers", "tolerance_px", "max_steps_per_epoch", "overlays"):
+            if getattr(self, name) < 0:
+                fail(name, ">= 0")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            fail("lr", "a positive learning rate")
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            fail("scale", "a positive factor")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                fail(name, "a fraction in [0, 1)")
+        if self.amp not in AMP_MODES:
+            fail("amp", f"one of {', '.join(AMP_MODES)}")
+        if self.select not in SELECT_METRICS:
+            fail("select", f"one of {', '.join(SELECT_METRICS)}")
+        if self.border not in BORDERS:
+            fail("border", f"one of {', '.join(BORDERS)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            fail("device", "auto, cpu, cuda or cuda:N")
+
+    def augment_config(self) -> AugmentConfig | None:
+        if not self.augment:
+            return None
+        return AugmentConfig(self.rotation_deg, self.shift_frac, self.shear_deg, self.flip, self.border)
+
+    def loss_kwargs(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "beta": self.beta, "gamma1": self.gamma1, "gamma2": self.gamma2}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
