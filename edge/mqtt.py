@@ -381,7 +381,9 @@ class MqttPublisher:
                 return
             hint = {
                 "bad user name or password": " (check username and password_file)",
-                "not authorized": " (check the broker's password file / ACL for this user and client id)",
+                # mosquitto 2 answers a wrong password with "not authorized" so as not to reveal which users exist.
+                "not authorized": " (wrong user name or password, or this user / client id is not allowed: "
+                                  "check username, password_file and the broker's password file)",
             }.get(text, "")
             if text != self._last_refusal:
                 log.error("MQTT broker %s refused the connection: %s%s", where, text, hint)

@@ -187,6 +187,7 @@ class Subscriber:
     def __init__(self, broker_uri: str, sink: AlertSink, *, prefix: str = "crack", device: str = "+",
                  client_id: str = "", session_expiry_s: int = 0, username: str | None = None,
                  password: str | None = None, ca_file: str | Path | None = None,
+                 certfile: str | Path | None = None, keyfile: str | Path | None = None,
                  allow_insecure_credentials: bool = False, keepalive_s: int = 30,
                  on_line: Callable[[str], None] = print) -> None:
         import paho.mqtt.client as mqtt
@@ -212,7 +213,8 @@ class Subscriber:
         if username:
             self._client.username_pw_set(username, password)
         if self.address.tls:
-            self._client.tls_set(ca_certs=str(ca_file) if ca_file else None)
+            self._client.tls_set(ca_certs=str(ca_file) if ca_file else None,
+                                 certfile=str(certfile) if certfile else None, keyfile=str(keyfile) if keyfile else None)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = lambda *a: self.connected.clear()
         self._client.message_callback_add(self.alert_topic, self._on_alert)
@@ -284,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file whose first line is the password (default: $AELF_MQTT_PASSWORD if set)")
     p.add_argument("--ca-file", type=Path, default=None,
                    help="CA certificate (PEM) to verify an mqtts:// broker (default: the system store)")
+    p.add_argument("--certfile", type=Path, default=None,
+                   help="client certificate (PEM) for brokers that require one (default: none)")
+    p.add_argument("--keyfile", type=Path, default=None,
+                   help="private key (PEM) of --certfile (default: none, or inside --certfile)")
     p.add_argument("--allow-insecure-credentials", action="store_true",
                    help="allow --username over plain mqtt:// (default: refused)")
     p.add_argument("--client-id", default="",
@@ -311,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sink = AlertSink(args.out, max_message_bytes=args.max_message_bytes)
         sub = Subscriber(args.broker, sink, prefix=args.prefix, device=args.device, client_id=args.client_id,
                          session_expiry_s=args.session_expiry_s, username=args.username, password=password,
-                         ca_file=args.ca_file, allow_insecure_credentials=args.allow_insecure_credentials,
+                         ca_file=args.ca_file, certfile=args.certfile, keyfile=args.keyfile,
+                         allow_insecure_credentials=args.allow_insecure_credentials,
                          on_line=lambda line: print(line, flush=True))
     except (MqttConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
