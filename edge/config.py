@@ -1,0 +1,268 @@
+"""The daemon's configuration: one typed tree, loaded from TOML, overridden by flags, validated once.
+
+``load_config(path, overrides)`` returns an :class:`EdgeConfig`; any problem raises one
+:class:`ConfigError` whose message names the file, the field path (``source.queue_size``) and what was
+expected. Every option has a default that works on a developer laptop, so an empty file is valid
+(see deploy/edge.example.toml for every option with a comment).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 (pyproject pins tomli there)
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file, the field path and what was expected."""
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Section):
+    """Where frames come from (edge/sources.py)."""
+
+    uri: str = Field("", description="video file, image folder, v4l2:///dev/video0, USB index, rtsp://, csi://0, gst:...")
+    loop: bool = Field(False, description="restart a file/folder source at its end (files only)")
+    fps_limit: float = Field(0.0, ge=0, description="read at most this many frames per second, 0 = no limit")
+    reconnect_min_s: float = Field(0.5, gt=0, description="first back-off after a live source is lost, seconds")
+    reconnect_max_s: float = Field(30.0, gt=0, description="largest back-off between reconnect attempts, seconds")
+    queue_size: int = Field(4, ge=1, le=1024, description="frames buffered between capture and inference")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> SourceConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s ({self.reconnect_min_s})"
+            )
+        return self
+
+
+class ModelSection(_Section):
+    """Which model file and which runtime (edge/backends/)."""
+
+    path: str = Field("", description=".onnx, .engine/.plan (+ .json sidecar) or .pt checkpoint")
+    backend: Literal["auto", "tensorrt", "onnxruntime", "torch"] = "auto"
+    providers: list[str] | None = Field(None, description="onnxruntime execution providers, best first")
+    batch_size: int = Field(4, ge=1, le=256, description="tiles per backend call (within an engine's profile)")
+    threshold: float | None = Field(None, gt=0, lt=1, description="overrides the model metadata's threshold")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime/torch CPU threads, 0 = runtime default")
+    device: str = Field("cpu", description="torch backend device: cpu, cuda, cuda:1")
+
+
+class TilingConfig(_Section):
+    """How frames are cut into model-sized tiles (edge/tiling.py)."""
+
+    tile: int | None = Field(None, gt=0, description="tile side in px, default: the model's input size")
+    overlap: int = Field(64, ge=0, description="overlap between neighbouring tiles, px")
+    gsd_mm_per_px: float | None = Field(None, gt=0, description="camera ground sampling distance, mm per pixel")
+    target_gsd_mm_per_px: float | None = Field(None, gt=0, description="resize frames to this GSD before tiling")
+
+    @field_validator("tile")
+    @classmethod
+    def _multiple_of_16(cls, value: int | None) -> int | None:
+        if value is not None and value % 16:
+            raise ValueError(f"must be a multiple of 16 (the U-Net halves it 4 times), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _target_needs_gsd(self) -> TilingConfig:
+        if self.target_gsd_mm_per_px is not None and self.gsd_mm_per_px is None:
+            raise ValueError("target_gsd_mm_per_px needs gsd_mm_per_px (the camera's own GSD)")
+        if self.tile is not None and self.overlap >= self.tile:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than tile ({self.tile})")
+        return self
+
+
+class SeverityConfig(_Section):
+    """Width/length limits of the severity classes (edge/measure.py's SeverityRules).
+
+    In millimetres when a GSD is configured, else the ``*_px`` limits apply.
+    """
+
+    medium_width_mm: float = Field(1.0, gt=0)
+    high_width_mm: float = Field(3.0, gt=0)
+    medium_length_mm: float = Field(300.0, gt=0)
+    high_length_mm: float = Field(1000.0, gt=0)
+    medium_width_px: float = Field(4.0, gt=0)
+    high_width_px: float = Field(10.0, gt=0)
+    medium_length_px: float = Field(200.0, gt=0)
+    high_length_px: float = Field(600.0, gt=0)
+
+
+class MeasureConfig(_Section):
+    """Mask clean-up and crack measurement (edge/measure.py)."""
+
+    min_area_px: int = Field(30, ge=1, description="cracks smaller than this many pixels are ignored")
+    severity: SeverityConfig = SeverityConfig()
+
+
+class AlertsConfig(_Section):
+    """Which frames raise an alert, and the local snapshots (edge/alerts.py, edge/snapshots.py)."""
+
+    min_severity: Literal["low", "medium", "high"] = "low"
+    min_coverage: float = Field(0.0, ge=0, le=1, description="fraction of frame pixels that must be crack")
+    cooldown_s: float = Field(10.0, ge=0, description="suppress repeats of the same crack for this long, s")
+    snapshot_dir: str | None = Field("snapshots", description="JPEG overlays; empty or null disables them")
+    snapshot_max_mb: float = Field(512.0, gt=0, description="oldest snapshots are deleted beyond this, MB")
+    state_path: str = Field("edge_state.json", description="alert sequence counter that survives restarts")
+
+    @field_validator("snapshot_dir")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class TlsConfig(_Section):
+    """TLS files for mqtts:// (PEM)."""
+
+    ca_file: str | None = Field(None, description="CA bundle that signed the broker's certificate")
+    certfile: str | None = Field(None, description="client certificate (mutual TLS)")
+    keyfile: str | None = Field(None, description="client private key")
+
+
+class MqttConfig(_Section):
+    """MQTT delivery (edge/mqtt.py's MqttPublisher.from_config reads exactly these names)."""
+
+    broker_uri: str = Field("mqtt://localhost:1883", description="mqtt://host:port or mqtts://host:port")
+    topic_prefix: str = "crack"
+    client_id: str | None = Field(None, description="default aelf-<device_id>")
+    username: str | None = None
+    password_file: str | None = Field(None, description="first line is the password (else $AELF_MQTT_PASSWORD)")
+    tls: TlsConfig = TlsConfig()
+    allow_insecure_credentials: bool = Field(False, description="allow a password over plain mqtt://")
+    keepalive_s: int = Field(30, ge=5, le=65535)
+    qos: Literal[1, 2] = 1
+    outbox_path: str = Field("outbox.sqlite3", description="durable SQLite outbox of unacknowledged alerts")
+    outbox_max_alerts: int = Field(10_000, ge=1)
+    stats_interval_s: float = Field(30.0, ge=0, description="publish stats at least this often, 0 = never")
+    publish_snapshots: bool = Field(True, description="publish overlay JPEGs on <prefix>/<device>/snapshot/<id>")
+    max_payload_bytes: int = Field(256 * 1024, ge=1024)
+
+    @field_validator("broker_uri")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"must start with mqtt:// or mqtts://, got {value!r}")
+        return value
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+def _default_device_id() -> str:
+    """The host name, cleaned of characters MQTT topics cannot carry."""
+    name = socket.gethostname() or "edge"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+class EdgeConfig(_Section):
+    """The whole daemon configuration (TOML sections of the same names)."""
+
+    device_id: str = Field(default_factory=_default_device_id, min_length=1, max_length=128)
+    stats_interval_s: float = Field(30.0, gt=0, description="log (and publish) pipeline stats this often, s")
+    source: SourceConfig = SourceConfig()
+    model: ModelSection = ModelSection()
+    tiling: TilingConfig = TilingConfig()
+    measure: MeasureConfig = MeasureConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    mqtt: MqttConfig | None = None
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("device_id")
+    @classmethod
+    def _topic_safe(cls, value: str) -> str:
+        if any(c in value for c in "/#+\0"):
+            raise ValueError(f"must not contain '/', '#' or '+' (it is an MQTT topic level), got {value!r}")
+        return value
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    """One readable message: each problem as ``<origin>: <field.path>: <reason> (got <value>)``."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown option (check the spelling against deploy/edge.example.toml)"
+        got = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err['input']!r})"
+        lines.append(f"{origin}: {path}: {reason}{got}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"section.key=value"`` -> (["section", "key"], value); the value is read as TOML, else a string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected section.key=value (e.g. source.loop=true)")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare words are strings: --set source.uri=/data/clip.mp4
+    return [p.strip() for p in key.split(".")], value
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any, item: str) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    **flags: Any,
+) -> EdgeConfig:
+    """Read ``path`` (TOML; None = defaults), apply ``--set`` ``overrides`` then ``flags``, validate once.
+
+    ``flags`` are the CLI short-cuts, applied last: ``source``, ``model``, ``backend``, ``device_id``,
+    ``broker`` (None values are ignored; ``broker`` enables the mqtt section).
+    """
+    origin = str(path) if path is not None else "command line"
+    tree: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            tree = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {file} does not exist (see deploy/edge.example.toml)") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {file}: cannot read it ({exc.strerror})") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        _set_path(tree, keys, value, item)
+    shortcuts = {
+        "source": ["source", "uri"],
+        "model": ["model", "path"],
+        "backend": ["model", "backend"],
+        "device_id": ["device_id"],
+        "broker": ["mqtt", "broker_uri"],
+    }
+    for name, value in flags.items():
+        if name not in shortcuts:
+            raise TypeError(f"load_config got an unknown flag {name!r}; known: {', '.join(shortcuts)}")
+        if value is not None:
+            _set_path(tree, shortcuts[name], value, f"--{name.replace('_', '-')}")
+    try:
+        return EdgeConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
