@@ -253,7 +253,7 @@ class Subscriber:
             log.error("broker refused the subscription to %s / %s: %s", self.alert_topic, self.status_topic,
                       ", ".join(refused))
             return
-        log.warning("subscribed to %s and %s", self.alert_topic, self.status_topic)
+        log.info("subscribed to %s and %s", self.alert_topic, self.status_topic)
         self.subscribed.set()
 
     def _on_alert(self, client: Any, userdata: Any, message: Any) -> None:
@@ -312,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)  # connection / subscription lines always; paho's chatter only with -v
+    logging.getLogger("edge.subscribe.paho").setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         password = read_password(None, args.password_file) if args.username else None
         sink = AlertSink(args.out, max_message_bytes=args.max_message_bytes)
