@@ -1,0 +1,284 @@
+"""Crack alerts: the JSON document (schema v1, ``edge/schemas/alert.schema.json``) and the policy that
+decides which frames raise one (pure: the clock is passed in, state lives in the policy object).
+
+An alert is a plain dict, built by :func:`build_alert` from a :class:`~edge.measure.FrameMeasurement`
+and checked with :func:`validate_alert`. :class:`AlertPolicy` keeps a crack seen in 30 consecutive
+frames from becoming 30 alerts; its rules are in its docstring and in docs/EDGE_CORE.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from edge.measure import SEVERITY_LEVELS, FrameMeasurement, severity_rank
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "alert.schema.json"
+MAX_CRACKS = 256  # the schema's cracks.maxItems
+
+
+class AlertError(ValueError):
+    """An alert cannot be built from these arguments; the message names the argument."""
+
+
+def new_alert_id() -> str:
+    """A fresh alert id (UUID4 hex, 32 characters): subscribers de-duplicate deliveries on it."""
+    return uuid.uuid4().hex
+
+
+def _utc_iso(name: str, value: datetime) -> str:
+    if not isinstance(value, datetime):
+        raise AlertError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise AlertError(f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc)), got naive {value}")
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def model_info(name: str, sha256: str, threshold: float, precision: str) -> dict[str, Any]:
+    """The alert's ``model`` object: model name, SHA-256 of the model file (hex), threshold, precision."""
+    return {"name": str(name), "sha256": str(sha256).lower(), "threshold": float(threshold), "precision": str(precision)}
+
+
+def _frame_size(frame_size: Mapping[str, int] | Sequence[int]) -> dict[str, int]:
+    if isinstance(frame_size, Mapping):
+        try:
+            return {"width": int(frame_size["width"]), "height": int(frame_size["height"])}
+        except KeyError as exc:
+            raise AlertError(f"frame_size needs 'width' and 'height', got keys {sorted(frame_size)}") from exc
+    if len(frame_size) != 2:
+        raise AlertError(f"frame_size must be (width, height) in pixels, got {frame_size!r}")
+    return {"width": int(frame_size[0]), "height": int(frame_size[1])}
+
+
+def build_alert(
+    measurement: FrameMeasurement,
+    *,
+    device_id: str,
+    sequence: int,
+    created_at: datetime,
+    capture_time: datetime,
+    source: str,
+    frame_index: int,
+    frame_size: Mapping[str, int] | Sequence[int],
+    model_info: Mapping[str, Any],
+    gsd_mm_per_px: float | None = None,
+    geo: Mapping[str, float] | None = None,
+    snapshot: Mapping[str, str] | None = None,
+    max_cracks: int = MAX_CRACKS,
+    alert_id: str | None = None,
+) -> dict[str, Any]:
+    """The alert dict (schema v1) for a frame with at least one crack.
+
+    ``created_at`` / ``capture_time``: timezone-aware datetimes, written as UTC ISO 8601.
+    ``frame_size``: ``(width, height)`` or ``{"width", "height"}`` in pixels of the camera frame.
+    ``model_info``: ``{"name", "sha256", "threshold", "precision"}`` (see :func:`model_info`).
+    ``gsd_mm_per_px``: defaults to the measurement's. ``geo``: ``{"lat", "lon"[, "alt_m", "heading_deg"]}``.
+    ``snapshot``: ``{"path"[, "topic"]}`` of the overlay JPEG. ``cracks`` keeps the first
+    ``max_cracks`` (<= 256) of the measurement's, which come most severe first, then longest.
+    ``alert_id``: pass one from :func:`new_alert_id` when the snapshot is saved under it first.
+    """
+    if not measurement.cracks:
+        raise AlertError("the measurement has no crack: an alert needs at least one (ask AlertPolicy.decide first)")
+    if not 1 <= max_cracks <= MAX_CRACKS:
+        raise AlertError(f"max_cracks must be in 1..{MAX_CRACKS} (the schema's limit), got {max_cracks}")
+    if gsd_mm_per_px is None:
+        gsd_mm_per_px = measurement.gsd_mm_per_px
+    alert: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "alert_id": alert_id or new_alert_id(),
+        "device_id": device_id,
+        "sequence": int(sequence),
+        "created_at": _utc_iso("created_at", created_at),
+        "capture_time": _utc_iso("capture_time", capture_time),
+        "source": source,
+        "frame_index": int(frame_index),
+        "frame_size": _frame_size(frame_size),
+        "model": dict(model_info),
+        "severity": measurement.severity,
+        "coverage": round(float(measurement.coverage), 6),
+        "gsd_mm_per_px": None if gsd_mm_per_px is None else float(gsd_mm_per_px),
+        "cracks": [crack.to_dict() for crack in measurement.cracks[:max_cracks]],
+        "geo": None if geo is None else dict(geo),
+        "snapshot": None if snapshot is None else dict(snapshot),
+    }
+    return alert
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    try:
+        import jsonschema
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("alert validation needs jsonschema: pip install 'aelf-crack[edge]' or jsonschema") from exc
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def validate_alert(alert: Mapping[str, Any]) -> list[str]:
+    """Every way ``alert`` breaks schema v1, as ``"<field path>: <reason>"`` lines; empty when valid.
+
+    The field path is slash-separated from the top (``cracks/0/area_px``); ``(root)`` for the object.
+    """
+    errors = sorted(_validator().iter_errors(alert), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors]
+
+
+# ----------------------------------------------------------------------------- alert policy
+
+
+def _grow(bbox: Sequence[int], margin: float) -> tuple[float, float, float, float]:
+    x, y, w, h = bbox
+    return x - margin, y - margin, x + w + margin, y + h + margin
+
+
+def box_overlap(a: Sequence[int], b: Sequence[int], margin_px: float = 0.0) -> float:
+    """Intersection over the smaller box of two ``(x, y, w, h)`` boxes, each grown by ``margin_px``.
+
+    Over the smaller box rather than IoU because a crack that breaks into two pieces in the next
+    frame (or two pieces that join) still overlaps fully; the margin lets a thin crack's box,
+    a few pixels tall, jitter by a few pixels and still match.
+    """
+    ax0, ay0, ax1, ay1 = _grow(a, margin_px)
+    bx0, by0, bx1, by1 = _grow(b, margin_px)
+    iw = min(ax1, bx1) - max(ax0, bx0)
+    ih = min(ay1, by1) - max(ay0, by0)
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    smaller = min((ax1 - ax0) * (ay1 - ay0), (bx1 - bx0) * (by1 - by0))
+    return iw * ih / smaller if smaller > 0 else 0.0
+
+
+@dataclass
+class _Track:
+    bbox: tuple[int, int, int, int]
+    rank: int  # severity rank last alerted for this crack
+    alerted_s: float
+    seen_s: float
+
+
+@dataclass
+class _SourceState:
+    tracks: list[_Track] = field(default_factory=list)
+    last_alert_s: float = -math.inf
+    last_alert_rank: int = 0
+
+
+@dataclass
+class AlertPolicy:
+    """Decides which frames raise an alert; call :meth:`decide` once per measured frame.
+
+    A frame raises an alert when all of these hold:
+
+    1. it has at least one crack of severity >= ``min_severity`` (smaller cracks are ignored
+       throughout) and its coverage is >= ``min_coverage``;
+    2. at least one of those cracks is **new or worse**: it matches no crack of this source seen
+       within ``cooldown_s`` (boxes match when :func:`box_overlap` with ``match_margin_px`` is >=
+       ``match_overlap``), or its severity is higher than the one last alerted for the crack it
+       matches, or that crack was last alerted ``cooldown_s`` or more ago (a reminder);
+    3. the source's last alert is at least ``source_cooldown_s`` old, unless this frame's severity
+       is higher than that alert's. Use it on a moving vehicle, where the same crack crosses the
+       frame and may not match its own earlier box: it caps alerts per source to one per
+       ``source_cooldown_s`` (0 = off).
+
+    Matched cracks update their remembered box every frame, alerted or not, so a crack drifting
+    across the frame as the vehicle moves stays the same crack. Cracks unseen for ``cooldown_s``
+    are forgotten. ``now_s`` is seconds on any non-decreasing clock (the pipeline passes the
+    frame's capture time, so a video replayed faster than real time is judged in its own time).
+    ``last_reason`` says why the last decision went the way it did (for the log).
+    """
+
+    min_severity: str = "low"
+    min_coverage: float = 0.0
+    cooldown_s: float = 60.0
+    match_overlap: float = 0.5
+    match_margin_px: float = 16.0
+    source_cooldown_s: float = 0.0
+    max_tracks_per_source: int = 1024
+    last_reason: str = field(default="", init=False)
+    _sources: dict[str, _SourceState] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.min_severity not in SEVERITY_LEVELS:
+            raise AlertError(f"alert policy min_severity must be one of {', '.join(SEVERITY_LEVELS)}, got {self.min_severity!r}")
+        checks = (
+            ("min_coverage", 0.0 <= self.min_coverage <= 1.0, "in [0, 1]"),
+            ("cooldown_s", self.cooldown_s >= 0.0, ">= 0 seconds"),
+            ("match_overlap", 0.0 < self.match_overlap <= 1.0, "in (0, 1]"),
+            ("match_margin_px", self.match_margin_px >= 0.0, ">= 0 pixels"),
+            ("source_cooldown_s", self.source_cooldown_s >= 0.0, ">= 0 seconds"),
+            ("max_tracks_per_source", self.max_tracks_per_source >= 1, ">= 1"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise AlertError(f"alert policy {name} must be {expected}, got {getattr(self, name)!r}")
+
+    def reset(self) -> None:
+        """Forget every crack and cool-down (e.g. when the camera is re-aimed)."""
+        self._sources.clear()
+
+    def decide(self, measurement: FrameMeasurement, now_s: float, source: str) -> bool:
+        """True when this frame should raise an alert; updates the policy's memory either way."""
+        state = self._sources.setdefault(source, _SourceState())
+        state.tracks = [t for t in state.tracks if now_s - t.seen_s < self.cooldown_s]
+        floor = severity_rank(self.min_severity)
+        cracks = [c for c in measurement.cracks if severity_rank(c.severity) >= floor]
+        if not cracks:
+            self.last_reason = f"no crack of severity >= {self.min_severity}"
+            return False
+        if measurement.coverage < self.min_coverage:
+            self.last_reason = f"coverage {measurement.coverage:.5f} < min_coverage {self.min_coverage}"
+            return False
+
+        matches: list[tuple[Any, _Track | None]] = []
+        fresh = []
+        for crack in cracks:
+            track = self._best_match(state.tracks, crack.bbox)
+            matches.append((crack, track))
+            rank = severity_rank(crack.severity)
+            if track is None or rank > track.rank or now_s - track.alerted_s >= self.cooldown_s:
+                fresh.append(crack)
+        frame_rank = max(severity_rank(c.severity) for c in cracks)
+
+        alert = bool(fresh)
+        if not alert:
+            self.last_reason = f"{len(cracks)} crack(s) already alerted within cooldown_s={self.cooldown_s}"
+        elif now_s - state.last_alert_s < self.source_cooldown_s and frame_rank <= state.last_alert_rank:
+            alert = False
+            self.last_reason = (
+                f"source {source!r} alerted {now_s - state.last_alert_s:.2f} s ago "
+                f"(< source_cooldown_s={self.source_cooldown_s}) and severity did not increase"
+            )
+        else:
+            self.last_reason = f"{len(fresh)} new or worse crack(s)"
+
+        for crack, track in matches:
+            rank = severity_rank(crack.severity)
+            if track is None:
+                track = _Track(tuple(crack.bbox), rank if alert else 0, now_s if alert else -math.inf, now_s)
+                state.tracks.append(track)
+            track.bbox, track.seen_s = tuple(crack.bbox), now_s
+            if alert:
+                track.rank, track.alerted_s = max(track.rank, rank), now_s
+        if len(state.tracks) > self.max_tracks_per_source:
+            state.tracks.sort(key=lambda t: t.seen_s)
+            del state.tracks[: len(state.tracks) - self.max_tracks_per_source]
+        if alert:
+            state.last_alert_s, state.last_alert_rank = now_s, frame_rank
+        return alert
+
+    def _best_match(self, tracks: list[_Track], bbox: Sequence[int]) -> _Track | None:
+        best, best_overlap = None, self.match_overlap
+        for track in tracks:
+            overlap = box_overlap(track.bbox, bbox, self.match_margin_px)
+            if overlap >= best_overlap:
+                best, best_overlap = track, overlap
+        return best
+
