@@ -139,7 +139,7 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return w
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)  # 2 x 16 MB per 1080p size: bounded, and a daemon sees one size per source
 def _stitch_weights(height: int, width: int, tile: int, overlap: int, origins: tuple[tuple[int, int], ...]):
     """(2-D tile window, 1 / summed window over the frame) for one grid; cached because frames repeat."""
     w1 = blend_window(tile, overlap)
