@@ -101,11 +101,11 @@ class SnapshotStore:
     the folder at start-up count towards the cap. One store per folder (it keeps the total in memory).
     """
 
-    def __init__(self, folder: str | os.PathLike, max_bytes: int) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise SnapshotError(f"snapshot max_bytes must be a positive whole number of bytes, got {max_bytes!r}")
+    def __init__(self, folder: str | os.PathLike, max_bytes: int | float) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, float)) or not max_bytes >= 1:
+            raise SnapshotError(f"snapshot max_bytes must be a positive number of bytes, got {max_bytes!r}")
         self.folder = Path(folder)
-        self.max_bytes = max_bytes
+        self.max_bytes = int(max_bytes)  # a float from "snapshot_max_mb * 2**20" is fine
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -64,5 +64,5 @@ def test_store_rejects_unsafe_names_and_oversized_snapshots(tmp_path):
         store.save("../escape", b"\xff\xd8x")
     with pytest.raises(SnapshotError, match="more than the store's cap of 100 bytes"):
         store.save("big", b"\xff" * 101)
-    with pytest.raises(SnapshotError, match="max_bytes must be a positive"):
+    with pytest.raises(SnapshotError, match="max_bytes must be a positive number of bytes"):
         SnapshotStore(tmp_path, max_bytes=0)
