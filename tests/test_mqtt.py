@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -123,6 +124,26 @@ def test_subscriber_sees_offline_within_keepalive_when_daemon_dies(broker, tmp_p
         daemon.wait_line("connected", 30)
         assert sink.wait_for(lambda s: s.device_status.get("cam1") == "online", 10)
     finally:
+        daemon.kill()
+        sub.stop()
+
+
+def test_frozen_daemon_goes_offline_after_keepalive_expiry(broker, tmp_path: Path) -> None:
+    """SIGSTOP keeps the socket open but silent, like a lost network link: the broker's keep-alive decides."""
+    keepalive_s = 2
+    sink, sub = subscribe(broker.uri, tmp_path)
+    daemon = Daemon(broker.uri, tmp_path / "o.sqlite3", keepalive_s=keepalive_s)
+    try:
+        daemon.wait_line("connected", 30)
+        assert sink.wait_for(lambda s: s.device_status.get("cam1") == "online", 10)
+        frozen_at = time.monotonic()
+        daemon.proc.send_signal(signal.SIGSTOP)
+        assert sink.wait_for(lambda s: s.device_status.get("cam1") == "offline", 1.5 * keepalive_s + 3)
+        assert time.monotonic() - frozen_at >= keepalive_s, "not before the keep-alive window"
+        daemon.proc.send_signal(signal.SIGCONT)  # it notices the dropped link, reconnects, says online
+        assert sink.wait_for(lambda s: s.device_status.get("cam1") == "online", 15)
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
         daemon.kill()
         sub.stop()
 
