@@ -213,3 +213,17 @@ def test_insecure_credentials_allowed_only_when_asked(broker, tmp_path: Path) ->
         assert pub.wait_connected(10), "anonymous broker accepts any credentials once they are allowed"
     finally:
         pub.close(timeout_s=2)
+
+
+def test_from_config_reads_the_mqtt_section(broker, tmp_path: Path) -> None:
+    config = pytest.importorskip("edge.config", reason="edge/config.py (MqttConfig) not present")
+    section = config.MqttConfig(broker_uri=broker.uri, topic_prefix="fleet", keepalive_s=7,
+                                outbox_path=str(tmp_path / "cfg.sqlite3"), outbox_max_alerts=5,
+                                stats_interval_s=0, max_payload_bytes=4096)
+    pub = MqttPublisher.from_config(section, "truck-07")
+    try:
+        assert pub.topics.alert == "fleet/truck-07/alert" and pub.keepalive_s == 7
+        assert pub.outbox.max_alerts == 5 and pub.max_payload_bytes == 4096 and pub.stats_interval_s == 0
+        assert pub.wait_connected(10)
+    finally:
+        pub.close(timeout_s=2)
