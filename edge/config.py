@@ -87,25 +87,35 @@ class TilingConfig(_Section):
 
 
 class SeverityConfig(_Section):
-    """Width/length limits of the severity classes (edge/measure.py's SeverityRules).
+    """Width/length limits of the severity classes (edge/measure.py's SeverityRules, same defaults).
 
-    In millimetres when a GSD is configured, else the ``*_px`` limits apply.
+    Millimetre limits apply when tiling.gsd_mm_per_px is set, else the ``*_px`` limits; a length
+    limit of 0 disables that length rule.
     """
 
     medium_width_mm: float = Field(1.0, gt=0)
     high_width_mm: float = Field(3.0, gt=0)
-    medium_length_mm: float = Field(300.0, gt=0)
-    high_length_mm: float = Field(1000.0, gt=0)
-    medium_width_px: float = Field(4.0, gt=0)
-    high_width_px: float = Field(10.0, gt=0)
-    medium_length_px: float = Field(200.0, gt=0)
-    high_length_px: float = Field(600.0, gt=0)
+    medium_length_mm: float = Field(300.0, ge=0)
+    high_length_mm: float = Field(1000.0, ge=0)
+    medium_width_px: float = Field(3.0, gt=0)
+    high_width_px: float = Field(8.0, gt=0)
+    medium_length_px: float = Field(150.0, ge=0)
+    high_length_px: float = Field(600.0, ge=0)
+
+    def rules_kwargs(self) -> dict[str, float | None]:
+        """Keyword arguments for ``edge.measure.SeverityRules`` (0 length limits become None)."""
+        data: dict[str, float | None] = dict(self.model_dump())
+        for key in ("medium_length_mm", "high_length_mm", "medium_length_px", "high_length_px"):
+            data[key] = data[key] or None
+        return data
 
 
 class MeasureConfig(_Section):
     """Mask clean-up and crack measurement (edge/measure.py)."""
 
-    min_area_px: int = Field(30, ge=1, description="cracks smaller than this many pixels are ignored")
+    min_area_px: int = Field(20, ge=1, description="cracks smaller than this many pixels are ignored")
+    open_px: int = Field(0, ge=0, description="morphological opening of the mask, px (0 = off)")
+    close_px: int = Field(0, ge=0, description="morphological closing of the mask, px (0 = off)")
     severity: SeverityConfig = SeverityConfig()
 
 
@@ -114,8 +124,11 @@ class AlertsConfig(_Section):
 
     min_severity: Literal["low", "medium", "high"] = "low"
     min_coverage: float = Field(0.0, ge=0, le=1, description="fraction of frame pixels that must be crack")
-    cooldown_s: float = Field(10.0, ge=0, description="suppress repeats of the same crack for this long, s")
-    snapshot_dir: str | None = Field("snapshots", description="JPEG overlays; empty or null disables them")
+    cooldown_s: float = Field(60.0, ge=0, description="suppress repeats of the same crack for this long, s")
+    match_overlap: float = Field(0.5, gt=0, le=1, description="box overlap at which two cracks are the same")
+    match_margin_px: float = Field(16.0, ge=0, description="boxes grow by this before the overlap test, px")
+    source_cooldown_s: float = Field(0.0, ge=0, description="at most one alert per source this often, s (0 = off)")
+    snapshot_dir: str | None = Field("snapshots", description="JPEG overlays; empty disables them")
     snapshot_max_mb: float = Field(512.0, gt=0, description="oldest snapshots are deleted beyond this, MB")
     state_path: str = Field("edge_state.json", description="alert sequence counter that survives restarts")
 

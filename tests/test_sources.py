@@ -1,0 +1,148 @@
+"""Frame sources on real OpenCV files: video (MJPG .avi written here), image folders, drop-oldest."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from edge_helpers import frame_number, numbered_frame, write_video
+
+from edge.sources import CaptureSource, ImageFolderSource, SourceError, open_source, redact_uri
+
+
+def test_video_file_yields_every_frame_in_order_with_metadata(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "clip.avi", [numbered_frame(i) for i in range(12)])
+    with open_source(f"file://{video}") as source:
+        frames = list(source)
+    assert not source.is_live and source.dropped_frames == 0
+    assert [f.index for f in frames] == list(range(12))
+    assert [frame_number(f.image) for f in frames] == list(range(12))
+    assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert all(f.capture_time.tzinfo is not None for f in frames)
+    assert frames[0].source_id == str(video)
+    assert all(a.capture_time <= b.capture_time for a, b in zip(frames, frames[1:]))
+
+
+def test_video_loop_restarts_and_keeps_counting(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "clip.avi", [numbered_frame(i) for i in range(5)])
+    source = open_source(str(video), loop=True)
+    frames = []
+    for frame in source:
+        frames.append(frame)
+        if len(frames) == 12:
+            source.close()
+    assert [f.index for f in frames] == list(range(12))
+    assert [frame_number(f.image) for f in frames] == [i % 5 for i in range(12)]
+
+
+def test_image_folder_sorted_and_a_corrupt_image_is_skipped_with_its_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (2, 0, 1):
+        cv2.imwrite(str(folder / f"img_{i}.png"), numbered_frame(i))
+    (folder / "img_1b.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    cv2.imwrite(str(folder / "gray_3.png"), numbered_frame(3)[..., 0])  # single channel -> BGR
+    (folder / "notes.txt").write_text("ignored")
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        source = open_source(folder)
+        frames = list(source)
+    assert isinstance(source, ImageFolderSource)
+    assert [f.name for f in frames] == ["gray_3.png", "img_0.png", "img_1.png", "img_2.png"]
+    assert [f.index for f in frames] == [0, 1, 2, 3]
+    assert all(f.image.ndim == 3 and f.image.shape[2] == 3 for f in frames)
+    assert source.skipped_files == 1
+    assert any("img_1b.jpg" in r.getMessage() and "skipping" in r.getMessage() for r in caplog.records)
+
+
+def test_image_folder_loop(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), numbered_frame(i))
+    source = open_source(folder, loop=True)
+    names = []
+    for frame in source:
+        names.append(frame.name)
+        if len(names) == 7:
+            source.close()
+    assert names == ["0.png", "1.png", "2.png"] * 2 + ["0.png"]
+
+
+def test_live_source_drops_the_oldest_frames_for_a_slow_consumer(tmp_path: Path) -> None:
+    """A reader that outpaces the consumer keeps only the newest `queue_size` frames and counts the rest."""
+    video = write_video(tmp_path / "live.avi", [numbered_frame(i) for i in range(30)])
+    source = CaptureSource(lambda: cv2.VideoCapture(str(video)), "live-test", live=True, queue_size=3,
+                           reconnect_min_s=60.0, reconnect_max_s=60.0)  # after the 30 frames: wait (close ends it)
+    frames = iter(source)
+    first = next(frames)  # starts the reader; the consumer now stalls
+    assert source.wait_frames_read(30, timeout_s=20.0), f"reader read only {source.frames_read} frames"
+    assert source.queued() == 3
+    rest = [next(frames) for _ in range(3)]
+    source.close()
+    assert [f.index for f in rest] == [27, 28, 29]
+    assert [frame_number(f.image) for f in rest] == [27, 28, 29]
+    assert source.dropped_frames == 30 - 1 - 3  # everything not delivered was dropped, and counted
+    assert first.index <= 26
+
+
+def test_live_source_reconnects_after_the_stream_ends(tmp_path: Path) -> None:
+    video = write_video(tmp_path / "live.avi", [numbered_frame(i) for i in range(4)])
+    opened = threading.Semaphore(0)
+
+    def opener() -> cv2.VideoCapture:
+        opened.release()
+        return cv2.VideoCapture(str(video))
+
+    source = CaptureSource(opener, "live-test", live=True, queue_size=64, reconnect_min_s=0.01, reconnect_max_s=0.02)
+    frames = iter(source)
+    got = [next(frames) for _ in range(10)]  # 4 frames per connection: needs >= 2 reconnects
+    source.close()
+    assert source.reconnects >= 2
+    assert [f.index for f in got] == list(range(10))
+    assert [frame_number(f.image) for f in got] == [i % 4 for i in range(10)]
+
+
+def test_missing_camera_does_not_crash_and_close_interrupts_the_back_off() -> None:
+    source = CaptureSource(lambda: None, "cam-absent", live=True, reconnect_min_s=30.0, reconnect_max_s=30.0)
+    frames = iter(source)
+    closer = threading.Timer(0.2, source.close)
+    closer.start()
+    assert list(frames) == []  # ends when closed, no exception
+    closer.join()
+    assert source.frames_read == 0
+
+
+def test_errors_name_the_uri_without_credentials(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="does not exist"):
+        open_source(tmp_path / "missing.mp4")
+    with pytest.raises(SourceError, match="no images"):
+        (tmp_path / "empty").mkdir()
+        open_source(tmp_path / "empty")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(SourceError, match="junk.mp4"):
+        open_source(tmp_path / "junk.mp4")
+    with pytest.raises(SourceError, match="unknown scheme 'ftp'") as info:
+        open_source("ftp://user:secret@host/x")
+    assert "secret" not in str(info.value)
+    with pytest.raises(SourceError, match="no source given"):
+        open_source("")
+
+
+def test_redact_uri_strips_credentials() -> None:
+    assert redact_uri("rtsp://admin:pa55@10.0.0.2:554/stream1?x=1") == "rtsp://10.0.0.2:554/stream1?x=1"
+    assert redact_uri("rtsp://cam/stream") == "rtsp://cam/stream"
+    assert redact_uri("/data/clip.mp4") == "/data/clip.mp4"
+
+
+def test_live_uris_are_recognised_without_hardware() -> None:
+    """URI forms map to live sources; opening is lazy (a camera may come up after the daemon)."""
+    for uri in ("v4l2:///dev/video9", "7", "rtsp://user:pw@127.0.0.1:9/none"):
+        source = open_source(uri, reconnect_min_s=30.0, reconnect_max_s=30.0)
+        assert source.is_live and "pw" not in source.source_id
+        source.close()
