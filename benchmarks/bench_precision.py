@@ -7,7 +7,7 @@ torch measured), quantized to INT8 QDQ (``calibration.int8``, calibrated on trai
 then every variant predicts each test image tiled and stitched as the edge daemon does, and
 ``train.metrics.ThresholdSweep`` gives F-beta / F1 / IoU at the model's threshold and the ODS F-beta.
 Throughput is tiles/s on the same fixed tiles, batch ``--batch``, ``--threads`` intra-op threads,
-median of ``--repeats`` timed passes after a warm-up. The table is printed and appended to
+median of ``--repeats`` interleaved timed passes after a warm-up. The table is printed and appended to
 benchmarks/RESULTS.md with the command, machine and date.
 """
 
@@ -58,16 +58,25 @@ def evaluate(predict, data: Path, split: str, meta, max_images: int | None) -> d
     }
 
 
-def tiles_per_second(predict, tiles: np.ndarray, batch: int, repeats: int) -> float:
-    """Median tiles/s over ``repeats`` passes over ``tiles`` (after one warm-up pass)."""
-    def one_pass() -> float:
+def tiles_per_second(predicts: dict, tiles: np.ndarray, batch: int, repeats: int) -> dict[str, float]:
+    """Median tiles/s per variant over ``repeats`` passes over ``tiles``, after one warm-up pass each.
+
+    Passes are interleaved (fp32, int8, fp32, int8, ...) so that load from other processes on a shared
+    machine hits every variant alike instead of biasing the ratio.
+    """
+    def one_pass(predict) -> float:
         start = time.perf_counter()
         for i in range(0, len(tiles), batch):
             predict(tiles[i : i + batch])
         return len(tiles) / (time.perf_counter() - start)
 
-    one_pass()
-    return statistics.median(one_pass() for _ in range(repeats))
+    for predict in predicts.values():
+        one_pass(predict)
+    speeds: dict[str, list[float]] = {name: [] for name in predicts}
+    for _ in range(repeats):
+        for name, predict in predicts.items():
+            speeds[name].append(one_pass(predict))
+    return {name: statistics.median(values) for name, values in speeds.items()}
 
 
 def machine() -> str:
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-tiles", type=int, default=32, help="tiles in the throughput measurement (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=4, help="tiles per inference call (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime/torch intra-op threads (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes; the median is reported (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per variant, interleaved; the median is reported (default: %(default)s)")
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md", help="file the table is appended to (default: benchmarks/RESULTS.md)")
     parser.add_argument("--no-append", action="store_true", help="print only, do not append to --results")
     args = parser.parse_args(argv)
@@ -110,10 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             session = ort_session(path, args.threads)
             variants[name] = (lambda s: (lambda t: run_tiles(s, t, args.batch)))(session)
         variants.update(cuda_variants(args.checkpoint))
-        rows = []
-        for name, predict in variants.items():
-            metrics = evaluate(predict, args.data, args.split, meta, args.max_images)
-            rows.append((name, metrics, tiles_per_second(predict, speed, args.batch, args.repeats)))
+        metrics = {name: evaluate(predict, args.data, args.split, meta, args.max_images) for name, predict in variants.items()}
+        speeds = tiles_per_second(variants, speed, args.batch, args.repeats)
+        rows = [(name, metrics[name], speeds[name]) for name in variants]
         sizes = {"ORT CPU fp32": fp32_path.stat().st_size, "ORT CPU int8": int8_path.stat().st_size}
 
     table = format_table(rows, sizes)
