@@ -24,7 +24,7 @@ def test_video_file_yields_every_frame_in_order_with_metadata(tmp_path: Path) ->
     assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in frames)
     assert all(f.capture_time.tzinfo is not None for f in frames)
     assert frames[0].source_id == str(video)
-    assert all(a.capture_time <= b.capture_time for a, b in zip(frames, frames[1:]))
+    assert all(a.capture_time <= b.capture_time for a, b in zip(frames, frames[1:], strict=False))
 
 
 def test_video_loop_restarts_and_keeps_counting(tmp_path: Path) -> None:

@@ -1,0 +1,443 @@
+"""The daemon's pipeline: capture -> tiles -> backend -> stitch/measure/alert -> publisher, overlapped.
+
+Three threads joined by bounded queues, so decoding, inference and post-processing run at the same
+time and the backend is not left waiting for a decoder when frames are available::
+
+    capture thread      source frame -> (resize to GSD) -> tiles -> model input      --frame queue-->
+    inference (caller)  tiles of one or more queued frames in batches -> backend.infer --result queue-->
+    post thread         stitch -> measure_cracks -> AlertPolicy -> snapshot -> build_alert -> publisher
+
+Back-pressure: the frame queue holds ``source.queue_size`` prepared frames. A file source blocks
+when it is full (no frame is ever dropped); a live source drops the oldest queued frame (the newest
+view matters) and counts it. Shutdown: setting the ``stop`` event passed to :meth:`Pipeline.run`
+stops capture; frames already captured (the one in flight and at most the queue's worth) are
+finished and their alerts published, then ``run`` returns. The CLI installs the SIGINT/SIGTERM
+handlers that set the event; the library never touches signals.
+
+Alert sequence numbers come from a small JSON state file written atomically after every alert,
+so they keep increasing across restarts (schema: ``sequence`` "survives restarts").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
+from edge.backends import Backend, load_backend
+from edge.config import EdgeConfig
+from edge.measure import FrameMeasurement, SeverityRules, measure_cracks
+from edge.preprocess import to_model_input
+from edge.publish import LogPublisher, Publisher
+from edge.snapshots import SnapshotStore, render_overlay
+from edge.sources import Frame, FrameSource, open_source
+from edge.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile_grid
+
+log = logging.getLogger("edge.pipeline")
+
+_END = object()  # sentinel closing a queue
+
+
+class PipelineError(RuntimeError):
+    """The pipeline cannot be built or stopped on an error; the message names the setting or stage."""
+
+
+@dataclass
+class Prepared:
+    """A captured frame, cut into tiles and converted to the model's input, waiting for inference."""
+
+    frame: Frame
+    image: np.ndarray  # the frame after any GSD resize: what is measured and drawn
+    gsd_mm_per_px: float | None
+    grid: TileGrid
+    model_input: np.ndarray  # N×3×tile×tile float32
+    received_s: float  # time.monotonic() when the capture thread got the frame
+
+
+@dataclass
+class Inferred:
+    prepared: Prepared
+    probs: np.ndarray  # N×1×tile×tile
+
+
+@dataclass
+class FrameOutcome:
+    """What the post-processing stage made of one frame (given to ``on_frame`` hooks, e.g. the demo)."""
+
+    frame: Frame
+    image: np.ndarray
+    measurement: FrameMeasurement
+    alert: dict | None
+    snapshot_jpeg: bytes | None
+
+
+class SequenceCounter:
+    """Per-device alert sequence numbers that keep increasing across restarts (a JSON state file)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._next = 0
+        if self.path.is_file():
+            try:
+                self._next = int(json.loads(self.path.read_text())["next_sequence"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise PipelineError(
+                    f"alert state file {self.path} is unreadable ({exc}); delete it to restart numbering at 0"
+                ) from exc
+
+    def take(self) -> int:
+        """The next sequence number, persisted before it is returned (atomic rename)."""
+        value = self._next
+        self._next += 1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"next_sequence": self._next}))
+        os.replace(tmp, self.path)
+        return value
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def percentile_ms(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) * 1000.0, 2) if values else None
+
+
+@dataclass
+class PipelineStats:
+    """Counters since start; ``snapshot()`` adds rates and latency percentiles over the last window."""
+
+    started_s: float = field(default_factory=time.monotonic)
+    frames_captured: int = 0
+    frames_done: int = 0
+    frames_dropped: int = 0  # by the pipeline's own queue (live sources)
+    tiles: int = 0
+    alerts: int = 0
+    errors: int = 0
+    latencies_s: deque = field(default_factory=lambda: deque(maxlen=2048))  # capture -> post-processed
+    alert_latencies_s: deque = field(default_factory=lambda: deque(maxlen=2048))  # capture -> published
+    _window: tuple[float, int, int] = (0.0, 0, 0)  # (time, frames_done, tiles) at the last snapshot
+
+    def snapshot(self, **extra: Any) -> dict[str, Any]:
+        now = time.monotonic()
+        t0, frames0, tiles0 = self._window if self._window[0] else (self.started_s, 0, 0)
+        elapsed = max(now - t0, 1e-9)
+        lat, alat = list(self.latencies_s), list(self.alert_latencies_s)
+        self._window = (now, self.frames_done, self.tiles)
+        return {
+            "uptime_s": round(now - self.started_s, 1),
+            "frames": self.frames_done,
+            "fps": round((self.frames_done - frames0) / elapsed, 2),
+            "tiles_per_s": round((self.tiles - tiles0) / elapsed, 2),
+            "latency_ms_p50": percentile_ms(lat, 50),
+            "latency_ms_p95": percentile_ms(lat, 95),
+            "latency_ms_p99": percentile_ms(lat, 99),
+            "alert_latency_ms_p50": percentile_ms(alat, 50),
+            "alert_latency_ms_p99": percentile_ms(alat, 99),
+            "alerts": self.alerts,
+            "errors": self.errors,
+            **extra,
+        }
+
+
+class Pipeline:
+    """One source, one backend, one publisher; :meth:`run` processes frames until the source ends or ``stop``."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        source: FrameSource,
+        backend: Backend,
+        publisher: Publisher,
+        snapshots: SnapshotStore | None = None,
+        model_sha256: str | None = None,
+        on_frame: Callable[[FrameOutcome], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.backend = backend
+        self.publisher = publisher
+        self.snapshots = snapshots
+        self.on_frame = on_frame
+        meta = backend.metadata
+        max_batch, _, tile_h, tile_w = backend.input_shape
+        self.tile = config.tiling.tile or tile_h
+        if self.tile != tile_h or tile_h != tile_w:
+            raise PipelineError(
+                f"tiling.tile = {self.tile} but the model takes {tile_h}×{tile_w} tiles: "
+                f"leave tiling.tile unset or set it to {tile_h}"
+            )
+        if config.tiling.overlap >= self.tile:
+            raise PipelineError(f"tiling.overlap ({config.tiling.overlap}) must be smaller than the tile ({self.tile})")
+        self.batch_size = max(1, min(config.model.batch_size, max_batch))
+        self.threshold = config.model.threshold or meta.threshold
+        self.rules = SeverityRules(**config.measure.severity.rules_kwargs())
+        alerts = config.alerts
+        self.policy = AlertPolicy(
+            min_severity=alerts.min_severity, min_coverage=alerts.min_coverage, cooldown_s=alerts.cooldown_s,
+            match_overlap=alerts.match_overlap, match_margin_px=alerts.match_margin_px,
+            source_cooldown_s=alerts.source_cooldown_s,
+        )
+        self.sequence = SequenceCounter(alerts.state_path)
+        self.model_info = model_info(meta.model_name, model_sha256 or "0" * 64, self.threshold, backend.precision)
+        self.stats = PipelineStats()
+        queue_size = config.source.queue_size
+        self._frames: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._results: queue.Queue = queue.Queue(maxsize=max(2, queue_size))
+        self._grids: dict[tuple[int, int], TileGrid] = {}
+        self._failure: BaseException | None = None
+        self._next_stats_s = 0.0
+
+    # ------------------------------------------------------------------ capture thread
+    def _prepare(self, frame: Frame) -> Prepared:
+        image, gsd = frame.image, self.config.tiling.gsd_mm_per_px
+        target = self.config.tiling.target_gsd_mm_per_px
+        if gsd is not None and target is not None:
+            image, gsd = resize_to_gsd(image, gsd, target)
+        height, width = image.shape[:2]
+        grid = self._grids.get((height, width))
+        if grid is None:
+            grid = self._grids[(height, width)] = tile_grid(height, width, self.tile, self.config.tiling.overlap)
+        x = to_model_input(extract_tiles(image, grid), self.backend.metadata)
+        return Prepared(frame, image, gsd, grid, x, time.monotonic())
+
+    def _put_frame(self, item: Prepared, stop: threading.Event) -> None:
+        if self.source.is_live:
+            while True:
+                try:
+                    self._frames.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self._frames.get_nowait()  # drop the oldest: the newest view matters
+                        self.stats.frames_dropped += 1
+                    except queue.Empty:
+                        pass
+        while not stop.is_set():  # file source: wait for room, never drop
+            try:
+                self._frames.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        self._frames.put(item)  # stopping: this frame was captured, finish it (inference still drains)
+
+    def _capture(self, stop: threading.Event) -> None:
+        try:
+            for frame in self.source:
+                item = self._prepare(frame)
+                self.stats.frames_captured += 1
+                self._put_frame(item, stop)
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # a source bug must stop the daemon, not hang it
+            self._failure = exc
+            log.exception("capture from %s failed", self.source.source_id)
+        finally:
+            self._frames.put(_END)
+
+    # ------------------------------------------------------------------ inference (the run() thread)
+    def _infer_loop(self) -> None:
+        """Batch the tiles of one or more queued frames (up to batch_size), infer, hand frames on."""
+        ended = False
+        while not ended:
+            item = self._frames.get()
+            if item is _END:
+                break
+            group = [item]
+            tiles = len(item.grid.origins)
+            while tiles < self.batch_size:  # fill the batch with frames already waiting (never wait)
+                try:
+                    nxt = self._frames.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _END:
+                    ended = True
+                    break
+                group.append(nxt)
+                tiles += len(nxt.grid.origins)
+            x = group[0].model_input if len(group) == 1 else np.concatenate([g.model_input for g in group])
+            probs = self.backend.infer(x)
+            self.stats.tiles += x.shape[0]
+            start = 0
+            for g in group:
+                n = len(g.grid.origins)
+                self._results.put(Inferred(g, probs[start : start + n]))
+                start += n
+
+    # ------------------------------------------------------------------ post-processing thread
+    def _post_one(self, item: Inferred) -> None:
+        p = item.prepared
+        prob_map = stitch(item.probs, p.grid)
+        measurement = measure_cracks(
+            prob_map, self.threshold, min_area_px=self.config.measure.min_area_px, gsd_mm_per_px=p.gsd_mm_per_px,
+            rules=self.rules, open_px=self.config.measure.open_px, close_px=self.config.measure.close_px,
+        )
+        alert, jpeg = None, None
+        if measurement.cracks and self.policy.decide(measurement, p.frame.capture_time.timestamp(), p.frame.source_id):
+            alert_id = new_alert_id()
+            snapshot_ref = None
+            if self.snapshots is not None or self.on_frame is not None:
+                jpeg = render_overlay(p.image, measurement.mask, measurement.cracks)
+            if self.snapshots is not None and jpeg is not None:
+                snapshot_ref = {"path": str(self.snapshots.save(alert_id, jpeg))}
+            height, width = p.image.shape[:2]
+            alert = build_alert(
+                measurement, device_id=self.config.device_id, sequence=self.sequence.take(),
+                created_at=datetime.now(timezone.utc), capture_time=p.frame.capture_time,
+                source=p.frame.source_id, frame_index=p.frame.index, frame_size=(width, height),
+                model_info=self.model_info, gsd_mm_per_px=p.gsd_mm_per_px, snapshot=snapshot_ref, alert_id=alert_id,
+            )
+            self.publisher.publish_alert(alert, jpeg)
+            self.stats.alerts += 1
+            self.stats.alert_latencies_s.append(time.monotonic() - p.received_s)
+            log.info("alert %d: %d crack(s), severity %s, frame %d of %s", alert["sequence"], len(alert["cracks"]),
+                     alert["severity"], p.frame.index, p.frame.source_id)
+        elif measurement.cracks:
+            log.debug("frame %d: %s", p.frame.index, self.policy.last_reason)
+        if self.on_frame is not None:
+            self.on_frame(FrameOutcome(p.frame, p.image, measurement, alert, jpeg))
+
+    def _post(self) -> None:
+        while True:
+            item = self._results.get()
+            if item is _END:
+                return
+            try:
+                self._post_one(item)
+            except Exception:  # one bad frame must not stop the daemon; it is counted in the stats
+                self.stats.errors += 1
+                log.exception("post-processing frame %d of %s failed", item.prepared.frame.index,
+                              item.prepared.frame.source_id)
+            self.stats.frames_done += 1
+            self.stats.latencies_s.append(time.monotonic() - item.prepared.received_s)
+            if time.monotonic() >= self._next_stats_s:
+                if self._next_stats_s:
+                    self.report_stats()
+                self._next_stats_s = time.monotonic() + self.config.stats_interval_s
+
+    # ------------------------------------------------------------------ public
+    def current_stats(self) -> dict[str, Any]:
+        """Stats now: rates since the last call, latency percentiles, queue depths, drops."""
+        return self.stats.snapshot(
+            device_id=self.config.device_id,
+            frame_queue=self._frames.qsize(),
+            result_queue=self._results.qsize(),
+            dropped_frames=self.stats.frames_dropped + getattr(self.source, "dropped_frames", 0),
+        )
+
+    def report_stats(self) -> dict[str, Any]:
+        """Log the stats and hand them to the publisher."""
+        stats = self.current_stats()
+        log.info("stats: %.1f fps, %.1f tiles/s, latency p50/p95/p99 %s/%s/%s ms, queues %d/%d, dropped %d, alerts %d",
+                 stats["fps"], stats["tiles_per_s"], stats["latency_ms_p50"], stats["latency_ms_p95"],
+                 stats["latency_ms_p99"], stats["frame_queue"], stats["result_queue"], stats["dropped_frames"],
+                 stats["alerts"])
+        try:
+            self.publisher.publish_stats(stats)
+        except Exception:
+            log.exception("publisher failed to take the stats")
+        return stats
+
+    def run(self, stop: threading.Event | None = None) -> dict[str, Any]:
+        """Process frames until the source ends or ``stop`` is set; finish frames in flight; return final stats."""
+        stop = stop or threading.Event()
+        self.stats = PipelineStats()
+        self._done = threading.Event()
+        self._next_stats_s = time.monotonic() + self.config.stats_interval_s
+        capture = threading.Thread(target=self._capture, args=(stop,), name="edge-capture", daemon=True)
+        post = threading.Thread(target=self._post, name="edge-post", daemon=True)
+        watcher = threading.Thread(target=self._close_source_on_stop, args=(stop,), name="edge-stop", daemon=True)
+        post.start()
+        capture.start()
+        watcher.start()
+        try:
+            self._infer_loop()
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            stop.set()
+            log.exception("inference failed")
+            while capture.is_alive():  # unblock a capture thread waiting for room
+                try:
+                    self._frames.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+        finally:
+            self._results.put(_END)
+            capture.join()
+            post.join()
+            self._done.set()
+            watcher.join()
+        final = self.report_stats()
+        if self._failure is not None:
+            raise PipelineError(f"pipeline stopped: {self._failure}") from self._failure
+        return final
+
+    def _close_source_on_stop(self, stop: threading.Event) -> None:
+        """Close the source when ``stop`` is set (a live source may be blocked waiting for a camera)."""
+        while not self._done.is_set():
+            if stop.wait(0.2):
+                self.source.close()  # ends the source's iteration after the frame it is on
+                return
+
+
+def make_publisher(config: EdgeConfig) -> Publisher:
+    """MqttPublisher when an [mqtt] section is configured (imported only then), else LogPublisher."""
+    if config.mqtt is None:
+        return LogPublisher()
+    from edge.mqtt import MqttPublisher  # lazy: paho is only needed for MQTT
+
+    return MqttPublisher.from_config(config.mqtt, config.device_id)
+
+
+def build_pipeline(
+    config: EdgeConfig,
+    *,
+    publisher: Publisher | None = None,
+    on_frame: Callable[[FrameOutcome], None] | None = None,
+) -> Pipeline:
+    """Open the source, load the backend, make the publisher and snapshot store named by ``config``."""
+    backend = load_backend(
+        config.model.path, config.model.backend, providers=config.model.providers,
+        batch_size=config.model.batch_size, intra_op_threads=config.model.intra_op_threads or None,
+        device=config.model.device,
+    )
+    src = config.source
+    source = open_source(src.uri, loop=src.loop, fps_limit=src.fps_limit, queue_size=src.queue_size,
+                         reconnect_min_s=src.reconnect_min_s, reconnect_max_s=src.reconnect_max_s)
+    snapshots = None
+    if config.alerts.snapshot_dir:
+        snapshots = SnapshotStore(config.alerts.snapshot_dir, int(config.alerts.snapshot_max_mb * 1024 * 1024))
+    return Pipeline(config, source=source, backend=backend, publisher=publisher or make_publisher(config),
+                    snapshots=snapshots, model_sha256=file_sha256(config.model.path), on_frame=on_frame)
+
+
+def run_daemon(config: EdgeConfig, stop: threading.Event | None = None, *, publisher: Publisher | None = None) -> dict:
+    """Build the pipeline, run it until the source ends or ``stop``, close everything; return final stats."""
+    pipeline = build_pipeline(config, publisher=publisher)
+    try:
+        return pipeline.run(stop)
+    finally:
+        pipeline.source.close()
+        pipeline.publisher.close()
+        close = getattr(pipeline.backend, "close", None)
+        if close is not None:
+            close()
