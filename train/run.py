@@ -24,11 +24,16 @@ from train.repeats import run_repeats
 RESUME_OVERRIDES = ("epochs", "device", "workers", "amp", "eval_every", "progress")
 
 
-def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags shared by train.run and train.ablation (everything in TrainConfig)."""
+def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
+    """The flags shared by train.run and train.ablation (everything in TrainConfig but ``exclude``)."""
     d = TrainConfig.__dataclass_fields__
-    p = parser.add_argument
-    p("--data", required=True, help="data set folder with images/ and masks/ (optional splits/*.txt)")
+
+    def p(flag: str, **kw: Any) -> None:
+        if flag.lstrip("-").replace("-", "_") not in exclude:
+            parser.add_argument(flag, **kw)
+
+    p("--data", default="", help="data set folder with images/ and masks/ (optional splits/*.txt); "
+      "required unless --resume")
     p("--loss", default=d["loss"].default, choices=LOSS_NAMES, help="training loss (default: %(default)s)")
     p("--alpha", type=float, default=1.0, help="AELF/Exp alpha, eqs. (6)-(7) (default: %(default)s)")
     p("--beta", type=float, default=0.7, help="AELF/Exp beta, eqs. (6)-(7) (default: %(default)s)")

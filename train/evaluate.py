@@ -1,0 +1,247 @@
+"""``python -m train.evaluate``: score a checkpoint (.pt) or an exported model (.onnx) on a data set split.
+
+Writes the same ``metrics.json``, ``pr_curve.png``/``.csv`` and ``overlays/`` as a training run.
+
+* ``.pt``: rebuilt with ``train.checkpoint.load_model``; whole images padded to a multiple of 16.
+* ``.onnx``: run with onnxruntime (imported here only), input ``image``, output ``probability``
+  (sigmoid inside), the input contract (colour order, scale, mean/std) from its metadata
+  (``edge.metadata.ModelMetadata``). A graph with dynamic height/width gets whole padded images; one
+  with a static tile (the export default, 512) gets the padded image cut into non-overlapping tiles,
+  which can cost a little accuracy at tile borders compared with whole-image inference.
+
+Which images: ``--splits DIR`` (a run folder with ``splits/*.txt``) when given; else, for a checkpoint,
+the run folder it sits in when that has ``splits/``; else the data set's own split rules with the seed
+and fractions recorded in the checkpoint (``--seed``/``--val-fraction``/``--test-fraction`` for ONNX).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.data import (
+    DatasetError,
+    Splits,
+    crop_to,
+    list_samples,
+    load_images,
+    pad_to_multiple,
+    read_run_splits,
+    resolve_splits,
+)
+from train.inference import Predictor, sweep_images
+from train.report import metrics_at_threshold, write_json, write_overlay, write_pr_curve
+
+
+class EvaluateError(RuntimeError):
+    """The model file cannot be evaluated (format, missing runtime); the message says what to do."""
+
+
+# ----------------------------------------------------------------------------- predictors
+
+
+def checkpoint_predictor(path: Path, device: str = "auto") -> tuple[Predictor, dict[str, Any]]:
+    """Predictor of a ``.pt`` checkpoint and a description (threshold, train_config, ...)."""
+    import torch
+
+    from train.checkpoint import load_model
+    from train.inference import torch_predictor
+
+    resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                            ("cpu" if device == "auto" else device))
+    model, payload = load_model(path, resolved)
+    info = {"kind": "checkpoint", "threshold": float(payload.get("threshold", 0.5)),
+            "train_config": payload.get("train_config") or {}, "device": str(resolved),
+            "epoch": payload.get("epoch"), "model": payload.get("model")}
+    return torch_predictor(model, resolved), info
+
+
+def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4) -> tuple[Predictor, dict[str, Any]]:
+    """Predictor of an ``.onnx`` model run by onnxruntime (CUDA provider when present and asked for)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise EvaluateError("evaluating .onnx models needs onnxruntime: pip install 'aelf-crack[export]'") from exc
+    from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+
+    available = ort.get_available_providers()
+    providers = ["CPUExecutionProvider"]
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise EvaluateError(f"{path} could not be loaded by onnxruntime: {exc}") from exc
+    meta = ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map), source=str(path))
+    inputs = {i.name: i for i in session.get_inputs()}
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in {o.name for o in session.get_outputs()}:
+        raise EvaluateError(f"{path} must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r} (export.onnx contract)")
+    _, _, in_h, in_w = inputs[INPUT_NAME].shape
+    tile = in_h if isinstance(in_h, int) and isinstance(in_w, int) and in_h == in_w else None
+    mean = np.asarray(meta.mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(meta.std, np.float32).reshape(1, 3, 1, 1)
+    order = [0, 1, 2] if meta.color_order == "RGB" else [2, 1, 0]
+
+    def run(batch_rgb: np.ndarray) -> np.ndarray:
+        x = batch_rgb[..., order].transpose(0, 3, 1, 2).astype(np.float32) * np.float32(meta.scale)
+        x = (x - mean) / std
+        return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x)})[0][:, 0]
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        if tile is None:
+            padded, size_hw = pad_to_multiple(image, 16)
+            return crop_to(run(padded[None])[0], size_hw).astype(np.float32)
+        padded, size_hw = pad_to_multiple(image, tile)
+        rows, cols = padded.shape[0] // tile, padded.shape[1] // tile
+        tiles = padded.reshape(rows, tile, cols, tile, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile, tile, 3)
+        probs = np.concatenate([run(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)])
+        full = probs.reshape(rows, cols, tile, tile).transpose(0, 2, 1, 3).reshape(rows * tile, cols * tile)
+        return np.ascontiguousarray(crop_to(full, size_hw), dtype=np.float32)
+
+    info = {"kind": "onnx", "threshold": float(meta.threshold), "train_config": {}, "device": providers[0],
+            "tile": tile, "metadata": meta.to_json_dict()}
+    return predict, info
+
+
+def load_predictor(path: str | Path, device: str = "auto") -> tuple[Predictor, dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluateError(f"model file {path} does not exist")
+    if path.suffix == ".onnx":
+        return onnx_predictor(path, device)
+    if path.suffix in (".pt", ".pth"):
+        return checkpoint_predictor(path, device)
+    raise EvaluateError(f"{path}: expected a .pt checkpoint (train.run) or an .onnx model (export.onnx)")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def choose_splits(model_path: Path, data: Path, samples, train_config: dict[str, Any], splits_dir: Path | None,
+                  seed: int, val_fraction: float, test_fraction: float) -> Splits:
+    """The split rules of the module docstring."""
+    if splits_dir is not None:
+        return read_run_splits(splits_dir, samples)
+    if (model_path.parent / "splits").is_dir() and train_config:
+        return read_run_splits(model_path.parent, samples)
+    return resolve_splits(
+        data, samples, seed=int(train_config.get("seed", seed)),
+        val_fraction=float(train_config.get("val_fraction", val_fraction)),
+        test_fraction=float(train_config.get("test_fraction", test_fraction)),
+    )
+
+
+def evaluate_model(
+    model: str | Path,
+    data: str | Path,
+    *,
+    split: str = "test",
+    out: str | Path | None = None,
+    tolerance_px: int = 0,
+    threshold: float | None = None,
+    device: str = "auto",
+    scale: float | None = None,
+    binarize_masks: bool = False,
+    splits_dir: str | Path | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    overlays: int = 4,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``model`` on one split of ``data``; write metrics.json, pr_curve.*, overlays/ into ``out``."""
+    started = time.perf_counter()
+    model, data = Path(model), Path(data)
+    predict, info = load_predictor(model, device)
+    train_config = info["train_config"]
+    samples = list_samples(data)
+    splits = choose_splits(model, data, samples, train_config, Path(splits_dir) if splits_dir else None,
+                           seed, val_fraction, test_fraction)
+    stems = splits.get(split)
+    if not stems:
+        raise DatasetError(f"split {split!r} of {data} is empty ({splits.source})")
+    scale = float(train_config.get("scale", 1.0)) if scale is None else scale
+    images = load_images(samples, stems, scale=scale, binarize_masks=binarize_masks, progress=progress)
+    out = Path(out) if out else model.parent / f"eval-{data.name}-{split}"
+    chosen = info["threshold"] if threshold is None else float(threshold)
+    if not 0.0 < chosen < 1.0:
+        raise ValueError(f"--threshold must be in (0, 1), got {chosen}")
+    wanted = set(range(min(overlays, len(images))))
+
+    def keep_overlay(index: int, prob: np.ndarray) -> None:
+        if index in wanted:
+            write_overlay(out / "overlays", images.stems[index], images.images[index], prob, images.masks[index], chosen)
+
+    sweep = sweep_images(predict, images, tolerance_px=tolerance_px, progress=progress, desc=f"scoring {split}",
+                         on_prediction=keep_overlay)
+    metrics = {
+        **sweep.summary(),
+        "threshold": chosen,
+        "threshold_source": "--threshold" if threshold is not None else f"the {info['kind']}'s stored threshold",
+        "at_threshold": metrics_at_threshold(sweep, chosen),
+        "model": str(model), "model_kind": info["kind"],
+        "data": data.name, "data_path": str(data.resolve()), "split": split, "split_source": splits.source,
+        "scale": scale, "device": info["device"], "seconds": round(time.perf_counter() - started, 2),
+    }
+    if info.get("tile"):
+        metrics["onnx_tile"] = info["tile"]
+    write_json(out / "metrics.json", metrics)
+    write_pr_curve(sweep, out, label=model.name, title=f"{data.name} {split}: {model.name}")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.evaluate",
+        description="Score a checkpoint (.pt) or an ONNX model (.onnx) on a data set split: P, R, F-beta "
+        "(beta^2=0.3) at 0.5 and at the model's threshold, F1, IoU, ODS, OIS, AP; writes metrics.json, "
+        "pr_curve.png/.csv and overlays/.",
+    )
+    p = parser.add_argument
+    p("--model", required=True, type=Path, help="best.pt / last.pt from train.run, or model.onnx from export.onnx")
+    p("--data", required=True, type=Path, help="data set folder with images/ and masks/")
+    p("--split", default="test", choices=("train", "val", "test"), help="which split to score (default: %(default)s)")
+    p("--out", type=Path, default=None, help="output folder (default: <model folder>/eval-<data>-<split>)")
+    p("--tolerance-px", type=int, default=0, help="pixel tolerance of the metrics, e.g. 2 (default: %(default)s)")
+    p("--threshold", type=float, default=None, help="decision threshold for the at_threshold metrics and overlays "
+      "(default: the one stored in the model)")
+    p("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
+    p("--scale", type=float, default=None, help="resize images by this factor (default: the checkpoint's "
+      "training --scale, 1 for ONNX)")
+    p("--binarize-masks", action="store_true", help="accept non-0/255 masks, crack where value >= 128")
+    p("--splits", type=Path, default=None, help="run folder whose splits/*.txt to use (default: see module docs)")
+    p("--seed", type=int, default=0, help="split seed for data sets without splits/ when the model does not record one (default: %(default)s)")
+    p("--val-fraction", type=float, default=0.1, help="as train.run, for the seeded split (default: %(default)s)")
+    p("--test-fraction", type=float, default=0.2, help="as train.run, for the seeded split (default: %(default)s)")
+    p("--overlays", type=int, default=4, help="images written as overlays/*.png (default: %(default)s)")
+    p("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        metrics = evaluate_model(
+            args.model, args.data, split=args.split, out=args.out, tolerance_px=args.tolerance_px,
+            threshold=args.threshold, device=args.device, scale=args.scale, binarize_masks=args.binarize_masks,
+            splits_dir=args.splits, seed=args.seed, val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction, overlays=args.overlays, progress=args.progress,
+        )
+    except (EvaluateError, DatasetError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    keys = ("precision", "recall", "f_beta", "f1", "iou", "ods_f", "ods_threshold", "ois_f", "ap")
+    print(f"{metrics['split']} ({metrics['n_images']} images): " + ", ".join(f"{k} {metrics[k]:.4f}" for k in keys))
+    at = metrics["at_threshold"]
+    print(f"at threshold {at['threshold']:.2f}: precision {at['precision']:.4f}, recall {at['recall']:.4f}, "
+          f"f_beta {at['f_beta']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
