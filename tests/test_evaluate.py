@@ -1,0 +1,120 @@
+"""train.evaluate: a checkpoint scores what its training run reported; an ONNX export (real onnxruntime)
+scores the same; bad model files give a message."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import cv2
+import onnx
+import pytest
+import torch
+
+from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from train.checkpoint import load_model
+from train.data import list_samples, load_pair, resize_image, resize_mask
+from train.evaluate import EvaluateError, evaluate_model
+from train.evaluate import main as evaluate_main
+from train.run import main as run_main
+
+KEYS = ("precision", "recall", "f_beta", "f1", "iou", "ods_f", "ods_threshold", "ois_f", "ap", "n_images")
+
+
+@pytest.fixture(scope="module")
+def trained_run(shared_data, tmp_path_factory) -> tuple[Path, Path]:
+    """(data set of 12 real CrackForest pairs at 1/4 size, a run folder trained on it for 2 short epochs)."""
+    base = tmp_path_factory.mktemp("evaluate")
+    root = base / "cfd_small"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    samples = list_samples(shared_data / "crackforest_cfd")
+    for stem in sorted(samples)[:12]:
+        image, mask = load_pair(samples[stem])
+        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), cv2.cvtColor(resize_image(image, 0.25), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "masks" / f"{stem}.png"), resize_mask(mask, 0.25) * 255)
+    run = base / "run"
+    args = ["--data", str(root), "--width", "4", "--size", "64", "--epochs", "2", "--lr", "1e-3", "--workers", "0",
+            "--no-progress", "--test-fraction", "0.34", "--out", str(run)]
+    assert run_main(args) == 0
+    return root, run
+
+
+def export_onnx(checkpoint: Path, path: Path, tile: int | None) -> Path:
+    """torch.onnx.export (TorchScript) of sigmoid(U-Net) with the metadata the edge runtime reads."""
+    model, payload = load_model(checkpoint)
+
+    class WithSigmoid(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unet = model
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.unet(image))
+
+    side = tile or 64
+    axes = {0: "batch"} if tile else {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(WithSigmoid().eval(), (torch.zeros(1, 3, side, side),), str(path), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                          opset_version=17, dynamo=False)
+    graph = onnx.load(str(path))
+    meta = ModelMetadata(width=payload["model"]["width"], head=payload["model"]["head"], input_size=side,
+                         threshold=payload["threshold"])
+    for key, value in meta.to_props().items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(path))
+    return path
+
+
+def test_checkpoint_evaluation_reproduces_the_run_metrics(trained_run, tmp_path, capsys):
+    data, run = trained_run
+    reported = json.loads((run / "metrics.json").read_text())
+    assert evaluate_main(["--model", str(run / "best.pt"), "--data", str(data), "--out", str(tmp_path / "e"),
+                          "--no-progress", "--overlays", "1"]) == 0
+    scored = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    for key in KEYS:
+        assert scored[key] == pytest.approx(reported[key], abs=1e-9), key
+    assert scored["threshold"] == reported["threshold"] and scored["split_source"].startswith("run folder")
+    assert (tmp_path / "e" / "pr_curve.png").is_file() and len(list((tmp_path / "e" / "overlays").glob("*.png"))) == 1
+    assert "test (4 images)" in capsys.readouterr().out
+
+
+def test_onnx_whole_image_matches_checkpoint(trained_run, tmp_path):
+    data, run = trained_run
+    model = export_onnx(run / "best.pt", tmp_path / "model.onnx", tile=None)
+    from_pt = evaluate_model(run / "best.pt", data, splits_dir=run, out=tmp_path / "pt", progress=False)
+    from_onnx = evaluate_model(model, data, splits_dir=run, out=tmp_path / "onnx", progress=False)
+    assert from_onnx["model_kind"] == "onnx" and from_onnx["n_images"] == from_pt["n_images"] == 4
+    for key in ("ods_f", "ap", "ois_f"):
+        assert from_onnx[key] == pytest.approx(from_pt[key], abs=2e-3), key
+    assert from_onnx["threshold"] == pytest.approx(from_pt["threshold"])
+
+
+def test_onnx_static_tile_is_tiled(trained_run, tmp_path):
+    data, run = trained_run
+    model = export_onnx(run / "best.pt", tmp_path / "tile64.onnx", tile=64)
+    metrics = evaluate_model(model, data, split="val", splits_dir=run, out=tmp_path / "t", progress=False)
+    assert metrics["onnx_tile"] == 64 and metrics["split"] == "val" and metrics["n_images"] >= 1
+    assert 0.0 <= metrics["ods_f"] <= 1.0 and (tmp_path / "t" / "pr_curve.csv").is_file()
+
+
+def test_bad_model_files_are_explained(trained_run, tmp_path, capsys):
+    data, _ = trained_run
+    with pytest.raises(EvaluateError, match="does not exist"):
+        evaluate_model(tmp_path / "none.pt", data)
+    (tmp_path / "weights.h5").write_bytes(b"x")
+    with pytest.raises(EvaluateError, match="expected a .pt checkpoint"):
+        evaluate_model(tmp_path / "weights.h5", data)
+    bare = tmp_path / "bare.onnx"
+    export_onnx(trained_run[1] / "best.pt", bare, tile=None)
+    graph = onnx.load(str(bare))
+    del graph.metadata_props[:]
+    onnx.save(graph, str(bare))
+    assert evaluate_main(["--model", str(bare), "--data", str(data), "--no-progress"]) == 2
+    assert "python -m export.onnx" in capsys.readouterr().err
+    torch.save({"not": "a checkpoint"}, tmp_path / "other.pt")
+    assert evaluate_main(["--model", str(tmp_path / "other.pt"), "--data", str(data), "--no-progress"]) == 2
+    assert "is not an aelf-unet-checkpoint file" in capsys.readouterr().err
