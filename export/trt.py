@@ -14,7 +14,7 @@ Written against TensorRT 8.6 and 10.x (where they differ, both paths are here):
 * ``config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, ...)``;
 * a timing cache loaded from and saved to ``--timing-cache``, so rebuilds skip tactic timing;
 * ``builder.build_serialized_network``.
-Beside the engine: ``<engine>.json`` (:mod:`export.sidecar`) with the model metadata, TensorRT
+Beside the engine: ``<engine>.json`` (:mod:`edge.sidecar`) with the model metadata, TensorRT
 version, GPU name and compute capability, precision, build flags and the ONNX file's SHA-256.
 
 Unverified here: the development machine has no GPU and no TensorRT (docs/EXPORT.md).
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.metadata import INPUT_NAME
+from edge.sidecar import EngineCompatError, check_engine_compat, sidecar_path, write_sidecar
 from export.metadata_io import load_onnx, read_metadata, sha256_file
-from export.sidecar import EngineCompatError, check_engine_compat, sidecar_path, write_sidecar
 
 __all__ = ["EngineCompatError", "check_engine_compat", "build_engine", "main"]
 

@@ -13,9 +13,9 @@ import pytest
 from edge_helpers import crack_image, darkness_model
 
 from edge.backends import BackendError, backend_for_path, load_backend
-from edge.backends.tensorrt import EngineCompatError, check_engine_compat, read_sidecar
 from edge.metadata import ModelMetadata
 from edge.preprocess import to_model_input
+from edge.sidecar import EngineCompatError, check_engine_compat, read_sidecar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_tensorrt_backend_says_what_to_install_when_tensorrt_is_absent(tmp_path:
         pass
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0")
-    sidecar = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "metadata": ModelMetadata().to_json_dict()}
+    sidecar = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "precision": "fp16", "metadata": ModelMetadata().to_json_dict()}
     (tmp_path / "m.engine.json").write_text(json.dumps(sidecar))
     with pytest.raises(ImportError, match=r"tensorrt and pycuda.*JetPack"):
         load_backend(engine)

@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 
 from calibration.trt_calibrator import read_cache, write_cache
-from export.sidecar import EngineCompatError, check_engine_compat, read_sidecar, write_sidecar
+from edge.sidecar import EngineCompatError, check_engine_compat, read_sidecar, write_sidecar
 from export.trt import main
 
 SIDECAR = {"tensorrt_version": "8.6.2.3", "gpu_name": "Orin (nvgpu)", "precision": "fp16", "onnx_path": "m.onnx", "metadata": {}}

@@ -8,12 +8,11 @@ device buffers, one stream: H2D copy, execute, D2H copy, synchronise).
 Before deserialising, :func:`check_engine_compat` compares the TensorRT version and GPU model the
 engine was built for (from the sidecar) with this device's, because an engine does not move between
 either; a mismatch is a sentence saying what to rebuild rather than a crash in the runtime. The check
-is pure (stdlib only) so it is tested here and can be reused by ``export.trt``.
+lives in :mod:`edge.sidecar` (stdlib only), shared with ``export.trt``, which writes the sidecar.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from edge.backends.base import BackendError, MissingRuntimeError, check_batch, chunks
 from edge.metadata import INPUT_NAME, OUTPUT_NAME, MetadataError, ModelMetadata
+from edge.sidecar import check_engine_compat, read_sidecar, sidecar_path
 
 log = logging.getLogger("edge.backends.tensorrt")
 
@@ -31,63 +31,6 @@ TRT_HINT = (
     "JetPack (apt install python3-libnvinfer; pip install pycuda), on x86 `pip install 'aelf-crack[trt]'`; "
     "or use model.backend = \"onnxruntime\" with the .onnx model"
 )
-
-
-class EngineCompatError(BackendError):
-    """An engine was built for another TensorRT version or GPU, or its sidecar is missing/malformed."""
-
-
-def sidecar_path(engine: str | os.PathLike) -> Path:
-    """``model.engine`` -> ``model.engine.json`` (written by ``python -m export.trt``)."""
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
-
-
-def read_sidecar(engine: str | os.PathLike) -> dict[str, Any]:
-    """The sidecar dict; EngineCompatError naming the file when missing, not JSON or lacking keys."""
-    path = sidecar_path(engine)
-    if not path.is_file():
-        raise EngineCompatError(
-            f"engine sidecar {path} is missing: the runtime cannot tell which TensorRT/GPU "
-            f"{Path(engine).name} was built for; rebuild it with `python -m export.trt`"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise EngineCompatError(f"engine sidecar {path} is not valid JSON: {exc}") from exc
-    missing = [k for k in ("tensorrt_version", "gpu_name", "metadata") if k not in data]
-    if missing:
-        raise EngineCompatError(f"engine sidecar {path} lacks {', '.join(missing)}; rebuild with `python -m export.trt`")
-    return data
-
-
-def _norm_gpu(name: str) -> str:
-    return " ".join(str(name).split()).casefold()
-
-
-def check_engine_compat(sidecar: dict[str, Any], trt_version: str, gpu_name: str) -> None:
-    """Raise EngineCompatError unless the engine was built with ``trt_version`` for ``gpu_name``.
-
-    Both must match exactly (TensorRT refuses engines from other releases; tactics are chosen for one
-    GPU's compute capability and SM count). GPU names compare ignoring case and repeated spaces.
-    """
-    missing = [k for k in ("tensorrt_version", "gpu_name") if k not in sidecar]
-    if missing:
-        raise EngineCompatError(f"engine sidecar lacks {', '.join(missing)}; rebuild the engine with `python -m export.trt`")
-    built_trt, built_gpu = str(sidecar["tensorrt_version"]), str(sidecar["gpu_name"])
-    problems = []
-    if built_trt != str(trt_version):
-        problems.append(f"TensorRT {built_trt} (this device has {trt_version})")
-    if _norm_gpu(built_gpu) != _norm_gpu(gpu_name):
-        problems.append(f"GPU {built_gpu!r} (this device has {gpu_name!r})")
-    if problems:
-        onnx = sidecar.get("onnx_path", "model.onnx")
-        precision = sidecar.get("precision", "fp16")
-        raise EngineCompatError(
-            "this TensorRT engine was built for " + " and ".join(problems) + "; engines do not move between "
-            "TensorRT versions or GPU models: rebuild it on this device with "
-            f"`python -m export.trt --onnx {onnx} --out <engine> --precision {precision}`"
-        )
 
 
 def _import_runtime() -> tuple[Any, Any]:

@@ -5,7 +5,8 @@ The sidecar ``<engine>.json`` records both (plus the model metadata and how it w
 runtime's TensorRT backend calls :func:`check_engine_compat` before deserializing, so a mismatch is
 a sentence saying what to rebuild, not a crash inside ``deserialize_cuda_engine``. No torch and no
 tensorrt import here: the edge runtime imports this module on devices that have neither torch nor
-(when the check fails) a matching TensorRT.
+(when the check fails) a matching TensorRT. Lives in edge/ (the right end of the dependency
+chain) so that both ``export.trt`` (writes it) and the TensorRT backend (checks it) share one copy.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edge.backends.base import BackendError
+
 SIDECAR_VERSION = 1
 REQUIRED_KEYS = ("tensorrt_version", "gpu_name", "precision", "metadata")
 
 
-class EngineCompatError(RuntimeError):
+class EngineCompatError(BackendError):
     """An engine was built for another TensorRT version or GPU, or its sidecar is missing/malformed."""
 
 
