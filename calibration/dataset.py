@@ -64,15 +64,20 @@ def image_folder(folder: str | os.PathLike) -> Path:
 
 
 def read_split(root: str | os.PathLike, split: str) -> list[str]:
-    """Image stems listed in ``root/splits/<split>.txt`` (one per line)."""
-    path = Path(root) / "splits" / f"{split}.txt"
+    """Image stems of a split: ``root/splits/<split>.txt``, or ``split`` itself when it is a path to a
+    ``.txt`` file (e.g. ``runs/x/splits/val.txt``, the validation images a training run held out).
+
+    One stem per line; blank lines and ``#`` comments are ignored, as in ``train.data``."""
+    given = Path(split)
+    path = given if split.endswith(".txt") else Path(root) / "splits" / f"{split}.txt"
     if not path.is_file():
         available = sorted(p.stem for p in (Path(root) / "splits").glob("*.txt"))
         raise CalibrationDataError(
             f"split file {path} does not exist; available splits: {available or 'none'} "
-            "(or pass no split to use every image in the folder)"
+            "(pass a split file such as runs/<run>/splits/val.txt, or 'all' for every image)"
         )
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    stems = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return [stem for stem in stems if stem]
 
 
 def list_images(folders: Sequence[str | os.PathLike] | str | os.PathLike, split: str | None = None) -> list[Path]:

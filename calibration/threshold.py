@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, type=Path, help="model.onnx (onnxruntime) or a checkpoint .pt (torch)")
     parser.add_argument("--data", required=True, type=Path, help="data set root with images/, masks/ and splits/<split>.txt")
-    parser.add_argument("--split", default="val", help="split file to use; 'all' for every image (default: %(default)s)")
+    parser.add_argument("--split", default="val", help="split: a name under <data>/splits/ (val, test), a .txt file of stems (a training run's "
+        "runs/<run>/splits/val.txt: the images it held out for validation), or 'all' (default: %(default)s)")
     parser.add_argument("--n-thresholds", type=int, default=99, help="thresholds swept, k/(n+1) for k=1..n (default: %(default)s)")
     parser.add_argument("--tolerance-px", type=int, default=0, help="pixel tolerance when matching cracks (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default: %(default)s)")

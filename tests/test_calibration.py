@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 
-from calibration.dataset import CalibrationDataError, draw_tiles
+from calibration.dataset import CalibrationDataError, draw_tiles, list_images
 from calibration.int8 import QuantSettings, compare, quantize
 from calibration.int8 import main as int8_main
 from calibration.runtime import ort_session, run_tiles
@@ -51,6 +51,16 @@ def test_missing_split_and_empty_folder_are_named(shared_data, tmp_path):
         draw_tiles(shared_data / "deepcrack", META, split="val", progress=False)
     with pytest.raises(CalibrationDataError, match="no images"):
         draw_tiles(tmp_path, META, progress=False)
+
+
+def test_split_may_be_a_run_folders_split_file(shared_data, tmp_path):
+    # a training run writes runs/<run>/splits/val.txt: calibration must be able to use exactly those images
+    split_file = tmp_path / "val.txt"
+    split_file.write_text("# held out by train.run\ntrain_11142-1\n\ntrain_11142-2  # second\n")
+    images = list_images(shared_data / "deepcrack", str(split_file))
+    assert [p.stem for p in images] == ["train_11111", "train_11113"]
+    with pytest.raises(CalibrationDataError, match="missing.txt does not exist"):
+        list_images(shared_data / "deepcrack", str(tmp_path / "missing.txt"))
 
 
 # --------------------------------------------------------------------------- INT8 on a (briefly) trained model
