@@ -56,7 +56,7 @@ def test_missing_split_and_empty_folder_are_named(shared_data, tmp_path):
 def test_split_may_be_a_run_folders_split_file(shared_data, tmp_path):
     # a training run writes runs/<run>/splits/val.txt: calibration must be able to use exactly those images
     split_file = tmp_path / "val.txt"
-    split_file.write_text("# held out by train.run\ntrain_11142-1\n\ntrain_11142-2  # second\n")
+    split_file.write_text("# held out by train.run\ntrain_11111\n\ntrain_11113  # second\n")
     images = list_images(shared_data / "deepcrack", str(split_file))
     assert [p.stem for p in images] == ["train_11111", "train_11113"]
     with pytest.raises(CalibrationDataError, match="missing.txt does not exist"):
