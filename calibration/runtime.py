@@ -52,9 +52,8 @@ def run_tiles(session, tiles: np.ndarray, batch_size: int = 4) -> np.ndarray:
 
 def predict_frame(session, frame_bgr: np.ndarray, meta: ModelMetadata, overlap: int | None = None, batch_size: int = 4) -> np.ndarray:
     """Probability map H x W of one BGR frame: tiled, inferred and stitched as the edge daemon does."""
-    from edge.tiling import stitch
-
     from calibration.dataset import frame_tiles
+    from edge.tiling import stitch
 
     grid, tiles = frame_tiles(frame_bgr, meta, overlap)
     return stitch(run_tiles(session, tiles, batch_size), grid)
