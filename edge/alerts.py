@@ -112,14 +112,32 @@ def build_alert(
     return alert
 
 
-@lru_cache(maxsize=1)
-def _validator():
+def _is_datetime(value: object) -> bool:
+    """RFC 3339 date-time check with the standard library (jsonschema's own needs an optional package
+    that a plain install lacks, which silently turned the check off)."""
+    if not isinstance(value, str):
+        return True  # formats constrain strings only; the schema's "type" catches the rest
+    if "T" not in value.upper():
+        return False
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return parsed.tzinfo is not None  # RFC 3339 requires an offset
+
+
+@lru_cache(maxsize=4)
+def alert_validator(schema_path: Path = SCHEMA_PATH):
+    """A jsonschema validator of alert schema v1 that checks the date-time fields on any install."""
     try:
         import jsonschema
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("alert validation needs jsonschema: pip install 'aelf-crack[edge]' or jsonschema") from exc
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    schema = json.loads(Path(schema_path).read_text(encoding="utf-8"))
+    checker = jsonschema.FormatChecker()
+    checker.checks("date-time")(_is_datetime)
+    return jsonschema.Draft202012Validator(schema, format_checker=checker)
 
 
 def validate_alert(alert: Mapping[str, Any]) -> list[str]:
@@ -127,7 +145,7 @@ def validate_alert(alert: Mapping[str, Any]) -> list[str]:
 
     The field path is slash-separated from the top (``cracks/0/area_px``); ``(root)`` for the object.
     """
-    errors = sorted(_validator().iter_errors(alert), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(alert_validator().iter_errors(alert), key=lambda e: [str(p) for p in e.absolute_path])
     return [f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors]
 
 

@@ -80,11 +80,9 @@ class AlertSink:
 
     def __init__(self, out_path: str | Path | None = None, *, max_message_bytes: int = 1024 * 1024,
                  schema_path: Path = SCHEMA_PATH) -> None:
-        import jsonschema  # lazy: only the subscriber needs it (extra "edge")
+        from edge.alerts import alert_validator  # jsonschema, lazily: only the subscriber needs it here
 
-        schema = json.loads(schema_path.read_text())
-        cls = jsonschema.validators.validator_for(schema)
-        self._validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        self._validator = alert_validator(schema_path)
         self.max_message_bytes = max_message_bytes
         self.out_path = Path(out_path) if out_path else None
         self.csv = self.out_path is not None and self.out_path.suffix.lower() == ".csv"
