@@ -1,0 +1,232 @@
+"""Training throughput of the real training step at the paper's protocol, and the projected time of a full run.
+
+``python benchmarks/bench_train.py`` (widths 8, 16, 64; batch 1, 512 x 512 crops, Adam, AELF)
+
+Each variant (a width, and on CUDA an AMP mode) is the project's own training step:
+``train.loop.train_one_epoch`` over ``train.data.TrainCrops`` of real DeepCrack training images
+(augmented random crops, as ``python -m train.run``), ``train.losses.build_loss`` (AELF, eqs. 6-9),
+``torch.optim.Adam`` and the GradScaler the loop uses. After ``--warmup-steps`` untimed steps per
+variant, ``--rounds`` rounds run ``--steps`` steps of every variant in turn (the order rotating each
+round, so load from other processes falls on all variants alike), with a large ``torch.matmul``
+timed in the same rounds as the machine's attainable FP32 peak. Reported: images/s (median over
+rounds), seconds per step, seconds per epoch of the training split, the projected time of
+``--epochs`` epochs (training steps only: per-epoch validation and the final test are extra), an
+estimate of achieved GFLOP/s (3 x the forward convolution FLOPs per image: forward, input gradients,
+weight gradients) and its fraction of the peak, and each variant's speed against the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import (  # noqa: E402
+    append_results,
+    command_line,
+    load_average,
+    matmul_peak,
+    section_header,
+    time_call,
+    unet_conv_flops,
+)
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "deepcrack"
+TRAIN_FLOPS_PER_FORWARD = 3  # forward + gradient w.r.t. inputs + gradient w.r.t. weights, each ~ one forward
+
+
+@dataclass
+class TrainVariant:
+    """One model being trained: its own weights, Adam state and GradScaler (so variants do not interact)."""
+
+    width: int
+    amp: str  # "off", "bf16", "fp16"
+    model: object
+    optimizer: object
+    scaler: object
+    amp_dtype: object
+    steps: int
+    seconds_per_image: list[float]
+
+    @property
+    def label(self) -> str:
+        return f"w{self.width} {'fp32' if self.amp == 'off' else 'AMP ' + self.amp}"
+
+
+def build_variant(width: int, amp: str, args: argparse.Namespace, device) -> TrainVariant:
+    """A fresh model, Adam and GradScaler exactly as ``train.loop`` builds them for ``width`` / ``amp``."""
+    import torch
+
+    from train.loop import amp_dtype_for
+    from train.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(width, args.head).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    amp_dtype = amp_dtype_for(amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    steps = args.wide_steps if width >= 64 else args.steps
+    return TrainVariant(width, amp, model, optimizer, scaler, amp_dtype, steps, [])
+
+
+def make_loader(dataset, batch: int, workers: int, seed: int, device):
+    """The loader ``train.loop`` makes for one epoch on one process: random order from a seeded generator."""
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from train.data import seed_worker
+
+    sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers,
+                      pin_memory=device.type == "cuda", worker_init_fn=seed_worker)
+
+
+def train_steps(variant: TrainVariant, dataset, loss_fn, args: argparse.Namespace, device, epoch: int, steps: int) -> float:
+    """Run ``steps`` real training steps (``train.loop.train_one_epoch``); returns the seconds they took."""
+    import torch
+
+    from train.loop import train_one_epoch
+
+    dataset.set_epoch(epoch)
+    loader = make_loader(dataset, args.batch, args.workers, 1000 * epoch + variant.width, device)
+    start = time.perf_counter()
+    _, done = train_one_epoch(variant.model, loader, loss_fn, variant.optimizer, variant.scaler, device,
+                              variant.amp_dtype, epoch=epoch, max_steps=steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    if done != steps:
+        raise RuntimeError(f"ran {done} steps, expected {steps}: load at least {steps * args.batch} images (--images)")
+    return time.perf_counter() - start
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/bench_train.py",
+        description="Training images/s, s/epoch and projected full-run time of the real training step "
+        "(TrainCrops + AELF + Adam via train.loop.train_one_epoch) per width (and AMP mode on CUDA), "
+        "interleaved in one run with the matmul peak; appends the table to benchmarks/RESULTS.md.",
+    )
+    p.add_argument("--widths", type=int, nargs="+", default=[8, 16, 64], help="model widths (64 = paper) (default: 8 16 64)")
+    p.add_argument("--head", choices=("deep", "shallow"), default="deep", help="prediction head (default: %(default)s)")
+    p.add_argument("--size", type=int, default=512, help="training crop side, px, multiple of 16 (default: %(default)s, the paper's)")
+    p.add_argument("--batch", type=int, default=1, help="images per step (default: %(default)s, the paper's)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)g, the paper's)")
+    p.add_argument("--loss", default="aelf", help="loss name from train.losses (default: %(default)s)")
+    p.add_argument("--gamma1", type=float, default=0.0, help="AELF gamma1 (speed does not depend on it) (default: %(default)s)")
+    p.add_argument("--gamma2", type=float, default=0.0, help="AELF gamma2 (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--amp", nargs="+", default=None, choices=("off", "bf16", "fp16"),
+                   help="AMP modes to compare (default: off on the CPU; off bf16 fp16 on CUDA)")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per variant per round (default: %(default)s)")
+    p.add_argument("--wide-steps", type=int, default=2, help="timed steps per round for widths >= 64 (default: %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=2, help="untimed steps per variant first (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved timed rounds (default: %(default)s)")
+    p.add_argument("--images", type=int, default=16, help="DeepCrack training images loaded for the crops (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes (default: %(default)s: on a 2-core CPU workers take cores from the step)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch intra-op threads, also the peak matmul's (default: all logical CPUs, %(default)s)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of the projected run (default: %(default)s, the paper's)")
+    p.add_argument("--epoch-images", type=int, default=None,
+                   help="training images per epoch for the projection (default: the lines of <data>/splits/train.txt, 300 for DeepCrack)")
+    p.add_argument("--peak-n", type=int, default=2048, help="side of the peak matmul (default: %(default)s; 8192 on CUDA)")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data set root with images/, masks/, splits/train.txt (default: ../shared/data/deepcrack)")
+    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md", help="file the table is appended to (default: benchmarks/RESULTS.md)")
+    p.add_argument("--no-append", action="store_true", help="print only, do not append to --results")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.size % 16:
+        parser.error(f"--size must be a multiple of 16, got {args.size}")
+    split_file = args.data / "splits" / "train.txt"
+    if not split_file.is_file():
+        parser.error(f"--data {args.data} has no splits/train.txt (the training images come from it)")
+    import torch
+    from tqdm import tqdm
+
+    from train.config import TrainConfig
+    from train.data import TrainCrops, list_samples, load_images, read_split_file
+    from train.losses import build_loss
+
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    amps = args.amp or (["off", "bf16", "fp16"] if device.type == "cuda" else ["off"])
+    config = TrainConfig(data=str(args.data), loss=args.loss, gamma1=args.gamma1, gamma2=args.gamma2, size=args.size,
+                         batch=args.batch, lr=args.lr, workers=args.workers)  # validates the options like train.run
+    samples = list_samples(args.data)
+    stems = read_split_file(split_file, samples)
+    epoch_images = args.epoch_images or len(stems)
+    data = load_images(samples, stems[: args.images], progress=not args.no_progress, desc="loading train images")
+    dataset = TrainCrops(data, args.size, config.augment_config(), seed=config.seed)
+    loss_fn = build_loss(config.loss, **config.loss_kwargs())
+    load_before = load_average()
+
+    variants = [build_variant(w, amp, args, device) for w in args.widths for amp in amps]
+    peak_n = args.peak_n if device.type == "cpu" else max(args.peak_n, 8192)
+    peak_run, peak_flops = matmul_peak(peak_n, str(device), "float32")
+    peak_seconds: list[float] = []
+    for v in tqdm(variants, desc="warm-up", unit="variant", disable=args.no_progress, leave=False):
+        train_steps(v, dataset, loss_fn, args, device, epoch=0, steps=args.warmup_steps)
+    time_call(peak_run)
+    for r in tqdm(range(args.rounds), desc="timed rounds", unit="round", disable=args.no_progress, leave=False):
+        shift = r % len(variants)
+        for v in variants[shift:] + variants[:shift]:
+            seconds = train_steps(v, dataset, loss_fn, args, device, epoch=r + 1, steps=v.steps)
+            v.seconds_per_image.append(seconds / (v.steps * args.batch))
+        deadline = time.perf_counter() + 1.0
+        while time.perf_counter() < deadline:  # ~1 s of peak matmuls per round, among the training steps
+            peak_seconds.append(time_call(peak_run))
+    peak = peak_flops / statistics.median(peak_seconds) / 1e9
+
+    lines = [
+        "| variant | device | images/s | s/step (batch " + str(args.batch) + ") | s/epoch "
+        f"({epoch_images} images) | {args.epochs} epochs (h) | timed steps | est. train GFLOP/s | of peak | vs {variants[0].label} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    first_rate = 1.0 / statistics.median(variants[0].seconds_per_image)
+    for v in variants:
+        rate = 1.0 / statistics.median(v.seconds_per_image)
+        gflops = TRAIN_FLOPS_PER_FORWARD * unet_conv_flops(v.width, args.head, args.size) * rate / 1e9
+        epoch_s = epoch_images / rate
+        lines.append(
+            f"| {v.label} | {device.type} | {rate:.3f} | {args.batch / rate:.2f} | {epoch_s:.0f} | "
+            f"{args.epochs * epoch_s / 3600:.1f} | {v.steps * args.rounds} | {gflops:.1f} | {gflops / peak:.0%} | "
+            f"{rate / first_rate:.2f}x |"
+        )
+    lines.append(f"\nPeak {device.type} fp32: {peak:.1f} GFLOP/s (torch.matmul {peak_n}x{peak_n}, median of "
+                 f"{len(peak_seconds)} calls interleaved with the training rounds).")
+    notes = [
+        f"Load: {load_before} before, {load_average()} after.",
+        f"Protocol: {args.size}×{args.size} augmented crops (TrainCrops) of {len(data)} DeepCrack train images, "
+        f"batch {args.batch}, Adam lr {args.lr:g}, loss {args.loss} (gamma1 {args.gamma1:g}, gamma2 {args.gamma2:g}), "
+        f"head {args.head}, {args.threads} torch threads, {args.workers} loader workers; {args.warmup_steps} warm-up steps, "
+        f"then {args.rounds} interleaved rounds of {args.steps} steps ({args.wide_steps} for widths >= 64); images/s = median over rounds.",
+        f"Projection: s/epoch = {epoch_images} images / images/s; {args.epochs} epochs = training steps only "
+        "(per-epoch validation and the final test evaluation come on top). GFLOP/s estimated as "
+        f"{TRAIN_FLOPS_PER_FORWARD} x forward convolution FLOPs per image (common.unet_conv_flops).",
+    ]
+    if device.type == "cpu":
+        notes.append("No CUDA device: AMP bf16/fp16 variants were not run.")
+    text = section_header(f"Training throughput, paper protocol ({device.type})", command_line(__file__, argv), notes)
+    text += "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_append:
+        append_results(text, args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Helpers shared by the benchmark programs: machine description, load, interleaved timing, FLOP counts, peak.
+
+Pure parts (FLOP counting, quantiles) have no clocks or files; the rest is the thin shell every
+benchmark needs: what machine and load the figures were taken under, and appending a section to
+benchmarks/RESULTS.md with the exact command, machine and date beside it (STYLE.md rule 11).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+STAGES = 5  # train.model.STAGES; repeated here so the FLOP count stays a pure function of the shapes
+
+
+# ----------------------------------------------------------------------------- machine, load, results
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """One line naming the machine: host, CPU model, logical CPUs, Python and kernel."""
+    return (
+        f"{platform.node()}: {cpu_name()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def gpu_name() -> str | None:
+    """The CUDA device torch sees (name, memory), or None without one (torch imported lazily)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+
+
+def load_average() -> str:
+    """``uptime``-style 1/5/15-minute load averages: on a shared machine they say how disturbed a run was."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unavailable"
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} logical CPUs"
+
+
+def git_commit() -> str:
+    """Short commit hash of the working tree (``unknown`` outside a git checkout)."""
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return result.stdout.strip() or "unknown"
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces this run, e.g. ``python benchmarks/bench_x.py --flag 1``."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    return " ".join(["python", os.path.relpath(script, REPO), *args])
+
+
+def section_header(title: str, command: str, notes: Sequence[str] = ()) -> str:
+    """The Markdown heading every appended section starts with: title, date, command, machine, commit."""
+    now = dt.datetime.now(dt.timezone.utc)
+    lines = [
+        f"\n## {title} — {now:%Y-%m-%d %H:%M} UTC\n",
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}{'; GPU ' + gpu if (gpu := gpu_name()) else ''}; commit {git_commit()}  ",
+        *[f"{note}  " for note in notes],
+    ]
+    return "\n".join(lines).rstrip() + "\n\n"
+
+
+def append_results(text: str, path: Path = RESULTS) -> None:
+    """Append a finished section to ``path`` (benchmarks/RESULTS.md by default)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text.rstrip() + "\n")
+    print(f"appended to {path}")
+
+
+# ----------------------------------------------------------------------------- FLOP counting (pure)
+
+
+def conv2d_flops(in_channels: int, out_channels: int, kernel: int, out_h: int, out_w: int) -> int:
+    """Floating-point operations of one dense 2-D convolution, counting a multiply-add as 2.
+
+    ``2 * C_in * k^2 * C_out * H_out * W_out`` (bias adds, ReLU, pooling, upsampling and concatenation
+    are left out: together they are under 1 % of the convolutions in this U-Net)."""
+    return 2 * in_channels * kernel * kernel * out_channels * out_h * out_w
+
+
+def unet_conv_flops(width: int, head: str, size: int, in_channels: int = 3) -> int:
+    """Convolution FLOPs of one ``size`` x ``size`` tile through ``train.model.UNet`` (eqs. 1-4).
+
+    Encoder stage ``i`` (channels ``width * 2**i``) runs two 3x3 convs at ``size / 2**i``; decoder
+    stage ``i`` fuses ``channels[i] + channels[i+1]`` inputs into ``channels[i]`` with two 3x3 convs at
+    the same resolution; the deep head is 3x3 convs (width, width, width, 2) and a 1x1 conv to 1, the
+    shallow head one 1x1 conv. Checked against ``torch.utils.flop_counter`` in tests/test_benchmarks.py.
+    """
+    if head not in ("deep", "shallow"):
+        raise ValueError(f"head must be 'deep' or 'shallow', got {head!r}")
+    if size % 2 ** (STAGES - 1):
+        raise ValueError(f"tile size must be a multiple of {2 ** (STAGES - 1)}, got {size}")
+    channels = [width * 2**i for i in range(STAGES)]
+    total, prev = 0, in_channels
+    for i, ch in enumerate(channels):
+        side = size >> i
+        total += conv2d_flops(prev, ch, 3, side, side) + conv2d_flops(ch, ch, 3, side, side)
+        prev = ch
+    for i in range(STAGES - 1):
+        side = size >> i
+        total += conv2d_flops(channels[i] + channels[i + 1], channels[i], 3, side, side)
+        total += conv2d_flops(channels[i], channels[i], 3, side, side)
+    if head == "deep":
+        for cin, cout in ((channels[0], width), (width, width), (width, width), (width, 2)):
+            total += conv2d_flops(cin, cout, 3, size, size)
+        total += conv2d_flops(2, 1, 1, size, size)
+    else:
+        total += conv2d_flops(channels[0], 1, 1, size, size)
+    return total
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) with linear interpolation between order statistics (numpy's default)."""
+    if not values:
+        raise ValueError("quantile of no values")
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def time_call(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` takes (``fn`` must synchronise its device itself)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved_latencies(
+    variants: Mapping[str, Callable[[], object]],
+    *,
+    rounds: int,
+    round_seconds: float,
+    warmup_calls: int = 1,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Per-call latencies (s) of every variant, timed in interleaved rounds.
+
+    Each variant is first called ``warmup_calls`` times (untimed, except that the last warm-up sets how
+    many calls fit in ``round_seconds``). Then, ``rounds`` times, every variant runs its calls back to
+    back, the order rotating each round, so load from other processes on a shared machine falls on all
+    variants alike instead of biasing their ratio.
+    """
+    from tqdm import tqdm
+
+    calls: dict[str, int] = {}
+    for name, fn in tqdm(variants.items(), desc="warm-up", unit="variant", disable=not progress, leave=False):
+        seconds = 0.0
+        for _ in range(max(warmup_calls, 1)):
+            seconds = time_call(fn)
+        calls[name] = max(1, int(round_seconds / max(seconds, 1e-9)))
+    names = list(variants)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    for r in tqdm(range(rounds), desc="timed rounds", unit="round", disable=not progress, leave=False):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            latencies[name].extend(time_call(variants[name]) for _ in range(calls[name]))
+    return latencies
+
+
+def matmul_peak(n: int, device: str = "cpu", dtype_name: str = "float32") -> tuple[Callable[[], object], int]:
+    """(one call, its FLOPs): an ``n`` x ``n`` torch.matmul, the machine's attainable dense peak.
+
+    Timed among the other variants with the same thread count, it gives the peak the achieved GFLOP/s
+    are compared with. On CUDA, TF32 is disabled so the FP32 peak is true FP32.
+    """
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+        def run() -> None:
+            torch.matmul(a, b)
+            torch.cuda.synchronize()
+    else:
+
+        def run() -> None:
+            torch.matmul(a, b)
+
+    return run, 2 * n**3

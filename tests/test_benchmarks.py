@@ -1,0 +1,98 @@
+"""The benchmark helpers count what they claim, and the inference/training benchmarks run end to end."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import bench_inference  # noqa: E402
+import bench_train  # noqa: E402
+from common import conv2d_flops, interleaved_latencies, quantile, unet_conv_flops  # noqa: E402
+
+from train.model import build_model  # noqa: E402
+
+
+def test_conv_flops_match_a_hand_count() -> None:
+    # 3 -> 16 channels, 3x3 kernel, 512 x 512 output: each output value is 3 * 9 multiply-adds,
+    # 16 * 512 * 512 outputs, 2 FLOPs per multiply-add.
+    hand = 2 * (3 * 3 * 3) * (16 * 512 * 512)
+    assert hand == 226_492_416
+    assert conv2d_flops(3, 16, 3, 512, 512) == hand
+    conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+    with FlopCounterMode(display=False) as counter:
+        conv(torch.zeros(1, 3, 512, 512, device="meta"))
+    assert counter.get_total_flops() == hand
+
+
+@pytest.mark.parametrize("head", ["deep", "shallow"])
+@pytest.mark.parametrize("width,size", [(4, 64), (8, 32)])
+def test_unet_flops_match_torch_counter_on_the_real_model(head: str, width: int, size: int) -> None:
+    """The analytic count walks the same conv shapes the model executes (torch counts them independently)."""
+    model = build_model(width, head).to("meta")
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, size, size, device="meta"))
+    assert unet_conv_flops(width, head, size) == counter.get_total_flops()
+
+
+def test_paper_size_flops_scale_with_width_squared_and_area() -> None:
+    w16, w64 = unet_conv_flops(16, "deep", 512), unet_conv_flops(64, "deep", 512)
+    assert 15.5 < w64 / w16 < 16.1  # all but the 3-channel first conv and the 2->1 conv scale with width^2
+    assert unet_conv_flops(16, "deep", 256) * 4 == w16
+    with pytest.raises(ValueError, match="multiple of 16"):
+        unet_conv_flops(16, "deep", 500)
+
+
+def test_quantile_matches_numpy() -> None:
+    values = [5.0, 1.0, 3.0, 2.0, 4.0, 10.0, 0.5]
+    for q in (0.0, 0.5, 0.9, 0.99, 1.0):
+        assert quantile(values, q) == pytest.approx(float(np.quantile(values, q)))
+
+
+def test_interleaved_rounds_rotate_the_order_and_time_every_variant() -> None:
+    order: list[str] = []
+    variants = {name: (lambda n=name: order.append(n)) for name in "abc"}
+    latencies = interleaved_latencies(variants, rounds=3, round_seconds=0.0, warmup_calls=1, progress=False)
+    assert order == list("abc") + list("abc") + list("bca") + list("cab")  # warm-up, then rotated rounds
+    assert all(len(v) == 3 and min(v) >= 0 for v in latencies.values())
+
+
+def test_bench_inference_appends_its_table(shared_data: Path, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "RESULTS.md"
+    argv = ["--widths", "4", "--size", "32", "--cpu-batches", "1", "2", "--rounds", "1", "--round-seconds", "0",
+            "--calib-tiles", "2", "--peak-n", "64", "--threads", "1", "--no-progress",
+            "--data", str(shared_data / "deepcrack"), "--results", str(results)]
+    assert bench_inference.main(argv) == 0
+    text = results.read_text()
+    assert "python benchmarks/bench_inference.py --widths 4" in text
+    for variant in ("torch CPU eager fp32", "ORT CPU fp32", "ORT CPU int8"):
+        assert sum(line.startswith(f"| 4 | {variant} |") for line in text.splitlines()) == 2  # batches 1 and 2
+    assert "GOP/s (int8)" in text and "Peak cpu fp32" in text and "load average" in text
+    flops = f"{unet_conv_flops(4, 'deep', 32) / 1e9:.1f}"
+    assert f"| {flops} |" in text
+
+
+def test_bench_train_appends_its_table(shared_data: Path, tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    argv = ["--widths", "4", "8", "--size", "32", "--steps", "1", "--rounds", "1", "--warmup-steps", "1",
+            "--images", "2", "--threads", "1", "--peak-n", "64", "--no-progress", "--device", "cpu",
+            "--data", str(shared_data / "deepcrack"), "--results", str(results)]
+    assert bench_train.main(argv) == 0
+    text = results.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| w")]
+    assert [row.split(" | ")[0] for row in rows] == ["| w4 fp32", "| w8 fp32"]
+    assert "(300 images)" in text  # the DeepCrack train split's size drives the projection
+    assert float(rows[0].split(" | ")[2]) > 0
+
+
+def test_bench_train_explains_a_missing_split(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        bench_train.main(["--data", str(tmp_path), "--no-append"])
+    assert "splits/train.txt" in capsys.readouterr().err
