@@ -12,13 +12,13 @@ training tiles. The variants, each at every batch size:
   CUDA graph (``torch.cuda.graph``), onnxruntime CUDA EP FP32 where onnxruntime-gpu is installed;
   batches 1 and 8.
 
-All variants of one width, plus a large ``torch.matmul`` (the attainable dense peak on the same
-threads), are timed in interleaved rounds (benchmarks/common.py) on the same real DeepCrack test tiles.
+All variants of one width, plus large matmuls in torch (MKL) and onnxruntime (MLAS) -- the attainable
+dense FP32 peak on the same threads -- are timed in interleaved rounds (benchmarks/common.py) on the same real DeepCrack test tiles.
 Reported per variant: tiles/s (batch / median latency), latency p50/p99 per batch call, the
 convolution FLOPs per tile counted from the conv shapes (``common.unet_conv_flops``), achieved GFLOP/s,
-the fraction of the measured peak, and the speed ratio against torch eager FP32 at the same batch on
+the fraction of the measured peak, the same per CPU-second of this process (robust to other jobs), and the speed ratio against torch eager FP32 at the same batch on
 the same device. INT8 variants execute the same number of operations as integer ops: their GOP/s are
-compared with the FP32 matmul peak (so a fraction above 1 is possible and means the INT8 kernels beat
+compared with the FP32 peak (so a fraction above 1 is possible and means the INT8 kernels beat
 the FP32 peak). The table is printed and appended to benchmarks/RESULTS.md with command, machine, load.
 """
 
@@ -39,11 +39,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import (  # noqa: E402
+    Timings,
     append_results,
     command_line,
     interleaved_latencies,
     load_average,
     matmul_peak,
+    ort_matmul_peak,
     quantile,
     section_header,
     unet_conv_flops,
@@ -81,6 +83,8 @@ class Row:
     gflop_per_tile: float
     gflops: float
     peak_fraction: float
+    gflop_per_cpu_s: float
+    cpu_peak_fraction: float
     vs_baseline: float
     integer_ops: bool
 
@@ -208,50 +212,81 @@ def cuda_graph(net, x) -> Callable[[], None]:
     return replay
 
 
-def peak_variants(cpu_n: int, cuda_n: int) -> dict[str, tuple[Callable[[], object], int]]:
-    """The matmuls whose GFLOP/s are the peaks: CPU FP32 always; CUDA FP32 and FP16 with a GPU."""
+@dataclass(frozen=True)
+class Peak:
+    """A matmul timed among the variants; the best of a ``group`` is that group's peak."""
+
+    name: str  # e.g. "torch.matmul 2048x2048 fp32"
+    group: str  # "cpu fp32", "cuda fp32", "cuda fp16": what Variant.peak refers to
+    run: Callable[[], object]
+    flops: int
+
+
+def peak_variants(cpu_n: int, cuda_n: int, threads: int) -> list[Peak]:
+    """The matmuls whose GFLOP/s are the peaks: on the CPU torch.matmul (MKL) and onnxruntime's MatMul
+    (MLAS), the better of the two being the peak; on CUDA torch FP32 (TF32 off) and FP16."""
     import torch
 
-    peaks = {"cpu fp32": matmul_peak(cpu_n, "cpu", "float32")}
+    peaks = [
+        Peak(f"torch.matmul {cpu_n}x{cpu_n} fp32", "cpu fp32", *matmul_peak(cpu_n, "cpu", "float32")),
+        Peak(f"onnxruntime MatMul {cpu_n}x{cpu_n} fp32", "cpu fp32", *ort_matmul_peak(cpu_n, threads)),
+    ]
     if torch.cuda.is_available():
-        peaks["cuda fp32"] = matmul_peak(cuda_n, "cuda", "float32")
-        peaks["cuda fp16"] = matmul_peak(cuda_n, "cuda", "float16")
+        peaks.append(Peak(f"torch.matmul {cuda_n}x{cuda_n} fp32", "cuda fp32", *matmul_peak(cuda_n, "cuda", "float32")))
+        peaks.append(Peak(f"torch.matmul {cuda_n}x{cuda_n} fp16", "cuda fp16", *matmul_peak(cuda_n, "cuda", "float16")))
     return peaks
 
 
-def summarise(variants: list[Variant], latencies: dict[str, list[float]], peaks: dict[str, float],
+def peak_rates(peaks: list[Peak], timings: Timings) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(GFLOP/s of each peak matmul, best wall GFLOP/s per group, best GFLOP per CPU-second per group)."""
+    each = {p.name: p.flops / quantile(timings.wall[p.name], 0.5) / 1e9 for p in peaks}
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for p in peaks:
+        wall[p.group] = max(wall.get(p.group, 0.0), each[p.name])
+        cpu_s = quantile(timings.cpu[p.name], 0.5)
+        cpu[p.group] = max(cpu.get(p.group, 0.0), p.flops / cpu_s / 1e9 if cpu_s > 0 else 0.0)
+    return each, wall, cpu
+
+
+def summarise(variants: list[Variant], timings: Timings, peak_wall: dict[str, float], peak_cpu: dict[str, float],
               flops_per_tile: dict[int, int]) -> list[Row]:
-    """Rows of the table from the timed latencies (tiles/s from the median latency: robust to load)."""
-    p50 = {v.key: quantile(latencies[v.key], 0.5) for v in variants}
+    """Rows of the table from the timed calls (tiles/s from the median latency: robust to load)."""
+    p50 = {v.key: quantile(timings.wall[v.key], 0.5) for v in variants}
     rows = []
     for v in variants:
+        flops = flops_per_tile[v.width]
         tiles_per_s = v.batch / p50[v.key]
-        gflops = flops_per_tile[v.width] * tiles_per_s / 1e9
+        gflops = flops * tiles_per_s / 1e9
+        cpu_s = quantile(timings.cpu[v.key], 0.5)
+        on_cpu = v.peak.startswith("cpu") and cpu_s > 0
+        gflop_per_cpu_s = flops * v.batch / cpu_s / 1e9 if on_cpu else float("nan")
         base = p50[f"w{v.width} {v.baseline} b{v.batch}"]
         rows.append(Row(
-            v.width, v.label, v.batch, tiles_per_s, p50[v.key] * 1e3, quantile(latencies[v.key], 0.99) * 1e3,
-            len(latencies[v.key]), flops_per_tile[v.width] / 1e9, gflops, gflops / peaks[v.peak],
+            v.width, v.label, v.batch, tiles_per_s, p50[v.key] * 1e3, quantile(timings.wall[v.key], 0.99) * 1e3,
+            len(timings.wall[v.key]), flops / 1e9, gflops, gflops / peak_wall[v.peak],
+            gflop_per_cpu_s, gflop_per_cpu_s / peak_cpu[v.peak] if on_cpu else float("nan"),
             base / p50[v.key], v.integer_ops,
         ))
     return rows
 
 
-def format_table(rows: list[Row], peaks: dict[str, float], peak_sizes: dict[str, int]) -> str:
+def format_table(rows: list[Row], peak_lines: list[str]) -> str:
     lines = [
-        "| width | variant | batch | tiles/s | p50 ms/batch | p99 ms/batch | calls | GFLOP/tile | achieved GFLOP/s | of peak | vs torch eager fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| width | variant | batch | tiles/s | p50 ms/batch | p99 ms/batch | calls | GFLOP/tile | GFLOP/s | of peak "
+        "| GFLOP/CPU-s | of peak (CPU time) | vs torch eager fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         unit = " GOP/s (int8)" if r.integer_ops else ""
+        cpu = "-" if r.gflop_per_cpu_s != r.gflop_per_cpu_s else f"{r.gflop_per_cpu_s:.1f}"
+        cpu_fraction = "-" if r.cpu_peak_fraction != r.cpu_peak_fraction else f"{r.cpu_peak_fraction:.0%}"
         lines.append(
             f"| {r.width} | {r.label} | {r.batch} | {r.tiles_per_s:.2f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.calls} | "
-            f"{r.gflop_per_tile:.1f} | {r.gflops:.1f}{unit} | {r.peak_fraction:.0%} | {r.vs_baseline:.2f}x |"
+            f"{r.gflop_per_tile:.1f} | {r.gflops:.1f}{unit} | {r.peak_fraction:.0%} | {cpu} | {cpu_fraction} | "
+            f"{r.vs_baseline:.2f}x |"
         )
-    lines.append("")
-    for key, value in peaks.items():
-        n = peak_sizes[key]
-        lines.append(f"Peak {key}: {value:.1f} GFLOP/s (torch.matmul {n}x{n}, median of the interleaved calls).  ")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [""] + peak_lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     load_before = load_average()
     all_rows: list[Row] = []
-    peak_values: dict[str, list[float]] = {}
+    peak_lines: list[str] = []
     parities: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         for width in args.widths:
@@ -309,35 +344,38 @@ def main(argv: list[str] | None = None) -> int:
             variants, parity = cpu_variants(width, unet, fp32, int8, tiles, args.cpu_batches, args.threads)
             parities.append(f"w{width} {parity:.1e}")
             variants += cuda_variants(width, unet, fp32, tiles, args.gpu_batches)
-            peaks = peak_variants(args.peak_n, args.gpu_peak_n)
-            timed = {v.key: v.run for v in variants} | {f"peak {k}": fn for k, (fn, _) in peaks.items()}
+            peaks = peak_variants(args.peak_n, args.gpu_peak_n, args.threads)
+            timed = {v.key: v.run for v in variants} | {p.name: p.run for p in peaks}
             rounds = args.wide_rounds if width >= 64 else args.rounds
-            latencies = interleaved_latencies(timed, rounds=rounds, round_seconds=args.round_seconds,
-                                              progress=not args.no_progress)
-            peak_gflops = {k: flops / quantile(latencies[f"peak {k}"], 0.5) / 1e9 for k, (_, flops) in peaks.items()}
-            for k, value in peak_gflops.items():
-                peak_values.setdefault(k, []).append(value)
-            rows = summarise(variants, latencies, peak_gflops, {width: unet_conv_flops(width, args.head, args.size)})
-            print(format_table(rows, peak_gflops, {k: args.peak_n if k == "cpu fp32" else args.gpu_peak_n for k in peaks}))
+            timings = interleaved_latencies(timed, rounds=rounds, round_seconds=args.round_seconds,
+                                            progress=not args.no_progress)
+            each, peak_wall, peak_cpu = peak_rates(peaks, timings)
+            rows = summarise(variants, timings, peak_wall, peak_cpu, {width: unet_conv_flops(width, args.head, args.size)})
+            width_peaks = [f"Peak during width {width}: " + ", ".join(f"{name} {value:.1f} GFLOP/s" for name, value in each.items())
+                           + "; per CPU-second: " + ", ".join(f"{g} {v:.1f}" for g, v in peak_cpu.items()) + ".  "]
+            print(format_table(rows, width_peaks))
             all_rows += rows
+            peak_lines += width_peaks
             del unet, variants, timed
-    peak_median = {k: float(np.median(v)) for k, v in peak_values.items()}
-    peak_sizes = {k: args.peak_n if k == "cpu fp32" else args.gpu_peak_n for k in peak_median}
-    gpu = "" if "cuda fp32" in peak_median else " No CUDA device: the GPU variants (FP16, CUDA graphs, ORT CUDA EP) were not run."
+    gpu = "" if any("cuda" in line for line in peak_lines) else (
+        " No CUDA device: the GPU variants (FP16, CUDA graphs, ORT CUDA EP) were not run.")
     notes = [
         f"Load: {load_before} before, {load_average()} after.",
         f"Tiles {args.size}×{args.size} from DeepCrack test images, head {args.head}, untrained (He-initialised) "
         f"weights (weights do not change dense conv speed); {args.threads} intra-op threads for torch, onnxruntime "
-        f"and the peak matmul; {args.rounds} interleaved rounds ({args.wide_rounds} for widths >= 64) of ~{args.round_seconds:g} s per variant per width "
-        "(each width's variants and its peak matmul interleaved; the fraction of peak uses that width's peak).",
-        "tiles/s = batch / median latency; GFLOP/tile = convolution FLOPs (2 per multiply-add) counted from the "
-        "conv shapes; INT8 rows: the same operation count as integer ops (GOP/s) against the FP32 matmul peak. "
-        f"INT8 = calibration.int8 defaults (QDQ, per-channel, u8s8, MinMax on {args.calib_tiles} DeepCrack train tiles).",
+        f"and the peak matmuls; {args.rounds} interleaved rounds ({args.wide_rounds} for widths >= 64) of "
+        f"~{args.round_seconds:g} s per variant per width (each width's variants and its peak matmuls interleaved).",
+        "tiles/s = batch / median wall latency; GFLOP/tile = convolution FLOPs (2 per multiply-add) counted from "
+        "the conv shapes; of peak = GFLOP/s / the best peak matmul of that width's rounds (CPU: the better of "
+        "torch.matmul and onnxruntime MatMul); GFLOP/CPU-s and its fraction use this process's CPU time per call "
+        "instead of wall time (less disturbed by other jobs on a shared machine). INT8 rows: the same operation "
+        "count as integer ops (GOP/s) against the FP32 peak. INT8 = calibration.int8 defaults (QDQ, per-channel, "
+        f"u8s8, MinMax on {args.calib_tiles} DeepCrack train tiles).",
         f"ORT FP32 vs torch max |delta p| on the timed tiles: {', '.join(parities)}.{gpu}",
     ]
     header = section_header(f"Inference throughput per backend and precision ({args.size}×{args.size} tiles)",
                             command_line(__file__, argv), notes)
-    text = header + format_table(all_rows, peak_median, peak_sizes)
+    text = header + format_table(all_rows, peak_lines)
     print(text)
     if not args.no_append:
         append_results(text, args.results)

@@ -8,11 +8,13 @@ Each variant (a width, and on CUDA an AMP mode) is the project's own training st
 ``torch.optim.Adam`` and the GradScaler the loop uses. After ``--warmup-steps`` untimed steps per
 variant, ``--rounds`` rounds run ``--steps`` steps of every variant in turn (the order rotating each
 round, so load from other processes falls on all variants alike), with a large ``torch.matmul``
-timed in the same rounds as the machine's attainable FP32 peak. Reported: images/s (median over
+(and, on the CPU, an onnxruntime MatMul) timed in the same rounds as the machine's attainable FP32 peak. Reported: images/s (median over
 rounds), seconds per step, seconds per epoch of the training split, the projected time of
 ``--epochs`` epochs (training steps only: per-epoch validation and the final test are extra), an
 estimate of achieved GFLOP/s (3 x the forward convolution FLOPs per image: forward, input gradients,
-weight gradients) and its fraction of the peak, and each variant's speed against the first.
+weight gradients) and its fraction of the peak (the better of torch.matmul and onnxruntime MatMul),
+the same per CPU-second of this process (less disturbed by other jobs on a shared machine), and each
+variant's speed against the first.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from common import (  # noqa: E402
     command_line,
     load_average,
     matmul_peak,
+    ort_matmul_peak,
+    quantile,
     section_header,
     time_call,
     unet_conv_flops,
@@ -55,6 +59,7 @@ class TrainVariant:
     amp_dtype: object
     steps: int
     seconds_per_image: list[float]
+    cpu_seconds_per_image: list[float]
 
     @property
     def label(self) -> str:
@@ -74,7 +79,7 @@ def build_variant(width: int, amp: str, args: argparse.Namespace, device) -> Tra
     amp_dtype = amp_dtype_for(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps = args.wide_steps if width >= 64 else args.steps
-    return TrainVariant(width, amp, model, optimizer, scaler, amp_dtype, steps, [])
+    return TrainVariant(width, amp, model, optimizer, scaler, amp_dtype, steps, [], [])
 
 
 def make_loader(dataset, batch: int, workers: int, seed: int, device):
@@ -89,22 +94,23 @@ def make_loader(dataset, batch: int, workers: int, seed: int, device):
                       pin_memory=device.type == "cuda", worker_init_fn=seed_worker)
 
 
-def train_steps(variant: TrainVariant, dataset, loss_fn, args: argparse.Namespace, device, epoch: int, steps: int) -> float:
-    """Run ``steps`` real training steps (``train.loop.train_one_epoch``); returns the seconds they took."""
+def train_steps(variant: TrainVariant, dataset, loss_fn, args: argparse.Namespace, device, epoch: int,
+                steps: int) -> tuple[float, float]:
+    """Run ``steps`` real training steps (``train.loop.train_one_epoch``); returns (wall s, this process's CPU s)."""
     import torch
 
     from train.loop import train_one_epoch
 
     dataset.set_epoch(epoch)
     loader = make_loader(dataset, args.batch, args.workers, 1000 * epoch + variant.width, device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     _, done = train_one_epoch(variant.model, loader, loss_fn, variant.optimizer, variant.scaler, device,
                               variant.amp_dtype, epoch=epoch, max_steps=steps)
     if device.type == "cuda":
         torch.cuda.synchronize()
     if done != steps:
         raise RuntimeError(f"ran {done} steps, expected {steps}: load at least {steps * args.batch} images (--images)")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,38 +182,52 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = [build_variant(w, amp, args, device) for w in args.widths for amp in amps]
     peak_n = args.peak_n if device.type == "cpu" else max(args.peak_n, 8192)
-    peak_run, peak_flops = matmul_peak(peak_n, str(device), "float32")
-    peak_seconds: list[float] = []
+    peaks = {f"torch.matmul {peak_n}x{peak_n} fp32": matmul_peak(peak_n, str(device), "float32")}
+    if device.type == "cpu":  # MKL's path on AMD CPUs is narrower than MLAS's: take the better (common.ort_matmul_peak)
+        peaks[f"onnxruntime MatMul {peak_n}x{peak_n} fp32"] = ort_matmul_peak(peak_n, args.threads)
+    peak_wall: dict[str, list[float]] = {name: [] for name in peaks}
+    peak_cpu: dict[str, list[float]] = {name: [] for name in peaks}
     for v in tqdm(variants, desc="warm-up", unit="variant", disable=args.no_progress, leave=False):
         train_steps(v, dataset, loss_fn, args, device, epoch=0, steps=args.warmup_steps)
-    time_call(peak_run)
+    for run, _ in peaks.values():
+        time_call(run)
     for r in tqdm(range(args.rounds), desc="timed rounds", unit="round", disable=args.no_progress, leave=False):
         shift = r % len(variants)
         for v in variants[shift:] + variants[:shift]:
-            seconds = train_steps(v, dataset, loss_fn, args, device, epoch=r + 1, steps=v.steps)
-            v.seconds_per_image.append(seconds / (v.steps * args.batch))
-        deadline = time.perf_counter() + 1.0
-        while time.perf_counter() < deadline:  # ~1 s of peak matmuls per round, among the training steps
-            peak_seconds.append(time_call(peak_run))
-    peak = peak_flops / statistics.median(peak_seconds) / 1e9
+            wall, cpu = train_steps(v, dataset, loss_fn, args, device, epoch=r + 1, steps=v.steps)
+            v.seconds_per_image.append(wall / (v.steps * args.batch))
+            v.cpu_seconds_per_image.append(cpu / (v.steps * args.batch))
+        for name, (run, _) in peaks.items():
+            deadline = time.perf_counter() + 0.5
+            while time.perf_counter() < deadline:  # ~0.5 s of each peak matmul per round, among the training steps
+                cpu_start = time.process_time()
+                peak_wall[name].append(time_call(run))
+                peak_cpu[name].append(time.process_time() - cpu_start)
+    each = {name: flops / quantile(peak_wall[name], 0.5) / 1e9 for name, (_, flops) in peaks.items()}
+    peak = max(each.values())
+    peak_per_cpu_s = max(flops / max(quantile(peak_cpu[name], 0.5), 1e-9) / 1e9 for name, (_, flops) in peaks.items())
 
     lines = [
         "| variant | device | images/s | s/step (batch " + str(args.batch) + ") | s/epoch "
-        f"({epoch_images} images) | {args.epochs} epochs (h) | timed steps | est. train GFLOP/s | of peak | vs {variants[0].label} |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"({epoch_images} images) | {args.epochs} epochs (h) | timed steps | est. train GFLOP/s | of peak "
+        f"| images/CPU-s | of peak (CPU time) | vs {variants[0].label} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     first_rate = 1.0 / statistics.median(variants[0].seconds_per_image)
     for v in variants:
         rate = 1.0 / statistics.median(v.seconds_per_image)
-        gflops = TRAIN_FLOPS_PER_FORWARD * unet_conv_flops(v.width, args.head, args.size) * rate / 1e9
+        flops = TRAIN_FLOPS_PER_FORWARD * unet_conv_flops(v.width, args.head, args.size)
+        gflops = flops * rate / 1e9
+        cpu_rate = 1.0 / max(statistics.median(v.cpu_seconds_per_image), 1e-9)
+        cpu_cols = (f"{cpu_rate:.3f} | {flops * cpu_rate / 1e9 / peak_per_cpu_s:.0%}" if device.type == "cpu" else "- | -")
         epoch_s = epoch_images / rate
         lines.append(
             f"| {v.label} | {device.type} | {rate:.3f} | {args.batch / rate:.2f} | {epoch_s:.0f} | "
             f"{args.epochs * epoch_s / 3600:.1f} | {v.steps * args.rounds} | {gflops:.1f} | {gflops / peak:.0%} | "
-            f"{rate / first_rate:.2f}x |"
+            f"{cpu_cols} | {rate / first_rate:.2f}x |"
         )
-    lines.append(f"\nPeak {device.type} fp32: {peak:.1f} GFLOP/s (torch.matmul {peak_n}x{peak_n}, median of "
-                 f"{len(peak_seconds)} calls interleaved with the training rounds).")
+    lines.append("\nPeak " + ", ".join(f"{name} {value:.1f} GFLOP/s" for name, value in each.items())
+                 + f" (medians of calls interleaved with the training rounds); per CPU-second {peak_per_cpu_s:.1f}.")
     notes = [
         f"Load: {load_before} before, {load_average()} after.",
         f"Protocol: {args.size}×{args.size} augmented crops (TrainCrops) of {len(data)} DeepCrack train images, "

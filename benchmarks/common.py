@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,6 +159,17 @@ def time_call(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+@dataclass
+class Timings:
+    """Per-call seconds of every variant: wall clock, and CPU time of this process (all its threads).
+
+    On a machine shared with other jobs the wall time stretches with their load; the CPU time (what
+    the call itself executed) is much less disturbed, so both are reported."""
+
+    wall: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+
 def interleaved_latencies(
     variants: Mapping[str, Callable[[], object]],
     *,
@@ -165,8 +177,8 @@ def interleaved_latencies(
     round_seconds: float,
     warmup_calls: int = 1,
     progress: bool = True,
-) -> dict[str, list[float]]:
-    """Per-call latencies (s) of every variant, timed in interleaved rounds.
+) -> Timings:
+    """Per-call wall and CPU seconds of every variant, timed in interleaved rounds.
 
     Each variant is first called ``warmup_calls`` times (untimed, except that the last warm-up sets how
     many calls fit in ``round_seconds``). Then, ``rounds`` times, every variant runs its calls back to
@@ -182,12 +194,15 @@ def interleaved_latencies(
             seconds = time_call(fn)
         calls[name] = max(1, int(round_seconds / max(seconds, 1e-9)))
     names = list(variants)
-    latencies: dict[str, list[float]] = {name: [] for name in names}
+    timings = Timings({name: [] for name in names}, {name: [] for name in names})
     for r in tqdm(range(rounds), desc="timed rounds", unit="round", disable=not progress, leave=False):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            latencies[name].extend(time_call(variants[name]) for _ in range(calls[name]))
-    return latencies
+            for _ in range(calls[name]):
+                cpu_start = time.process_time()
+                timings.wall[name].append(time_call(variants[name]))
+                timings.cpu[name].append(time.process_time() - cpu_start)
+    return timings
 
 
 def matmul_peak(n: int, device: str = "cpu", dtype_name: str = "float32") -> tuple[Callable[[], object], int]:
@@ -214,3 +229,28 @@ def matmul_peak(n: int, device: str = "cpu", dtype_name: str = "float32") -> tup
             torch.matmul(a, b)
 
     return run, 2 * n**3
+
+
+def ort_matmul_peak(n: int, threads: int) -> tuple[Callable[[], object], int]:
+    """(one call, its FLOPs): an ``n`` x ``n`` MatMul in onnxruntime (MLAS SGEMM) on ``threads`` threads.
+
+    A second FP32 peak beside torch.matmul's: torch's CPU build multiplies with MKL, which on AMD CPUs
+    takes a narrower code path than MLAS, so on those machines onnxruntime's own kernels go faster
+    than the torch "peak" (measured: docs/BENCHMARKS.md)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from calibration.runtime import ort_session
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul_peak",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    session = ort_session(model.SerializeToString(), threads)
+    rng = np.random.default_rng(0)
+    feeds = {x: rng.standard_normal((n, n), dtype=np.float32) for x in ("a", "b")}
+    return (lambda: session.run(None, feeds)), 2 * n**3
