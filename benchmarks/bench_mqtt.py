@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,9 +21,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
 import numpy as np  # noqa: E402
+from common import machine  # noqa: E402
 from mqtt_broker import Mosquitto  # noqa: E402
 from mqtt_fixtures import make_alert  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -119,18 +118,6 @@ def table(rows: list[dict]) -> str:
                      f"| {r['received']} | {r['lost']} | {r['duplicates_dropped']} | {r['throughput']:.0f} "
                      f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.0f} |")
     return "\n".join(lines)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} vCPU {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
 def main() -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,9 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import machine  # noqa: E402
 
 from edge.backends import load_backend  # noqa: E402
 from edge.config import load_config  # noqa: E402
@@ -46,11 +48,6 @@ DATA = REPO.parent / "shared" / "data" / "deepcrack"
 def rss_mb() -> float:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def make_video(folder: Path, n_images: int) -> tuple[Path, int]:

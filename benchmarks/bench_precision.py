@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,6 +25,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import machine  # noqa: E402
 
 from calibration.dataset import draw_tiles  # noqa: E402
 from calibration.int8 import QuantSettings, quantize  # noqa: E402
@@ -77,18 +78,6 @@ def tiles_per_second(predicts: dict, tiles: np.ndarray, batch: int, repeats: int
         for name, predict in predicts.items():
             speeds[name].append(one_pass(predict))
     return {name: statistics.median(values) for name, values in speeds.items()}
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def main(argv: list[str] | None = None) -> int:
