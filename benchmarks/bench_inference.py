@@ -25,6 +25,7 @@ the FP32 peak). The table is printed and appended to benchmarks/RESULTS.md with 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -279,8 +280,8 @@ def format_table(rows: list[Row], peak_lines: list[str]) -> str:
     ]
     for r in rows:
         unit = " GOP/s (int8)" if r.integer_ops else ""
-        cpu = "-" if r.gflop_per_cpu_s != r.gflop_per_cpu_s else f"{r.gflop_per_cpu_s:.1f}"
-        cpu_fraction = "-" if r.cpu_peak_fraction != r.cpu_peak_fraction else f"{r.cpu_peak_fraction:.0%}"
+        cpu = "-" if math.isnan(r.gflop_per_cpu_s) else f"{r.gflop_per_cpu_s:.1f}"  # GPU rows: no CPU figure
+        cpu_fraction = "-" if math.isnan(r.cpu_peak_fraction) else f"{r.cpu_peak_fraction:.0%}"
         lines.append(
             f"| {r.width} | {r.label} | {r.batch} | {r.tiles_per_s:.2f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.calls} | "
             f"{r.gflop_per_tile:.1f} | {r.gflops:.1f}{unit} | {r.peak_fraction:.0%} | {cpu} | {cpu_fraction} | "
