@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import cv2
+import pytest
 from edge_helpers import crack_image, darkness_model
 
 from edge.__main__ import EXIT_CONFIG, main
-from edge.demo import SAMPLES, run_demo
+from edge.demo import DEMO_MODEL, SAMPLES, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -94,3 +95,24 @@ def test_demo_runs_the_chain_on_the_bundled_samples(tmp_path: Path, capsys) -> N
 def test_demo_without_a_model_says_how_to_get_one(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path), "--model", str(tmp_path / "none.onnx")]) == 1
     assert "pass --model" in capsys.readouterr().err
+
+
+def test_demo_with_the_shipped_model_alerts_on_the_deepcrack_cracks_and_not_on_the_crack_free_sample(
+    tmp_path: Path,
+) -> None:
+    """`python -m edge demo` as a user runs it: the shipped model (benchmarks/make_demo_model.sh), no --model.
+
+    The two CrackForest samples are not asserted: their 1-3 px cracks are missed by this DeepCrack-trained
+    width-16 model (max probability ~0.5 on a few pixels; docs/DEMO_MODEL.md)."""
+    if not DEMO_MODEL.is_file():
+        pytest.skip(f"{DEMO_MODEL} not in this checkout (retrain it with benchmarks/make_demo_model.sh)")
+    assert DEMO_MODEL.stat().st_size <= 10 * 2**20  # the issue's limit for a model shipped in the repo
+    stats = run_demo(tmp_path / "out")
+    samples = sorted(p.name for p in SAMPLES.iterdir() if p.suffix == ".jpg")  # the folder source's frame order
+    records = [json.loads(line) for line in (tmp_path / "out" / "alerts.jsonl").read_text().splitlines()]
+    alerted = {samples[r["frame_index"]] for r in records if r["type"] == "alert"}
+    deepcrack_cracks = {name for name in samples if name.startswith("deepcrack_")}
+    crack_free = {name for name in samples if name.startswith("no_crack")}
+    assert stats["frames"] == len(samples) and len(deepcrack_cracks) == 3 and len(crack_free) == 1
+    assert deepcrack_cracks <= alerted
+    assert not crack_free & alerted
