@@ -74,3 +74,11 @@ python3 benchmarks/summarize_ablation.py --runs "$OUT/cfd" --name ablation_cfd -
   --gamma-source "3x3 grid on CFD validation (seed-0 split, $GRID_EPOCHS epochs per trial): $(cat "$OUT/gamma.txt")"
 python3 benchmarks/summarize_ablation.py --runs "$OUT/dc" --name ablation_dc --title "DeepCrack x0.5, CPU width 8" \
   --gamma-source "transferred from the CFD grid (not searched on DeepCrack): $(cat "$OUT/gamma.txt")"
+
+# CFD with a 2-px distance tolerance (closer to CrackForest-style scoring), Table 6 extremes only
+for dest in shallow-bce deep-aelf; do
+  for seed in $(seq 0 $((SEEDS - 1))); do
+    python3 -m train.evaluate --model "$OUT/cfd/$dest/seed-$seed/best.pt" --data "$CFD" --tolerance-px 2 \
+      --overlays 0 --no-progress --out "$OUT/cfd-tol2/$dest-seed-$seed"
+  done
+done

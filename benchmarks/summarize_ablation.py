@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/summarize_ablation.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from train.ablation import ablation_markdown, paper_rows  # noqa: E402
+from train.ablation import TABLE_COLUMNS, ablation_markdown, paper_rows  # noqa: E402
 from train.losses import LOSS_NAMES  # noqa: E402
 from train.metrics import plot_pr_curves  # noqa: E402
-from train.report import plot_grid_heatmap, read_history, summarize, write_json, write_text_atomic  # noqa: E402
+from train.report import plot_grid_heatmap, pm, read_history, summarize, write_json, write_text_atomic  # noqa: E402
 
 ROW_LABELS = {row.key: row.label for row in paper_rows(tuple(LOSS_NAMES))}  # Table 6 order, then baselines
 ROW_ORDER = list(ROW_LABELS)
@@ -71,6 +71,14 @@ def mean_pr_curve(runs: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         precisions.append([float(r["precision"]) for r in rows])
         recalls.append([float(r["recall"]) for r in rows])
     return np.mean(precisions, axis=0), np.mean(recalls, axis=0)
+
+
+def best_f1(run: Path) -> float:
+    """F1 (beta = 1) at the best single threshold of a run's test PR curve: ODS-F1, the "best F-score"
+    crack papers such as DeepCrack (Liu et al. 2019) report, while our tables use F-beta (beta^2 = 0.3)."""
+    precision, recall = mean_pr_curve([run])
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return float(f1.max())
 
 
 def plot_val_curves(rows: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
@@ -115,20 +123,50 @@ def summarize_ablation(runs_dir: Path, out: Path, figures: Path, name: str, titl
         "config": first["config"],
         "rows": [{"row": ROW_LABELS[key], "key": key, "head": r["config"]["head"], "loss": r["config"]["loss"],
                   "gamma1": r["config"]["gamma1"], "gamma2": r["config"]["gamma2"], "seeds": r["seeds"],
-                  "epochs": r["config"]["epochs"], "metrics": r["metrics"]} for key, r in rows.items()],
+                  "epochs": r["config"]["epochs"], "metrics": r["metrics"],
+                  "ods_f1": summarize([{"ods_f1": best_f1(run)} for run in r["runs"]], keys=("ods_f1",))["ods_f1"]}
+                 for key, r in rows.items()],
     }
     grid_json = runs_dir / "grid" / "grid.json"
     if grid_json.exists():
         grid = json.loads(grid_json.read_text(encoding="utf-8"))
         report["grid"] = grid
         plot_grid_heatmap(np.asarray(grid["scores"], float), grid["grid"], grid["grid"], figures / f"{name}_grid.png",
-                          title=f"{title}: validation {grid['select']} per (gamma1, gamma2)")
+                          title=f"{title}: validation {grid['select']}")
     curves = {f"{ROW_LABELS[key]} (n={len(r['runs'])})": mean_pr_curve(r["runs"]) for key, r in rows.items()}
     plot_pr_curves(curves, figures / f"{name}_pr.png", title=f"{title}: test PR curves (mean over seeds)")
     plot_val_curves(rows, figures / f"{name}_val_curves.png", title=f"{title}: validation ODS F-beta, seed 0")
     write_json(out / "ablation.json", report)
-    write_text_atomic(out / "ablation.md", ablation_markdown(report))
+    write_text_atomic(out / "ablation.md", table_markdown(report) + "\n" + extra_markdown(report))
     return report
+
+
+def fmt(stat: dict[str, float] | None) -> str:
+    """'mean ± std' over seeds, or 'value (1 seed)' where one run gives no spread to report."""
+    if stat and stat.get("n") == 1:
+        return f"{stat['mean']:.4f} (1 seed)"
+    return pm(stat)
+
+
+def table_markdown(report: dict[str, Any]) -> str:
+    """train.ablation's table (same header and columns), with single-seed rows marked instead of '± 0'."""
+    text = ablation_markdown(report)
+    head = text[: text.index("| model |")]
+    lines = ["| model | " + " | ".join(title for _, title in TABLE_COLUMNS) + " |", "|---|" + "---|" * len(TABLE_COLUMNS)]
+    for row in report["rows"]:
+        label = row["row"] + (f" (γ₁={row['gamma1']:g}, γ₂={row['gamma2']:g})" if row["loss"] == "aelf" else "")
+        lines.append(f"| {label} | " + " | ".join(fmt(row["metrics"].get(k)) for k, _ in TABLE_COLUMNS) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def extra_markdown(report: dict[str, Any]) -> str:
+    """Columns for comparing with crack papers: P, R at 0.5, ODS-F1 (beta = 1), AP; seeds and epochs per row."""
+    lines = ["| model | P@0.5 | R@0.5 | ODS F1 (β=1) | AP | seeds | epochs |", "|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        m = row["metrics"]
+        lines.append(f"| {row['row']} | {fmt(m.get('precision'))} | {fmt(m.get('recall'))} | {fmt(row['ods_f1'])} | "
+                     f"{fmt(m.get('ap'))} | {', '.join(str(s) for s in row['seeds'])} | {row['epochs']} |")
+    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     except SummaryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(ablation_markdown(report))
+    print(table_markdown(report) + "\n" + extra_markdown(report))
     print(f"written to {out / 'ablation.md'} and {args.figures}")
     return 0
 
