@@ -11,7 +11,7 @@
 # Two lanes of independent jobs run side by side (2 cores, one torch thread each). Outputs go to
 # $OUT (git-ignored runs/ by default); benchmarks/summarize_ablation.py merges them into tables/figures.
 #
-# Usage: bash benchmarks/run_ablation.sh            (about 45 min on a shared, loaded 2-core CPU)
+# Usage: bash benchmarks/run_ablation.sh            (37 min on the shared, loaded 2-core CPU)
 #        OUT=runs/x EPOCHS=2 DC_EPOCHS=1 GRID_EPOCHS=1 bash benchmarks/run_ablation.sh   (smoke)
 set -euo pipefail
 cd "$(dirname "$0")/.."
