@@ -25,14 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.metadata import ModelMetadata
+from edge.tiling import default_overlap
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-DEFAULT_OVERLAP_PX = 64  # the edge daemon's default tile overlap at 512 px tiles (docs/CONTRACTS.md, tile_grid)
-
-
-def default_overlap(tile: int) -> int:
-    """The overlap used when none is given: 64 px at the usual 512 px tile, an eighth of smaller tiles."""
-    return min(DEFAULT_OVERLAP_PX, tile // 8)
 
 
 class CalibrationDataError(ValueError):

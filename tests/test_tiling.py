@@ -52,18 +52,29 @@ def test_small_tiles_on_many_sizes_stitch_exactly():
             assert np.array_equal(stitch(extract_tiles(known, grid), grid), known), (height, width, overlap)
 
 
-def test_padding_is_zero_and_never_counts():
+def test_fill_of_a_small_frame_is_mirrored_and_never_counts():
     frame = np.full((100, 300, 3), 200, dtype=np.uint8)
+    frame[:, 290:] = 30  # a dark band at the right edge
     grid = tile_grid(100, 300, tile=512, overlap=64)
     assert len(grid) == 1
     tiles = extract_tiles(frame, grid)
     assert tiles.shape == (1, 512, 512, 3) and tiles.dtype == np.uint8
-    assert (tiles[0, :100, :300] == 200).all()
-    assert (tiles[0, 100:] == 0).all() and (tiles[0, :, 300:] == 0).all()
-    # a model that "detects" cracks in the padding must not create any in the frame
+    assert np.array_equal(tiles[0, :100, :300], frame)
+    # mirrored, not black: no image-to-black step for the network to read as a crack
+    assert np.array_equal(tiles[0, 100:200, :300], frame[::-1])
+    assert np.array_equal(tiles[0, :100, 300:310], frame[:, ::-1][:, :10])
+    assert (tiles[0] != 0).all()
+    # a model that "detects" cracks in the fill must not create any in the frame
     probs = np.ones((1, 512, 512), dtype=np.float32)
     probs[0, :100, :300] = 0.1
     assert np.array_equal(stitch(probs, grid), np.full((100, 300), 0.1, dtype=np.float32))
+
+
+def test_tiny_frames_are_filled_too():
+    frame = np.arange(6, dtype=np.uint8).reshape(1, 6)
+    grid = tile_grid(1, 6, tile=16, overlap=0)
+    tile = extract_tiles(frame, grid)[0]
+    assert (tile == np.tile(np.concatenate([frame[0], frame[0, ::-1]]), 2)[:16]).all()
 
 
 def test_blending_leaves_no_seam_between_disagreeing_tiles():

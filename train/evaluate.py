@@ -6,8 +6,9 @@ Writes the same ``metrics.json``, ``pr_curve.png``/``.csv`` and ``overlays/`` as
 * ``.onnx``: run with onnxruntime (imported here only), input ``image``, output ``probability``
   (sigmoid inside), the input contract (colour order, scale, mean/std) from its metadata
   (``edge.metadata.ModelMetadata``). A graph with dynamic height/width gets whole padded images; one
-  with a static tile (the export default, 512) gets the padded image cut into non-overlapping tiles,
-  which can cost a little accuracy at tile borders compared with whole-image inference.
+  with a static tile (the export default, 512) is run exactly as the edge daemon runs it
+  (``edge.tiling``: overlapping tiles, mirrored fill of frames smaller than a tile, blended stitch),
+  so the score is the deployed model's.
 
 Which images: ``--splits DIR`` (a run folder with ``splits/*.txt``) when given; else, for a checkpoint,
 the run folder it sits in when that has ``splits/``; else the data set's own split rules with the seed
@@ -96,12 +97,13 @@ def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4) -> tup
         if tile is None:
             padded, size_hw = pad_to_multiple(image, 16)
             return crop_to(run(padded[None])[0], size_hw).astype(np.float32)
-        padded, size_hw = pad_to_multiple(image, tile)
-        rows, cols = padded.shape[0] // tile, padded.shape[1] // tile
-        tiles = padded.reshape(rows, tile, cols, tile, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile, tile, 3)
+        # exactly as the edge daemon sees a frame: overlapping tiles, mirrored fill, blended stitch
+        from edge.tiling import default_overlap, extract_tiles, stitch, tile_grid
+
+        grid = tile_grid(image.shape[0], image.shape[1], tile=tile, overlap=default_overlap(tile))
+        tiles = extract_tiles(image, grid)
         probs = np.concatenate([run(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)])
-        full = probs.reshape(rows, cols, tile, tile).transpose(0, 2, 1, 3).reshape(rows * tile, cols * tile)
-        return np.ascontiguousarray(crop_to(full, size_hw), dtype=np.float32)
+        return stitch(probs, grid)
 
     info = {"kind": "onnx", "threshold": float(meta.threshold), "train_config": {}, "device": providers[0],
             "tile": tile, "metadata": meta.to_json_dict()}
