@@ -22,16 +22,6 @@ from train.run import main as run_main
 KEYS = ("precision", "recall", "f_beta", "f1", "iou", "ods_f", "ods_threshold", "ois_f", "ap", "n_images")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP threads that wait for a descheduled sibling
-    made these tests 30x slower (10 s -> 300 s); the tiny models gain nothing from a second thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained_run(shared_data, tmp_path_factory) -> tuple[Path, Path]:
     """(data set of 12 real CrackForest pairs at 1/4 size, a run folder trained on it for 2 short epochs)."""

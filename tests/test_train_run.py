@@ -28,16 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--width", "4", "--size", "64", "--workers", "0", "--no-progress", "--lr", "1e-3"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP threads that wait for a descheduled sibling
-    made these tests 30x slower (10 s -> 300 s); the tiny models gain nothing from a second thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_cfd(shared_data, tmp_path_factory) -> Path:
     """12 real CrackForest pairs at 1/4 size (120 x 80): a data set without splits/."""
