@@ -11,8 +11,9 @@ would train them one after another. This program reads those folders back and wr
 * ``<name>_val_curves.png``: validation ODS F-beta per epoch of every row (seed 0): did it converge?
 * ``<name>_grid.png``: the gamma grid heat-map (validation ODS F-beta), when ``--runs`` has ``grid/``.
 
-A row folder holds either ``summary.json`` + ``seed-<s>/`` (``--repeats``) or one run
-(``metrics.json``); the grid folder ``grid/`` holds ``grid.json`` (``--grid-search``).
+A row folder holds ``summary.json`` + ``seed-<s>/`` (``--repeats``), one run (``metrics.json``), or
+only ``seed-<s>/`` run folders, each from its own ``train.run --seed s`` (seeds added to a row after the
+fact, as run_ablation.sh does on DeepCrack); the grid folder ``grid/`` holds ``grid.json`` (``--grid-search``).
 """
 
 from __future__ import annotations
@@ -55,8 +56,15 @@ def load_row(folder: Path) -> dict[str, Any]:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         config = config.get("train_config", config)
         return {"config": config, "seeds": [config["seed"]], "runs": [folder], "metrics": summarize([metrics])}
-    raise SummaryError(f"{folder}: neither summary.json (--repeats) nor metrics.json (one run); "
-                       "did its train.run finish? (see the .log next to it)")
+    seed_runs = sorted((d for d in folder.glob("seed-*") if (d / "metrics.json").exists()),
+                       key=lambda d: int(d.name.split("-", 1)[1]))
+    if seed_runs:  # seeds trained by separate `train.run --seed s --out <row>/seed-<s>` calls
+        rows = [load_row(run) for run in seed_runs]
+        metrics = [json.loads((run / "metrics.json").read_text(encoding="utf-8")) for run in seed_runs]
+        return {"config": rows[0]["config"], "seeds": [r["seeds"][0] for r in rows], "runs": seed_runs,
+                "metrics": summarize(metrics)}
+    raise SummaryError(f"{folder}: neither summary.json (--repeats), metrics.json (one run) nor "
+                       "seed-<s>/metrics.json (one run per seed); did its train.run finish? (see the .log next to it)")
 
 
 def mean_pr_curve(runs: list[Path]) -> tuple[np.ndarray, np.ndarray]:
