@@ -3,7 +3,7 @@
 #
 # What is reduced against the paper (width 64, 512 crops, 30 epochs, 5 seeds, per-data-set 5x5 grid):
 #   width 8, 128-px crops, 30 epochs on CrackForest (12 on DeepCrack, 270 steps each), 2 seeds for the
-#   Table 6 rows and 1 for the L1/L2/Dice/Focal baselines (1 on DeepCrack), a 3x3 gamma grid
+#   Table 6 rows on CrackForest (3 on DeepCrack) and 1 for the L1/L2/Dice/Focal baselines, a 3x3 gamma grid
 #   {-0.07, 0, 0.07}^2 trained for 12 epochs per trial on CrackForest only, DeepCrack at half
 #   resolution (--scale 0.5, which thins cracks in pixels). The learning rate is the paper's 1e-4 for
 #   every row (1e-3 drove AELF into a saturated all-background sigmoid here; see docs/RESULTS_ABLATION.md).
@@ -11,7 +11,10 @@
 # Two lanes of independent jobs run side by side (2 cores, one torch thread each). Outputs go to
 # $OUT (git-ignored runs/ by default); benchmarks/summarize_ablation.py merges them into tables/figures.
 #
-# Usage: bash benchmarks/run_ablation.sh            (37 min on the shared, loaded 2-core CPU)
+# Usage: bash benchmarks/run_ablation.sh            (37 min on the shared, loaded 2-core CPU, with 1 DeepCrack
+#                                                    seed and no DeepCrack baselines; the 2 more seeds and the 4
+#                                                    baselines took another 9.6 min, ~95 s a row, on the quiet
+#                                                    machine)
 #        OUT=runs/x EPOCHS=2 DC_EPOCHS=1 GRID_EPOCHS=1 bash benchmarks/run_ablation.sh   (smoke)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +27,7 @@ GRID_EPOCHS=${GRID_EPOCHS:-12}  # each gamma-grid trial
 DC_EPOCHS=${DC_EPOCHS:-12}      # DeepCrack rows
 SEEDS=${SEEDS:-2}               # Table 6 rows on CrackForest
 BASE_SEEDS=${BASE_SEEDS:-1}     # L1/L2/Dice/Focal rows on CrackForest
+DC_SEEDS=${DC_SEEDS:-3}         # Table 6 rows on DeepCrack (seeds 0..DC_SEEDS-1, one train.run each)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 COMMON=(--width 8 --size 128 --batch 1 --lr 1e-4 --device cpu --workers 0 --overlays 0 --no-progress)
@@ -50,9 +54,14 @@ lane_a() {
   row cfd/deep-aelf "${CFD_ARGS[@]}" --head deep --loss aelf --gamma1="$G1" --gamma2="$G2"
   row cfd/deep-l1 "${BASE_ARGS[@]}" --head deep --loss l1
   row cfd/deep-l2 "${BASE_ARGS[@]}" --head deep --loss l2
-  # DeepCrack: gamma transferred from the CrackForest grid (no DeepCrack grid in this budget)
-  row dc/deep-aelf "${DC_ARGS[@]}" --head deep --loss aelf --gamma1="$G1" --gamma2="$G2"
-  row dc/deep-exp "${DC_ARGS[@]}" --head deep --loss exp
+  # DeepCrack: gamma transferred from the CrackForest grid (no DeepCrack grid in this budget); one
+  # train.run per seed into <row>/seed-<s>/ (summarize_ablation.py merges them), so seeds interleave
+  for seed in $(seq 0 $((DC_SEEDS - 1))); do
+    row "dc/deep-aelf/seed-$seed" "${DC_ARGS[@]}" --seed "$seed" --head deep --loss aelf --gamma1="$G1" --gamma2="$G2"
+    row "dc/deep-exp/seed-$seed" "${DC_ARGS[@]}" --seed "$seed" --head deep --loss exp
+  done
+  row dc/deep-l1 "${DC_ARGS[@]}" --head deep --loss l1
+  row dc/deep-l2 "${DC_ARGS[@]}" --head deep --loss l2
 }
 
 lane_b() {
@@ -61,8 +70,12 @@ lane_b() {
   row cfd/deep-exp "${CFD_ARGS[@]}" --head deep --loss exp
   row cfd/deep-dice "${BASE_ARGS[@]}" --head deep --loss dice
   row cfd/deep-focal "${BASE_ARGS[@]}" --head deep --loss focal
-  row dc/shallow-bce "${DC_ARGS[@]}" --head shallow --loss bce
-  row dc/deep-bce "${DC_ARGS[@]}" --head deep --loss bce
+  for seed in $(seq 0 $((DC_SEEDS - 1))); do
+    row "dc/shallow-bce/seed-$seed" "${DC_ARGS[@]}" --seed "$seed" --head shallow --loss bce
+    row "dc/deep-bce/seed-$seed" "${DC_ARGS[@]}" --seed "$seed" --head deep --loss bce
+  done
+  row dc/deep-dice "${DC_ARGS[@]}" --head deep --loss dice
+  row dc/deep-focal "${DC_ARGS[@]}" --head deep --loss focal
 }
 
 lane_a & pid_a=$!
