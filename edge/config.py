@@ -59,6 +59,9 @@ class ModelSection(_Section):
     batch_size: int = Field(4, ge=1, le=256, description="tiles per backend call (within an engine's profile)")
     threshold: float | None = Field(None, gt=0, lt=1, description="overrides the model metadata's threshold")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime/torch CPU threads, 0 = runtime default")
+    ort_allow_spinning: bool = Field(
+        False, description="onnxruntime threads busy-wait between operators (faster alone, slower beside post-processing)"
+    )
     device: str = Field("cpu", description="torch backend device: cpu, cuda, cuda:1")
 
 

@@ -418,7 +418,7 @@ def build_pipeline(
     backend = load_backend(
         config.model.path, config.model.backend, providers=config.model.providers,
         batch_size=config.model.batch_size, intra_op_threads=config.model.intra_op_threads or None,
-        device=config.model.device,
+        allow_spinning=config.model.ort_allow_spinning, device=config.model.device,
     )
     src = config.source
     source = open_source(src.uri, loop=src.loop, fps_limit=src.fps_limit, queue_size=src.queue_size,

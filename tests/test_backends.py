@@ -45,6 +45,14 @@ def test_fixed_batch_graph_is_padded_and_cut(tmp_path: Path) -> None:
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def test_onnxruntime_threads_do_not_spin_unless_asked(tmp_path: Path) -> None:
+    # spinning intra-op threads took CPU from the daemon's decode/post-processing threads (bench_pipeline.py)
+    key = "session.intra_op.allow_spinning"
+    model = darkness_model(tmp_path / "m.onnx", input_size=32)
+    assert load_backend(model).session.get_session_options().get_session_config_entry(key) == "0"
+    assert load_backend(model, allow_spinning=True).session.get_session_options().get_session_config_entry(key) == "1"
+
+
 def test_wrong_shape_names_the_expected_tile(tmp_path: Path) -> None:
     backend = load_backend(darkness_model(tmp_path / "m.onnx", input_size=64))
     with pytest.raises(BackendError, match=r"takes float32 N×3×64×64 .*got shape \(2, 3, 32, 32\)"):

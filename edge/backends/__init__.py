@@ -21,7 +21,7 @@ _BY_SUFFIX = {".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt", ".
 
 # Options each backend understands (load_backend drops the others, so one config serves all).
 _OPTIONS = {
-    "onnxruntime": ("providers", "batch_size", "intra_op_threads"),
+    "onnxruntime": ("providers", "batch_size", "intra_op_threads", "allow_spinning"),
     "tensorrt": ("batch_size", "device_index"),
     "torch": ("device", "batch_size", "intra_op_threads"),
 }
@@ -41,7 +41,7 @@ def backend_for_path(path: str | os.PathLike) -> str:
 def load_backend(model_path: str | os.PathLike, backend: str = "auto", **options: Any) -> Backend:
     """Load ``model_path`` with ``backend`` (auto|tensorrt|onnxruntime|torch).
 
-    ``options`` (None values ignored): providers, batch_size, intra_op_threads (onnxruntime);
+    ``options`` (None values ignored): providers, batch_size, intra_op_threads, allow_spinning (onnxruntime);
     batch_size, device_index (tensorrt); device, batch_size, intra_op_threads (torch).
     """
     if not str(model_path):

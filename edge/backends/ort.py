@@ -43,10 +43,15 @@ class OnnxRuntimeBackend:
         providers: list[str] | None = None,
         batch_size: int = 4,
         intra_op_threads: int = 0,
+        allow_spinning: bool = False,
     ) -> None:
         """Load ``path``; ``providers`` best first (default: TensorRT, CUDA, CPU as available);
         ``batch_size`` tiles per call when the model's batch dimension is dynamic;
-        ``intra_op_threads`` CPU threads per operator (0 = onnxruntime's default, all cores)."""
+        ``intra_op_threads`` CPU threads per operator (0 = onnxruntime's default, all cores);
+        ``allow_spinning``: let idle intra-op threads busy-wait for the next operator. Off by default:
+        in the daemon, decoding and post-processing threads share the cores with inference, and
+        spinning threads took CPU from them (benchmarks/bench_pipeline.py, 2 cores, 600-tile passes:
+        daemon/bare 0.900 with spinning, 0.915 without; the bare backend's own speed unchanged)."""
         ort = import_onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():
@@ -66,6 +71,7 @@ class OnnxRuntimeBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
