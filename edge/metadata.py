@@ -7,7 +7,9 @@ Kept here because the edge runtime must read it without torch, and export/calibr
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -104,3 +106,12 @@ class ModelMetadata:
             {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in data.items() if k in {f.name for f in fields(cls)}},
             source=source,
         )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a model file: the identity alerts and engine sidecars record."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

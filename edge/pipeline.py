@@ -20,7 +20,6 @@ so they keep increasing across restarts (schema: ``sequence`` "survives restarts
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
 from edge.backends import Backend, load_backend
 from edge.config import EdgeConfig
 from edge.measure import FrameMeasurement, SeverityRules, measure_cracks
+from edge.metadata import file_sha256
 from edge.preprocess import to_model_input
 from edge.publish import LogPublisher, Publisher
 from edge.snapshots import SnapshotStore, render_overlay
@@ -109,12 +109,6 @@ class SequenceCounter:
         return value
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def percentile_ms(values: list[float], q: float) -> float | None:

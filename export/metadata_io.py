@@ -6,7 +6,6 @@ metadata of an ONNX file without importing torch (``../shared/design/ARCHITECTUR
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -59,10 +58,3 @@ def save_onnx_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     return path
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file (recorded in an engine's sidecar to tie it to its ONNX source)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.metadata import INPUT_NAME
+from edge.metadata import INPUT_NAME, file_sha256
 from edge.sidecar import EngineCompatError, check_engine_compat, sidecar_path, write_sidecar
-from export.metadata_io import load_onnx, read_metadata, sha256_file
+from export.metadata_io import load_onnx, read_metadata
 
 __all__ = ["EngineCompatError", "check_engine_compat", "build_engine", "main"]
 
@@ -187,7 +187,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, options: 
         "input_shape": [options.max_batch, 3, side, side],
         "workspace_mb": options.workspace_mb,
         "onnx_path": str(onnx_path),
-        "onnx_sha256": sha256_file(onnx_path),
+        "onnx_sha256": file_sha256(onnx_path),
         "host": platform.node(),
     }
     write_sidecar(out, sidecar)
