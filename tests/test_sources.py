@@ -74,21 +74,46 @@ def test_image_folder_loop(tmp_path: Path) -> None:
     assert names == ["0.png", "1.png", "2.png"] * 2 + ["0.png"]
 
 
+class GatedCapture:
+    """A real VideoCapture that holds every frame after the first until ``gate`` is set.
+
+    It pins down the order the test needs (the consumer has the first frame before the reader runs
+    ahead); without it a loaded machine may schedule the consumer only after the reader's 30th frame.
+    """
+
+    def __init__(self, path: Path, gate: threading.Event) -> None:
+        self.cap, self.gate, self.reads = cv2.VideoCapture(str(path)), gate, 0
+
+    def isOpened(self) -> bool:  # noqa: N802 - the cv2.VideoCapture interface
+        return self.cap.isOpened()
+
+    def read(self):
+        if self.reads == 1:
+            assert self.gate.wait(20.0), "the consumer never took the first frame"
+        self.reads += 1
+        return self.cap.read()
+
+    def release(self) -> None:
+        self.cap.release()
+
+
 def test_live_source_drops_the_oldest_frames_for_a_slow_consumer(tmp_path: Path) -> None:
     """A reader that outpaces the consumer keeps only the newest `queue_size` frames and counts the rest."""
     video = write_video(tmp_path / "live.avi", [numbered_frame(i) for i in range(30)])
-    source = CaptureSource(lambda: cv2.VideoCapture(str(video)), "live-test", live=True, queue_size=3,
+    gate = threading.Event()
+    source = CaptureSource(lambda: GatedCapture(video, gate), "live-test", live=True, queue_size=3,
                            reconnect_min_s=60.0, reconnect_max_s=60.0)  # after the 30 frames: wait (close ends it)
     frames = iter(source)
     first = next(frames)  # starts the reader; the consumer now stalls
+    gate.set()
     assert source.wait_frames_read(30, timeout_s=20.0), f"reader read only {source.frames_read} frames"
     assert source.queued() == 3
     rest = [next(frames) for _ in range(3)]
     source.close()
+    assert first.index == 0 and frame_number(first.image) == 0
     assert [f.index for f in rest] == [27, 28, 29]
     assert [frame_number(f.image) for f in rest] == [27, 28, 29]
     assert source.dropped_frames == 30 - 1 - 3  # everything not delivered was dropped, and counted
-    assert first.index <= 26
 
 
 def test_live_source_reconnects_after_the_stream_ends(tmp_path: Path) -> None:
