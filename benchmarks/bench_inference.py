@@ -41,12 +41,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import (  # noqa: E402
     Timings,
-    append_results,
+    add_results_args,
     command_line,
     interleaved_latencies,
     load_average,
     matmul_peak,
     ort_matmul_peak,
+    publish,
     quantile,
     section_header,
     unet_conv_flops,
@@ -314,8 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-n", type=int, default=2048, help="side of the CPU peak matmul (default: %(default)s)")
     p.add_argument("--gpu-peak-n", type=int, default=8192, help="side of the CUDA peak matmuls (default: %(default)s)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="DeepCrack root with images/ and splits/ (default: ../shared/data/deepcrack)")
-    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md", help="file the table is appended to (default: benchmarks/RESULTS.md)")
-    p.add_argument("--no-append", action="store_true", help="print only, do not append to --results")
+    add_results_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -377,9 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     header = section_header(f"Inference throughput per backend and precision ({args.size}×{args.size} tiles)",
                             command_line(__file__, argv), notes)
     text = header + format_table(all_rows, peak_lines)
-    print(text)
-    if not args.no_append:
-        append_results(text, args.results)
+    publish(text, args)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
 import numpy as np  # noqa: E402
-from common import machine  # noqa: E402
+from common import add_results_args, command_line, publish, section_header  # noqa: E402
 from mqtt_broker import Mosquitto  # noqa: E402
 from mqtt_fixtures import make_alert  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -120,7 +119,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=1000.0, help="load phase alerts per second (default: %(default)s)")
     p.add_argument("--duration-s", type=float, default=10.0, help="load phase length, s (default: %(default)s)")
@@ -128,26 +127,18 @@ def main() -> int:
                    help="broker down this long in the outage phase, s; 0 skips the phase (default: %(default)s)")
     p.add_argument("--outage-rate", type=float, default=50.0,
                    help="alerts per second during the outage phase (default: %(default)s)")
-    p.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md (default: append)")
-    args = p.parse_args()
+    add_results_args(p)
+    args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
         rows = [run_phase(Path(tmp), "load", args.rate, args.duration_s)]
         if args.outage_s > 0:
             rows.append(run_phase(Path(tmp), "outage", args.outage_rate, args.outage_s + 4.0, args.outage_s))
-    text = table(rows)
-    print(text)
+    notes = ["mosquitto on 127.0.0.1 (same machine). Latency: alert created_at -> validated at the subscriber "
+             "(QoS 1, outbox commit synchronous=NORMAL)."]
+    header = section_header("MQTT alert delivery (bench_mqtt.py)", command_line(__file__, argv), notes)
+    publish(header + table(rows), args)
     ok = all(r["lost"] == 0 for r in rows)
     print("no loss" if ok else "LOSS: some alerts did not arrive")
-    if not args.no_append:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True).stdout.strip()
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as fh:
-            fh.write(f"\n## MQTT alert delivery (bench_mqtt.py)\n\n"
-                     f"Command: `python3 {' '.join(['benchmarks/bench_mqtt.py', *sys.argv[1:]])}`  \n"
-                     f"Machine: {machine()}, mosquitto on 127.0.0.1 (same machine); "
-                     f"date {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; commit {commit}.  \n"
-                     f"Latency: alert created_at -> validated at the subscriber (QoS 1, outbox commit "
-                     f"synchronous=NORMAL).\n\n{text}\n")
     return 0 if ok else 1
 
 

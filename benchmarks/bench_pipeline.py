@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import machine  # noqa: E402
+from common import add_results_args, machine, publish  # noqa: E402
 
 from edge.backends import load_backend  # noqa: E402
 from edge.config import load_config  # noqa: E402
@@ -131,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlap", type=int, default=64, help="tile overlap, px (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="alternating bare/daemon runs (default: %(default)s)")
     p.add_argument("--frames", type=int, default=10_000, help="frames of the memory run (default: %(default)s)")
-    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md",
-                   help="file the table is appended to (default: benchmarks/RESULTS.md)")
+    add_results_args(p)
     args = p.parse_args(argv)
     if not DATA.is_dir():
         p.error(f"{DATA} not found (DeepCrack test images make the benchmark video)")
@@ -173,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{min(warm):.1f} / {mean:.1f} / {max(warm):.1f} |\n"
         f"| RSS deviation from mean (target <= 5 %) | {spread:.2f} % |\n"
     )
-    print(table)
-    with open(args.results, "a", encoding="utf-8") as fh:
-        fh.write(table)
+    publish(table, args)
     return 0
 
 

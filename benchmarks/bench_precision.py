@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import machine  # noqa: E402
+from common import add_results_args, machine, publish  # noqa: E402
 
 from calibration.dataset import draw_tiles  # noqa: E402
 from calibration.int8 import QuantSettings, quantize  # noqa: E402
@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="tiles per inference call (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime/torch intra-op threads (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="timed passes per variant, interleaved; the median is reported (default: %(default)s)")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md", help="file the table is appended to (default: benchmarks/RESULTS.md)")
-    parser.add_argument("--no-append", action="store_true", help="print only, do not append to --results")
+    add_results_args(parser)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
@@ -123,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} threads, batch {args.batch}; INT8 calibrated on {len(calib)} {args.calib_split} tiles.  \n"
         f"ORT FP32 vs torch: max |delta p| = {summary.parity.max_abs_diff:.2e} on {summary.parity.source}.\n\n"
     )
-    print(header + table)
-    if not args.no_append:
-        with open(args.results, "a") as fh:
-            fh.write(header + table + "\n")
-        print(f"appended to {args.results}")
+    publish(header + table, args)
     return 0
 
 

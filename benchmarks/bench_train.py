@@ -32,11 +32,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import (  # noqa: E402
-    append_results,
+    add_results_args,
     command_line,
     load_average,
     matmul_peak,
     ort_matmul_peak,
+    publish,
     quantile,
     section_header,
     time_call,
@@ -145,8 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training images per epoch for the projection (default: the lines of <data>/splits/train.txt, 300 for DeepCrack)")
     p.add_argument("--peak-n", type=int, default=2048, help="side of the peak matmul (default: %(default)s; 8192 on CUDA)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data set root with images/, masks/, splits/train.txt (default: ../shared/data/deepcrack)")
-    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md", help="file the table is appended to (default: benchmarks/RESULTS.md)")
-    p.add_argument("--no-append", action="store_true", help="print only, do not append to --results")
+    add_results_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -242,9 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("No CUDA device: AMP bf16/fp16 variants were not run.")
     text = section_header(f"Training throughput, paper protocol ({device.type})", command_line(__file__, argv), notes)
     text += "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_append:
-        append_results(text, args.results)
+    publish(text, args)
     return 0
 
 

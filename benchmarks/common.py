@@ -7,6 +7,7 @@ benchmarks/RESULTS.md with the exact command, machine and date beside it (STYLE.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import platform
@@ -94,6 +95,20 @@ def append_results(text: str, path: Path = RESULTS) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text.rstrip() + "\n")
     print(f"appended to {path}")
+
+
+def add_results_args(parser: argparse.ArgumentParser) -> None:
+    """``--results FILE`` and ``--no-append``: the same two flags on every benchmark."""
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="file the table is appended to (default: benchmarks/RESULTS.md)")
+    parser.add_argument("--no-append", action="store_true", help="print only, do not append to --results")
+
+
+def publish(text: str, args: argparse.Namespace) -> None:
+    """Print a finished section and, unless ``--no-append``, append it to ``--results``."""
+    print(text)
+    if not args.no_append:
+        append_results(text, args.results)
 
 
 # ----------------------------------------------------------------------------- FLOP counting (pure)
