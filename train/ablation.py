@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from train import distributed
-from train.config import ConfigError, TrainConfig
-from train.data import DatasetError
+from train.config import TrainConfig
 from train.grid_search import PAPER_GRID, grid_search, parse_grid
-from train.loop import TrainingError
 from train.losses import LOSS_NAMES
 from train.repeats import run_repeats
 from train.report import pm, write_json, write_text_atomic
@@ -128,23 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.run import config_from_args
+    from train.run import config_from_args, run_cli_job
 
     args = build_parser().parse_args(argv)
-    try:
+
+    def job() -> tuple[Path, dict[str, Any]]:
         config = config_from_args(args)
         baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
         ctx = distributed.setup(config.device)
         out = Path(ctx.broadcast(str(args.out or Path("runs") / f"ablation-{datetime.now():%Y%m%d-%H%M%S}")))
-        report = run_ablation(config, out, rows=paper_rows(baselines), repeats=args.repeats,
-                              grid=parse_grid(args.grid) if args.grid_search else None)
-    except (ConfigError, DatasetError, TrainingError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        distributed.cleanup()
+        return out, run_ablation(config, out, rows=paper_rows(baselines), repeats=args.repeats,
+                                 grid=parse_grid(args.grid) if args.grid_search else None)
+
+    code, done = run_cli_job(job)
+    if done is None:
+        return code
+    out, report = done
     if distributed.rank() == 0:
         print(ablation_markdown(report))
         print(f"written to {out / 'ablation.md'}")

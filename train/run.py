@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from train import distributed
 from train.checkpoint import CheckpointError, read_checkpoint
@@ -19,6 +20,8 @@ from train.grid_search import PAPER_GRID, grid_search, parse_grid
 from train.loop import TrainingError, default_out, train_run
 from train.losses import LOSS_NAMES
 from train.repeats import run_repeats
+
+T = TypeVar("T")
 
 # flags that may change when resuming (everything else comes from the checkpoint's train_config)
 RESUME_OVERRIDES = ("epochs", "device", "workers", "amp", "eval_every", "progress")
@@ -122,27 +125,34 @@ def run_experiment(config: TrainConfig, out: Path | None = None, *, grid: bool =
     return train_run(config, final_out).metrics
 
 
+def run_cli_job(job: Callable[[], T]) -> tuple[int, T | None]:
+    """Run a training CLI's work: (0, result), or (2, None) after one ``error:`` line for bad input,
+    (130, None) on Ctrl-C; the process group (under torchrun) is torn down either way."""
+    try:
+        return 0, job()
+    except (ConfigError, DatasetError, CheckpointError, TrainingError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2, None
+    except KeyboardInterrupt:
+        return 130, None
+    finally:
+        distributed.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+
+    def job() -> dict[str, Any]:
         if args.resume is not None:
-            config = resume_config(args, parser)
-            result = train_run(config, args.out, resume=args.resume).metrics
-        else:
-            config = config_from_args(args)
-            result = run_experiment(config, args.out, grid=args.grid_search, grid_values=parse_grid(args.grid),
-                                    repeats=args.repeats)
-    except (ConfigError, DatasetError, CheckpointError, TrainingError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        distributed.cleanup()
+            return train_run(resume_config(args, parser), args.out, resume=args.resume).metrics
+        return run_experiment(config_from_args(args), args.out, grid=args.grid_search,
+                              grid_values=parse_grid(args.grid), repeats=args.repeats)
+
+    code, result = run_cli_job(job)
     if result and distributed.rank() == 0:
         _print_result(result)
-    return 0
+    return code
 
 
 def _print_result(result: dict[str, Any]) -> None:
