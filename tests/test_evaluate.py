@@ -7,14 +7,13 @@ import json
 import warnings
 from pathlib import Path
 
-import cv2
 import onnx
 import pytest
 import torch
+from conftest import write_small_crackforest
 
 from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 from train.checkpoint import load_model
-from train.data import list_samples, load_pair, resize_image, resize_mask
 from train.evaluate import EvaluateError, evaluate_model
 from train.evaluate import main as evaluate_main
 from train.run import main as run_main
@@ -26,14 +25,7 @@ KEYS = ("precision", "recall", "f_beta", "f1", "iou", "ods_f", "ods_threshold", 
 def trained_run(shared_data, tmp_path_factory) -> tuple[Path, Path]:
     """(data set of 12 real CrackForest pairs at 1/4 size, a run folder trained on it for 2 short epochs)."""
     base = tmp_path_factory.mktemp("evaluate")
-    root = base / "cfd_small"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    samples = list_samples(shared_data / "crackforest_cfd")
-    for stem in sorted(samples)[:12]:
-        image, mask = load_pair(samples[stem])
-        cv2.imwrite(str(root / "images" / f"{stem}.jpg"), cv2.cvtColor(resize_image(image, 0.25), cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"{stem}.png"), resize_mask(mask, 0.25) * 255)
+    root = write_small_crackforest(shared_data, base / "cfd_small", image_ext=".jpg")
     run = base / "run"
     args = ["--data", str(root), "--width", "4", "--size", "64", "--epochs", "2", "--lr", "1e-3", "--workers", "0",
             "--no-progress", "--test-fraction", "0.34", "--out", str(run)]

@@ -14,10 +14,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import write_small_crackforest
 from torch.utils.data import DataLoader, RandomSampler
 
 from train.ablation import main as ablation_main
-from train.data import CrackImages, TrainCrops, list_samples, load_pair, resize_image, resize_mask
+from train.data import CrackImages, TrainCrops, list_samples, load_pair
 from train.inference import sweep_images, torch_predictor
 from train.loop import train_one_epoch
 from train.losses import build_loss
@@ -31,15 +32,7 @@ TINY = ["--width", "4", "--size", "64", "--workers", "0", "--no-progress", "--lr
 @pytest.fixture(scope="module")
 def tiny_cfd(shared_data, tmp_path_factory) -> Path:
     """12 real CrackForest pairs at 1/4 size (120 x 80): a data set without splits/."""
-    root = tmp_path_factory.mktemp("cfd") / "cfd_small"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    samples = list_samples(shared_data / "crackforest_cfd")
-    for stem in sorted(samples)[:12]:
-        image, mask = load_pair(samples[stem])
-        cv2.imwrite(str(root / "images" / f"{stem}.png"), cv2.cvtColor(resize_image(image, 0.25), cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(root / "masks" / f"{stem}.png"), resize_mask(mask, 0.25) * 255)
-    return root
+    return write_small_crackforest(shared_data, tmp_path_factory.mktemp("cfd") / "cfd_small")
 
 
 def rows_without_seconds(path: Path) -> list[dict]:
