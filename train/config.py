@@ -65,6 +65,7 @@ class TrainConfig:
     scale_aug_max: float = 1.0
     photometric: str = ""  # comma list of train.photometric groups, "all", or "" for none
     synth_fraction: float = 0.0  # share of each epoch drawn from train.synth (hairlines, distractors, negatives)
+    init: str = ""  # start from these weights (.pt checkpoint or exported .onnx of the same width/head)
     time_budget_min: float = 0.0  # stop cleanly after the step that passes this wall-clock budget; 0 = none
 
     def __post_init__(self) -> None:

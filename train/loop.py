@@ -39,7 +39,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from train import distributed
-from train.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint, unwrap
+from train.checkpoint import (
+    CheckpointError,
+    initial_weights,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+    unwrap,
+)
 from train.config import ConfigError, TrainConfig, parse_source_weights
 from train.data import CrackImages, CropRecipe, DatasetError, TrainCrops, load_images, seed_worker
 from train.inference import sweep_images, torch_predictor
@@ -379,6 +386,8 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
     amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = build_loss(config.loss, **config.loss_kwargs())
+    if config.init and resume_payload is None:
+        initial_weights(config.init, model)
     state = _restore(resume_payload, model, optimizer, scaler)
     if ctx.is_main:
         if resume_payload is not None:

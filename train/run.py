@@ -102,6 +102,9 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
     p("--synth-fraction", type=float,
       help="share of each epoch made by train.synth: hairline cracks on crack-free surfaces of the training images, "
       "distractors (joints, straight lines, edges, paint) labelled background, plain negatives (default: %(default)s)")
+    p("--init", metavar="MODEL",
+      help="start from the weights of a .pt checkpoint or an exported .onnx model of the same --width/--head "
+      "(fine-tuning, e.g. the shipped model on your own data); empty = He-normal init (default: %(default)r)")
     p("--no-progress", dest="progress", action="store_false", help="no progress bars or per-epoch lines")
 
 
