@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -365,6 +366,9 @@ def _stop_rule(config: TrainConfig, started: float, ctx: distributed.DistContext
 
 def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -> RunResult:
     started = time.perf_counter()
+    # one OpenCV thread, set before any DataLoader worker is forked: OpenCV's pool fights the trainer for
+    # the cores, and changing the pool inside a forked worker can wait forever on the parent's lock
+    cv2.setNumThreads(1)
     device = distributed.resolve_device(config.device, ctx)
     resume_payload, out = _open_resume(resume, out)
     out = Path(ctx.broadcast(str(out if out else default_out(config))))
