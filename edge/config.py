@@ -117,6 +117,8 @@ class MeasureConfig(_Section):
     """Mask clean-up and crack measurement (edge/measure.py)."""
 
     min_area_px: int = Field(20, ge=1, description="cracks smaller than this many pixels are ignored")
+    min_length_px: float = Field(40.0, ge=0, description="pieces with a shorter skeleton are specks, not cracks, px (0 = off)")
+    link_gap_px: int = Field(30, ge=0, description="pieces closer than this are one crack, px (0 = off)")
     open_px: int = Field(0, ge=0, description="morphological opening of the mask, px (0 = off)")
     close_px: int = Field(0, ge=0, description="morphological closing of the mask, px (0 = off)")
     severity: SeverityConfig = SeverityConfig()
