@@ -92,6 +92,8 @@ def probability_maps(
 def load_predictor(model: str | os.PathLike, threads: int | None = 2) -> tuple[Predictor, ModelMetadata]:
     """A tiles -> probabilities function and the model's metadata, for an ONNX file or a checkpoint."""
     model = Path(model)
+    if not model.is_file():
+        raise FileNotFoundError(f"model {model} does not exist (expected an .onnx model or a .pt checkpoint)")
     if model.suffix == ".onnx":
         from calibration.runtime import ort_session, run_tiles
         from export.metadata_io import read_metadata

@@ -77,7 +77,7 @@ class TilingConfig(_Section):
     @classmethod
     def _multiple_of_16(cls, value: int | None) -> int | None:
         if value is not None and value % 16:
-            raise ValueError(f"must be a multiple of 16 (the U-Net halves it 4 times), got {value}")
+            raise ValueError("must be a multiple of 16 (the U-Net halves it 4 times)")
         return value
 
     @model_validator(mode="after")
@@ -208,7 +208,7 @@ class MqttConfig(_Section):
     @classmethod
     def _scheme(cls, value: str) -> str:
         if not value.startswith(("mqtt://", "mqtts://")):
-            raise ValueError(f"must start with mqtt:// or mqtts://, got {value!r}")
+            raise ValueError("must start with mqtt:// or mqtts://")
         return value
 
 
@@ -241,7 +241,7 @@ class EdgeConfig(_Section):
     @classmethod
     def _topic_safe(cls, value: str) -> str:
         if any(c in value for c in "/#+\0"):
-            raise ValueError(f"must not contain '/', '#' or '+' (it is an MQTT topic level), got {value!r}")
+            raise ValueError("must not contain '/', '#' or '+' (it is an MQTT topic level)")
         return value
 
 

@@ -36,3 +36,14 @@ def test_uris_camera_indexes_and_command_line_paths_are_left_alone(tmp_path: Pat
     conf.write_text('[model]\npath = "in_file.onnx"\n')
     config = load_config(conf, ["model.path=from_cli.onnx"])
     assert config.model.path == "from_cli.onnx"  # a flag is relative to the working directory
+
+
+def test_a_rejected_value_is_quoted_once() -> None:
+    import pytest
+
+    from edge.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(None, broker="foo://broker:1883")
+    assert str(err.value).count("foo://broker:1883") == 1
+    assert "mqtt.broker_uri: must start with mqtt:// or mqtts:// (got 'foo://broker:1883')" in str(err.value)
