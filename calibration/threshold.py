@@ -3,10 +3,11 @@
 ``python -m calibration.threshold --model model.onnx --data ../shared/data/deepcrack --split val --write``
 
 Each validation image is tiled, inferred and stitched exactly as the edge daemon does
-(:func:`calibration.runtime.predict_frame`), so the threshold is chosen on the probabilities the
-daemon will threshold. The sweep is :class:`train.metrics.ThresholdSweep` (F-beta of eq. 10 with
-beta^2 = 0.3 on the data-set counts, the ODS threshold). ONNX models run on onnxruntime; a
-checkpoint (``.pt``) runs on torch, imported only for that case.
+(:func:`contract.predict.predict_frame` on the model's backend), so the threshold is chosen on the
+probabilities the daemon will threshold. The sweep is :class:`contract.metrics.ThresholdSweep`
+(F-beta of eq. 10 with beta^2 = 0.3 on the data-set counts, the ODS threshold). ONNX models run on
+onnxruntime; a checkpoint (``.pt``) on the torch backend (``train.torch_backend``, imported by
+``contract.backends.load_backend`` only for that case).
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from calibration.dataset import CalibrationDataError, frame_tiles, list_images, read_bgr
-from edge.metadata import ModelMetadata
-from train.metrics import BETA2, ThresholdSweep, prf
-
-Predictor = Callable[[np.ndarray], np.ndarray]  # model-ready tiles N x 3 x S x S -> probabilities N x 1 x S x S
+from contract.backends import Backend, BackendError, load_backend
+from contract.image_tiles import ImageFolderError, list_images, read_bgr
+from contract.metrics import BETA2, ThresholdSweep, prf
+from contract.onnx_file import load_onnx, read_metadata, save_onnx_atomic, write_metadata
+from contract.predict import predict_frame
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def read_mask(root: Path, image: Path) -> np.ndarray:
     path = root / "masks" / f"{image.stem}.png"
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if mask is None:
-        raise CalibrationDataError(f"mask {path} for image {image.name} is missing or unreadable")
+        raise ImageFolderError(f"mask {path} for image {image.name} is missing or unreadable")
     return mask > 127
 
 
@@ -74,49 +75,26 @@ def labelled_images(root: str | os.PathLike, split: str | None) -> list[tuple[Pa
 
 
 def probability_maps(
-    predict: Predictor, root: str | os.PathLike, split: str | None, meta: ModelMetadata, progress: bool = True
+    backend: Backend, root: str | os.PathLike, split: str | None, progress: bool = True
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(stitched probability H x W, crack mask H x W) per labelled image, predicted as the daemon does."""
-    from edge.tiling import stitch
-
     root = Path(root)
     for image, _ in tqdm(labelled_images(root, split), desc="images", unit="img", disable=not progress):
         frame = read_bgr(image)
-        grid, tiles = frame_tiles(frame, meta)
         mask = read_mask(root, image)
         if mask.shape != frame.shape[:2]:
-            raise CalibrationDataError(f"mask of {image.name} is {mask.shape}, the image is {frame.shape[:2]}")
-        yield stitch(predict(tiles), grid), mask
+            raise ImageFolderError(f"mask of {image.name} is {mask.shape}, the image is {frame.shape[:2]}")
+        yield predict_frame(backend, frame), mask
 
 
-def load_predictor(model: str | os.PathLike, threads: int | None = 2) -> tuple[Predictor, ModelMetadata]:
-    """A tiles -> probabilities function and the model's metadata, for an ONNX file or a checkpoint."""
-    model = Path(model)
-    if not model.is_file():
-        raise FileNotFoundError(f"model {model} does not exist (expected an .onnx model or a .pt checkpoint)")
-    if model.suffix == ".onnx":
-        from calibration.runtime import ort_session, run_tiles
-        from export.metadata_io import read_metadata
-
-        session = ort_session(model, threads)
-        return (lambda tiles: run_tiles(session, tiles)), read_metadata(model)
-    import torch  # only for checkpoints: calibration must not need torch for ONNX models
-
-    from export.onnx import ProbabilityModel, metadata_from_checkpoint
-    from export.parity import torch_probabilities
-    from train.checkpoint import load_model
-
-    unet, payload = load_model(model, "cpu")
-    if threads:
-        torch.set_num_threads(threads)
-    net = ProbabilityModel(unet).eval()
-    return (lambda tiles: torch_probabilities(net, tiles)), metadata_from_checkpoint(payload)
+def open_model(model: str | os.PathLike, threads: int | None = 2) -> Backend:
+    """The backend of an ONNX file (onnxruntime on the CPU) or a checkpoint (torch on the CPU)."""
+    return load_backend(model, providers=["CPUExecutionProvider"], intra_op_threads=threads or None,
+                        device="cpu", log_severity=3)
 
 
 def write_threshold(model: str | os.PathLike, threshold: float) -> Path:
     """Record ``threshold`` in the ONNX model's metadata (file rewritten atomically)."""
-    from export.metadata_io import load_onnx, read_metadata, save_onnx_atomic, write_metadata
-
     proto = load_onnx(model)
     meta = read_metadata(proto, source=str(model))
     extra = {**meta.extra, "threshold_source": "calibration.threshold (ODS F-beta on validation data)"}
@@ -147,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
               "threshold to `python -m export.onnx --threshold T`", file=sys.stderr)
         return 1
     try:
-        predict, meta = load_predictor(args.model, args.threads)
+        backend = open_model(args.model, args.threads)
+        meta = backend.metadata
         sweep = ThresholdSweep(args.n_thresholds, args.tolerance_px)
-        for prob, mask in probability_maps(predict, args.data, None if args.split == "all" else args.split, meta):
+        for prob, mask in probability_maps(backend, args.data, None if args.split == "all" else args.split):
             sweep.update(prob, mask)
         choice = choose_threshold(sweep)
-    except (CalibrationDataError, FileNotFoundError, ValueError) as exc:
+    except (ImageFolderError, BackendError, FileNotFoundError, ValueError) as exc:
         print(f"calibration.threshold: error: {exc}", file=sys.stderr)
         return 1
     print(choice.describe())

@@ -35,17 +35,17 @@ from typing import Any
 
 import numpy as np
 
+from contract.backends import Backend, load_backend
+from contract.metadata import file_sha256
+from contract.preprocess import to_model_input
+from contract.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile_grid
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
-from edge.backends import Backend, load_backend
 from edge.config import EdgeConfig
 from edge.geo import FrameLocator
 from edge.measure import FrameMeasurement, SeverityRules, measure_cracks
-from edge.metadata import file_sha256
-from edge.preprocess import to_model_input
 from edge.publish import LogPublisher, Publisher
 from edge.snapshots import SnapshotStore, render_overlay
 from edge.sources import Frame, FrameSource, open_source
-from edge.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile_grid
 
 log = logging.getLogger("edge.pipeline")
 
@@ -83,6 +83,7 @@ class FrameOutcome:
     measurement: FrameMeasurement
     alert: dict | None
     snapshot_jpeg: bytes | None
+    probability: np.ndarray  # H x W float32: the stitched crack probability the measurement thresholded
 
 
 class SequenceCounter:
@@ -315,7 +316,7 @@ class Pipeline:
         elif measurement.cracks:
             log.debug("frame %d: %s", p.frame.index, self.policy.last_reason)
         if self.on_frame is not None:
-            self.on_frame(FrameOutcome(p.frame, p.image, measurement, alert, jpeg))
+            self.on_frame(FrameOutcome(p.frame, p.image, measurement, alert, jpeg, prob_map))
 
     def _post(self) -> None:
         while True:

@@ -142,3 +142,21 @@ def test_bad_source_options_name_the_flag(two_sets, tmp_path, capsys):
     assert "--source-weights" in capsys.readouterr().err
     assert run_main(["--data", f"{cfd},{cfd}", *TINY, "--out", str(tmp_path / "c")]) == 2
     assert "two data sets are named 'cfd_small'" in capsys.readouterr().err
+
+
+def test_init_starts_from_a_checkpoints_weights_and_refuses_another_shape(two_sets, tmp_path, capsys):
+    cfd, _ = two_sets
+    first = tmp_path / "first"
+    assert run_main(["--data", str(cfd), *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--out", str(first)]) == 0
+    from train.checkpoint import initial_weights
+    from train.model import build_model
+
+    model = build_model(4, "deep")
+    initial_weights(first / "best.pt", model)
+    stored = torch.load(first / "best.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(v, stored[k]) for k, v in model.state_dict().items())
+    capsys.readouterr()
+    wider = [a if a != "4" else "8" for a in TINY]
+    assert run_main(["--data", str(cfd), *wider, "--epochs", "1", "--init", str(first / "best.pt"),
+                     "--out", str(tmp_path / "second")]) == 2
+    assert "does not fit this model" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from contract.metadata import MetadataError, ModelMetadata
 from train.model import ModelConfig, UNet
 
 FORMAT = "aelf-unet-checkpoint"
@@ -126,3 +127,71 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {path} do not fit the model {payload['model']}: {exc}") from exc
     return model.to(device).eval(), payload
+
+
+def initial_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
+    """Load the weights of a ``.pt`` checkpoint or an exported ``.onnx`` model into ``model`` (same shape).
+
+    ONNX initializers carry the module names of the exported wrapper (``unet.`` + the UNet's own);
+    a name or shape that does not fit is an error naming the first mismatch, never a silent partial load.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--init {path} does not exist (expected a .pt checkpoint or an .onnx model)")
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(path)).graph
+        weights = {}
+        for init in graph.initializer:
+            name = init.name[len("unet."):] if init.name.startswith("unet.") else init.name
+            weights[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+    else:
+        weights = read_checkpoint(path)["state_dict"]
+    own = unwrap(model).state_dict()
+    missing = [k for k in own if k not in weights]
+    wrong = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        what = (f"has no {missing[0]!r}" if missing else
+                f"has {wrong[0]!r} of shape {tuple(weights[wrong[0]].shape)}, the model needs {tuple(own[wrong[0]].shape)}")
+        raise CheckpointError(f"--init {path} does not fit this model (width/head): it {what}; "
+                              "pass the --width and --head it was trained with")
+    unwrap(model).load_state_dict({k: weights[k] for k in own})
+
+
+def metadata_from_checkpoint(
+    checkpoint: dict[str, Any],
+    *,
+    threshold: float | None = None,
+    size: int | None = None,
+    extra: dict[str, str] | None = None,
+    model_name: str | None = None,
+) -> ModelMetadata:
+    """The model contract (:class:`ModelMetadata`) of a checkpoint dict: what export writes into the
+    ONNX file and what the torch backend reports. ``threshold``/``size`` override the stored ones;
+    a value of the wrong type raises :class:`CheckpointError` naming it."""
+    model, inp, data = checkpoint.get("model") or {}, checkpoint.get("input") or {}, checkpoint.get("data") or {}
+    train_data = str(data.get("name") or "unknown")
+    if data.get("split"):
+        train_data += f" ({data['split']})"
+    try:
+        return ModelMetadata(
+            arch=str(model.get("arch", "aelf-unet")),
+            width=int(model.get("width", 64)),
+            head=str(model.get("head", "deep")),
+            input_size=int(size or inp.get("size", 512)),
+            color_order=str(inp.get("color_order", "RGB")),
+            scale=float(inp.get("scale", 1.0 / 255.0)),
+            mean=tuple(float(v) for v in inp.get("mean", (0.0, 0.0, 0.0))),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in inp.get("std", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
+            threshold=float(threshold if threshold is not None else checkpoint.get("threshold", 0.5)),
+            precision="fp32",
+            train_data=train_data,
+            train_commit=str(checkpoint.get("commit", "unknown")),
+            model_name=model_name or ModelMetadata.model_name,
+            extra=dict(extra or {}),
+        )
+    except (TypeError, ValueError) as exc:  # MetadataError is a ValueError
+        kind = "metadata" if isinstance(exc, MetadataError) else "input contract"
+        raise CheckpointError(f"checkpoint: cannot read its {kind} ({exc})") from exc

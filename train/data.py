@@ -469,7 +469,7 @@ class TrainCrops(Dataset):
         source, item = int(self._plan[0][draw]), int(self._plan[1][draw])
         r = self.recipe
         if source == len(self.sources):
-            image, mask = self.synthetic.sample(rng, r.size)
+            image, mask = self.synthetic.sample(item, rng, r.size)
             valid = np.ones(mask.shape, np.uint8)
         else:
             image, mask = self.sources[source].images[item], self.sources[source].masks[item]

@@ -52,6 +52,8 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       "(default: %(default)s)")
     p("--val-max-images", type=int, help="validate on at most N images per data set (a seeded subset), 0 = all "
       "(default: %(default)s)")
+    p("--test-max-images", type=int, help="score the final test on at most N images per data set (a seeded "
+      "subset; quick comparisons only: metrics.json records it), 0 = all (default: %(default)s)")
     p("--small-images", choices=SMALL_IMAGE_POLICIES,
       help="images smaller than --size: mirror (reflect image and mask), pad (black, left out of the loss) or "
       "resize (enlarge; widens cracks) (default: %(default)s)")
@@ -102,6 +104,9 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
     p("--synth-fraction", type=float,
       help="share of each epoch made by train.synth: hairline cracks on crack-free surfaces of the training images, "
       "distractors (joints, straight lines, edges, paint) labelled background, plain negatives (default: %(default)s)")
+    p("--init", metavar="MODEL",
+      help="start from the weights of a .pt checkpoint or an exported .onnx model of the same --width/--head "
+      "(fine-tuning, e.g. the shipped model on your own data); empty = He-normal init (default: %(default)r)")
     p("--no-progress", dest="progress", action="store_false", help="no progress bars or per-epoch lines")
 
 
