@@ -256,7 +256,7 @@ def label_components(mask: np.ndarray, min_area_px: int) -> _Components:
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
     keep[0] = False
-    return _renumber(labels, keep)
+    return _Components(labels, n) if keep[1:].all() else _renumber(labels, keep)
 
 
 def _renumber(labels: np.ndarray, keep: np.ndarray) -> _Components:
