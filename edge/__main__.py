@@ -14,6 +14,10 @@ import logging
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
 
 EXIT_CONFIG = 2  # invalid configuration / arguments
 EXIT_RUNTIME = 1  # model, source or runtime failure
@@ -61,7 +65,7 @@ def setup_logging(level: str) -> None:
     logging.getLogger("edge.mqtt.paho").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
 
 
-def delivery_summary(config, stats: dict) -> str:
+def delivery_summary(config: EdgeConfig, stats: dict) -> str:
     """The closing line: frames, alerts, and where alerts not yet acknowledged by the broker wait."""
     line = f"stopped after {stats['frames']} frames, {stats['alerts']} alerts"
     if config.mqtt is None:

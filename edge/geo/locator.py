@@ -21,12 +21,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.geo.exif import ExifInfo, read_exif
 from edge.geo.receivers import GpsdReceiver, MavlinkReceiver
 from edge.geo.track import Fix, Position, Track
 from edge.gsd import GsdError, GsdEstimate, gsd_from_geometry
+
+if TYPE_CHECKING:
+    from edge.config import CameraConfig, EdgeConfig, GeoConfig
 
 log = logging.getLogger("edge.geo")
 
@@ -55,7 +58,7 @@ def frame_file(frame: Any) -> Path | None:
 class FrameLocator:
     """Positions and GSDs for frames; ``start()`` opens a gpsd/MAVLink receiver, ``close()`` ends it."""
 
-    def __init__(self, geo, camera, *, track: Track | None = None) -> None:
+    def __init__(self, geo: GeoConfig, camera: CameraConfig, *, track: Track | None = None) -> None:
         self.geo, self.camera = geo, camera
         self.track = track or Track(geo.track_keep_s)
         self.receiver = None
@@ -65,7 +68,7 @@ class FrameLocator:
             self.receiver = MavlinkReceiver(self.track, geo.mavlink_url, geo.mavlink_baud)
 
     @classmethod
-    def from_config(cls, config) -> FrameLocator:
+    def from_config(cls, config: EdgeConfig) -> FrameLocator:
         """From an :class:`~edge.config.EdgeConfig` (its ``geo`` and ``camera`` sections)."""
         return cls(config.geo, config.camera)
 
