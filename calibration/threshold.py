@@ -2,6 +2,12 @@
 
 ``python -m calibration.threshold --model model.onnx --data ../shared/data/deepcrack --split val --write``
 
+With several ``--data`` (a model trained on several data sets) every data set counts equally, not
+every pixel: the threshold is the one that maximises the mean over the data sets of their F-beta
+(:func:`contract.metrics.pooled_summary`), so a set with 900 validation crops does not choose alone.
+``--run RUN`` takes each data set's validation images from the split a training run recorded
+(``RUN/splits/<name>/val.txt``, or ``RUN/splits/val.txt`` for a one-data-set run) where there is one.
+
 Each validation image is tiled, inferred and stitched exactly as the edge daemon does
 (:func:`contract.predict.predict_frame` on the model's backend), so the threshold is chosen on the
 probabilities the daemon will threshold. The sweep is :class:`contract.metrics.ThresholdSweep`
@@ -24,7 +30,7 @@ from tqdm import tqdm
 
 from contract.backends import Backend, BackendError, load_backend
 from contract.image_tiles import ImageFolderError, list_images, read_bgr
-from contract.metrics import BETA2, ThresholdSweep, prf
+from contract.metrics import BETA2, ThresholdSweep, pooled_summary, prf
 from contract.onnx_file import load_onnx, read_metadata, save_onnx_atomic, write_metadata
 from contract.predict import predict_frame
 
@@ -55,6 +61,31 @@ def choose_threshold(sweep: ThresholdSweep) -> ThresholdChoice:
     tp, fp, fn = (int(c[index]) for c in sweep.totals())
     precision, recall, f_beta = prf(tp, fp, fn)
     return ThresholdChoice(threshold, precision, recall, f_beta, prf(tp, fp, fn, beta2=1.0)[2], sweep.n_images)
+
+
+def choose_pooled_threshold(sweeps: dict[str, ThresholdSweep]) -> ThresholdChoice:
+    """The threshold maximising the mean F-beta over data sets, with the mean P/R/F-beta/F1 there (pure)."""
+    if len(sweeps) == 1:
+        return choose_threshold(next(iter(sweeps.values())))
+    threshold = pooled_summary(sweeps)["ods_threshold"]
+    rows = []
+    for sweep in sweeps.values():
+        index = int(np.argmin(np.abs(sweep.thresholds - threshold)))
+        tp, fp, fn = (int(c[index]) for c in sweep.totals())
+        rows.append((*prf(tp, fp, fn), prf(tp, fp, fn, beta2=1.0)[2]))
+    p, r, f, f1 = (float(np.mean(col)) for col in zip(*rows, strict=True))
+    return ThresholdChoice(threshold, p, r, f, f1, sum(s.n_images for s in sweeps.values()))
+
+
+def split_for(root: Path, split: str, run: Path | None) -> str | None:
+    """The split argument of :func:`labelled_images` for one data set (``--run`` record first)."""
+    if split == "all":
+        return None
+    if run is not None and not split.endswith(".txt"):
+        for candidate in (run / "splits" / root.name / f"{split}.txt", run / "splits" / f"{split}.txt"):
+            if candidate.is_file():
+                return str(candidate)
+    return split
 
 
 def read_mask(root: Path, image: Path) -> np.ndarray:
@@ -108,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         "write it into the ONNX model's metadata.",
     )
     parser.add_argument("--model", required=True, type=Path, help="model.onnx (onnxruntime) or a checkpoint .pt (torch)")
-    parser.add_argument("--data", required=True, type=Path, help="data set root with images/, masks/ and splits/<split>.txt")
+    parser.add_argument("--data", required=True, type=Path, action="append",
+                        help="data set root with images/, masks/ and splits/<split>.txt; repeat for several data sets "
+                        "(each then counts equally in the choice)")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="training run folder whose recorded splits (splits/<name>/<split>.txt) to use where present")
     parser.add_argument("--split", default="val", help="split: a name under <data>/splits/ (val, test), a .txt file of stems (a training run's "
         "runs/<run>/splits/val.txt: the images it held out for validation), or 'all' (default: %(default)s)")
     parser.add_argument("--n-thresholds", type=int, default=99, help="thresholds swept, k/(n+1) for k=1..n (default: %(default)s)")
@@ -127,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         backend = open_model(args.model, args.threads)
         meta = backend.metadata
-        sweep = ThresholdSweep(args.n_thresholds, args.tolerance_px)
-        for prob, mask in probability_maps(backend, args.data, None if args.split == "all" else args.split):
-            sweep.update(prob, mask)
-        choice = choose_threshold(sweep)
+        if len(args.data) > 1 and args.split.endswith(".txt"):
+            raise ValueError("--split FILE.txt names the images of one data set; with several --data use a split "
+                             "name (val) and --run RUN for a training run's recorded splits")
+        sweeps = {}
+        for root in args.data:
+            sweep = sweeps[root.name] = ThresholdSweep(args.n_thresholds, args.tolerance_px)
+            for prob, mask in probability_maps(backend, root, split_for(root, args.split, args.run)):
+                sweep.update(prob, mask)
+        choice = choose_pooled_threshold(sweeps)
     except (ImageFolderError, BackendError, FileNotFoundError, ValueError) as exc:
         print(f"calibration.threshold: error: {exc}", file=sys.stderr)
         return 1

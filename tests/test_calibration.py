@@ -12,7 +12,7 @@ import torch
 
 from calibration.int8 import QuantSettings, compare, cpu_backend, quantize
 from calibration.int8 import main as int8_main
-from calibration.threshold import choose_threshold
+from calibration.threshold import choose_pooled_threshold, choose_threshold
 from calibration.threshold import main as threshold_main
 from contract.image_tiles import ImageFolderError, draw_tiles, list_images
 from contract.metadata import ModelMetadata
@@ -170,3 +170,24 @@ def test_threshold_cli_writes_the_printed_threshold(trained_onnx, shared_data, t
     printed = float(out.split("threshold ")[1].split(":")[0])
     assert read_metadata(model).threshold == pytest.approx(printed)
     assert "on 3 images" in out
+
+
+def test_pooled_threshold_lets_every_data_set_count_equally():
+    # big set: cracks at p=0.6, background 0.34 -> F = 1 for thresholds in (0.34, 0.6];
+    # small set: cracks at 0.33, background 0.05 -> F = 1 for thresholds in (0.05, 0.33].
+    # Pooled by pixels the big set wins (0.35); with each set counting equally, 0.06..0.33 give
+    # mean F (0.126 + 1) / 2 against (1 + 0) / 2 above 0.34, so the lowest of them, 0.06, is chosen.
+    big_prob = np.array([0.6] * 1000 + [0.34] * 9000, dtype=np.float32).reshape(100, 100)
+    big_target = np.array([True] * 1000 + [False] * 9000).reshape(100, 100)
+    small_prob = np.array([0.33] * 10 + [0.05] * 90, dtype=np.float32).reshape(10, 10)
+    small_target = np.array([True] * 10 + [False] * 90).reshape(10, 10)
+    sweeps = {"big": ThresholdSweep(), "small": ThresholdSweep()}
+    sweeps["big"].update(big_prob, big_target)
+    sweeps["small"].update(small_prob, small_target)
+    choice = choose_pooled_threshold(sweeps)
+    assert choice.threshold == pytest.approx(0.06) and choice.n_images == 2
+    assert choice.recall == pytest.approx(1.0) and choice.precision == pytest.approx((0.1 + 1.0) / 2)
+    merged = ThresholdSweep()
+    merged.update(big_prob, big_target)
+    merged.update(small_prob, small_target)
+    assert choose_threshold(merged).threshold == pytest.approx(0.35)
