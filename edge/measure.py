@@ -245,18 +245,28 @@ def binary_mask(prob: np.ndarray, threshold: float, *, open_px: int = 0, close_p
 
 @dataclass(frozen=True)
 class _Components:
-    """The mask's pieces: ``labels`` (H x W int32, 0 = background) numbered 1..n-1, and ``n``."""
+    """The mask's pieces: ``labels`` (H x W int32, 0 = background) numbered 1..n-1, and ``n``.
+
+    ``stats`` / ``centroids``: OpenCV's per-label box, area and centroid (row = label) while the
+    labels are still OpenCV's components; None once pieces are dropped or linked (then recomputed).
+    """
 
     labels: np.ndarray
     n: int
+    stats: np.ndarray | None = None
+    centroids: np.ndarray | None = None
 
 
 def label_components(mask: np.ndarray, min_area_px: int) -> _Components:
     """8-connected components of ``mask`` with at least ``min_area_px`` pixels, renumbered 1..n-1."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
     keep[0] = False
-    return _Components(labels, n) if keep[1:].all() else _renumber(labels, keep)
+    if keep[1:].all():
+        return _Components(labels, n, stats, centroids)
+    kept = _renumber(labels, keep)
+    rows = np.concatenate([[0], np.flatnonzero(keep)])
+    return _Components(kept.labels, kept.n, stats[rows], centroids[rows])
 
 
 def _renumber(labels: np.ndarray, keep: np.ndarray) -> _Components:
@@ -340,21 +350,27 @@ def crack_records(
     max_w = np.zeros(n, dtype=np.float64)
     np.maximum.at(max_w, skel_label, samples.width)
     crack_pixels = labels > 0
-    ys, xs = np.nonzero(crack_pixels)
-    pixel_label = labels[ys, xs]
-    area = np.bincount(pixel_label, minlength=n)
-    prob_sum = np.bincount(pixel_label, weights=prob[ys, xs], minlength=n)
-    cx = np.bincount(pixel_label, weights=xs, minlength=n) / np.maximum(area, 1)
-    cy = np.bincount(pixel_label, weights=ys, minlength=n) / np.maximum(area, 1)
+    prob_sum = np.bincount(labels[crack_pixels], weights=prob[crack_pixels], minlength=n)
+    if components.stats is not None:  # OpenCV's components, unchanged: their stats hold
+        boxes = [tuple(int(v) for v in row[:4]) for row in components.stats]
+        area = components.stats[:, cv2.CC_STAT_AREA]
+        cx, cy = components.centroids[:, 0], components.centroids[:, 1]
+    else:
+        ys, xs = np.nonzero(crack_pixels)
+        pixel_label = labels[ys, xs]
+        area = np.bincount(pixel_label, minlength=n)
+        cx = np.bincount(pixel_label, weights=xs, minlength=n) / np.maximum(area, 1)
+        cy = np.bincount(pixel_label, weights=ys, minlength=n) / np.maximum(area, 1)
+        boxes = [None] + [None if b is None else (b[1].start, b[0].start, b[1].stop - b[1].start, b[0].stop - b[0].start)
+                          for b in ndimage.find_objects(labels, max_label=n - 1)]
     cracks = []
-    for k, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
+    for k in range(1, n):
+        if boxes[k] is None or area[k] == 0:
             continue
-        rows, cols = box
         length_px = float(length[k])
         cracks.append(Crack(
             label=k,
-            bbox=(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start),
+            bbox=boxes[k],
             area_px=int(area[k]),
             length_px=length_px,
             max_width_px=float(max_w[k]),
