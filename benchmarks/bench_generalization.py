@@ -138,6 +138,7 @@ class AlertDecider:
         measurement = measure_cracks(
             prob, self.threshold, min_area_px=measure.min_area_px, gsd_mm_per_px=self.config.tiling.gsd_mm_per_px,
             rules=SeverityRules(**measure.severity.rules_kwargs()), open_px=measure.open_px, close_px=measure.close_px,
+            min_length_px=measure.min_length_px, link_gap_px=measure.link_gap_px,
         )
         policy = AlertPolicy(
             min_severity=alerts.min_severity, min_coverage=alerts.min_coverage, cooldown_s=alerts.cooldown_s,
@@ -148,7 +149,8 @@ class AlertDecider:
 
     def describe(self) -> str:
         m, a = self.config.measure, self.config.alerts
-        return (f"threshold {self.threshold:.2f}, min_area_px {m.min_area_px}, open/close {m.open_px}/{m.close_px} px, "
+        return (f"threshold {self.threshold:.2f}, min_area_px {m.min_area_px}, min_length_px {m.min_length_px:g}, "
+                f"link_gap_px {m.link_gap_px}, open/close {m.open_px}/{m.close_px} px, "
                 f"min_severity {a.min_severity}, min_coverage {a.min_coverage}")
 
 

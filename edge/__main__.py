@@ -14,6 +14,10 @@ import logging
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
 
 EXIT_CONFIG = 2  # invalid configuration / arguments
 EXIT_RUNTIME = 1  # model, source or runtime failure
@@ -57,6 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # paho's packet log (CONNECT, PUBLISH, PUBACK ...) only when DEBUG is asked for.
+    logging.getLogger("edge.mqtt.paho").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
+def delivery_summary(config: EdgeConfig, stats: dict) -> str:
+    """The closing line: frames, alerts, and where alerts not yet acknowledged by the broker wait."""
+    line = f"stopped after {stats['frames']} frames, {stats['alerts']} alerts"
+    if config.mqtt is None:
+        return line + " (printed on stdout)"
+    from edge.outbox import Outbox
+
+    outbox = Outbox(config.mqtt.outbox_path)
+    try:
+        queued = len(outbox)
+    finally:
+        outbox.close()
+    if not queued:
+        return line + f"; all delivered to {config.mqtt.broker_uri}"
+    return (line + f"; {queued} alert(s) not yet acknowledged by {config.mqtt.broker_uri} are queued in "
+            f"{config.mqtt.outbox_path} and are sent at the next start")
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -107,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BackendError, SourceError, PipelineError, ValueError, ImportError) as exc:
         logging.getLogger("edge").error("%s", exc)
         return EXIT_RUNTIME
-    logging.getLogger("edge").info("stopped after %d frames, %d alerts", stats["frames"], stats["alerts"])
+    logging.getLogger("edge").info("%s", delivery_summary(config, stats))
     return 0
 
 

@@ -177,6 +177,8 @@ class _QuietReconnects(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and "not connected" in record.getMessage():
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            # demoted after the logger's level check: drop it unless DEBUG is enabled
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
 
 

@@ -41,6 +41,7 @@ from contract.preprocess import to_model_input
 from contract.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile_grid
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
 from edge.config import EdgeConfig
+from edge.geo import FrameLocator
 from edge.measure import FrameMeasurement, SeverityRules, measure_cracks
 from edge.publish import LogPublisher, Publisher
 from edge.snapshots import SnapshotStore, render_overlay
@@ -166,8 +167,10 @@ class Pipeline:
         snapshots: SnapshotStore | None = None,
         model_sha256: str | None = None,
         on_frame: Callable[[FrameOutcome], None] | None = None,
+        locator: FrameLocator | None = None,
     ) -> None:
         self.config = config
+        self.locator = locator or FrameLocator.from_config(config)  # position + GSD per frame (edge/geo/)
         self.source = source
         self.backend = backend
         self.publisher = publisher
@@ -282,9 +285,12 @@ class Pipeline:
     def _post_one(self, item: Inferred) -> None:
         p = item.prepared
         prob_map = stitch(item.probs, p.grid)
+        where = self.locator.locate(p.frame, p.image.shape[1])
+        gsd = where.gsd.gsd_mm_per_px if where.gsd else p.gsd_mm_per_px
         measurement = measure_cracks(
-            prob_map, self.threshold, min_area_px=self.config.measure.min_area_px, gsd_mm_per_px=p.gsd_mm_per_px,
+            prob_map, self.threshold, min_area_px=self.config.measure.min_area_px, gsd_mm_per_px=gsd,
             rules=self.rules, open_px=self.config.measure.open_px, close_px=self.config.measure.close_px,
+            min_length_px=self.config.measure.min_length_px, link_gap_px=self.config.measure.link_gap_px,
         )
         alert, jpeg = None, None
         if measurement.cracks and self.policy.decide(measurement, p.frame.capture_time.timestamp(), p.frame.source_id):
@@ -299,7 +305,8 @@ class Pipeline:
                 measurement, device_id=self.config.device_id, sequence=self.sequence.take(),
                 created_at=datetime.now(timezone.utc), capture_time=p.frame.capture_time,
                 source=p.frame.source_id, frame_index=p.frame.index, frame_size=(width, height),
-                model_info=self.model_info, gsd_mm_per_px=p.gsd_mm_per_px, snapshot=snapshot_ref, alert_id=alert_id,
+                model_info=self.model_info, gsd_mm_per_px=gsd, snapshot=snapshot_ref, alert_id=alert_id,
+                geo=where.alert_geo(), gsd_error_mm_per_px=where.gsd.error_mm_per_px if where.gsd else None,
             )
             self.publisher.publish_alert(alert, jpeg)
             self.stats.alerts += 1
@@ -422,7 +429,8 @@ def build_pipeline(
     if config.alerts.snapshot_dir:
         snapshots = SnapshotStore(config.alerts.snapshot_dir, int(config.alerts.snapshot_max_mb * 1024 * 1024))
     return Pipeline(config, source=source, backend=backend, publisher=publisher or make_publisher(config),
-                    snapshots=snapshots, model_sha256=file_sha256(config.model.path), on_frame=on_frame)
+                    snapshots=snapshots, model_sha256=file_sha256(config.model.path), on_frame=on_frame,
+                    locator=FrameLocator.from_config(config).start())
 
 
 def run_daemon(config: EdgeConfig, stop: threading.Event | None = None, *, publisher: Publisher | None = None) -> dict:
@@ -432,6 +440,7 @@ def run_daemon(config: EdgeConfig, stop: threading.Event | None = None, *, publi
         return pipeline.run(stop)
     finally:
         pipeline.source.close()
+        pipeline.locator.close()
         pipeline.publisher.close()
         close = getattr(pipeline.backend, "close", None)
         if close is not None:
