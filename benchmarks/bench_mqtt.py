@@ -25,7 +25,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 import numpy as np  # noqa: E402
 from common import add_results_args, command_line, publish, section_header  # noqa: E402
 from mqtt_broker import Mosquitto  # noqa: E402
-from mqtt_fixtures import make_alert  # noqa: E402
+from mqtt_fixtures import make_alert, mqtt_section  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from edge.mqtt import MqttPublisher  # noqa: E402
@@ -81,8 +81,8 @@ def run_phase(workdir: Path, name: str, rate: float, duration_s: float, outage_s
                      on_line=lambda line: None).start()
     if not sub.subscribed.wait(10):
         raise RuntimeError("subscriber did not subscribe")
-    pub = MqttPublisher("bench", broker.uri, outbox_path=workdir / f"outbox-{name}.sqlite3", max_inflight=100,
-                        reconnect_min_s=0.2, reconnect_max_s=2.0, stats_interval_s=0)
+    pub = MqttPublisher("bench", mqtt_section(broker.uri, workdir / f"outbox-{name}.sqlite3", max_inflight=100,
+                                              reconnect_min_s=0.2, reconnect_max_s=2.0, stats_interval_s=0))
     pub.wait_connected(10)
     during = []
     if outage_s > 0:

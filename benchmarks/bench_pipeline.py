@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from common import add_results_args, machine, publish  # noqa: E402
 
 from edge.backends import load_backend  # noqa: E402
-from edge.config import load_config  # noqa: E402
+from edge.config import SourceConfig, load_config  # noqa: E402
 from edge.pipeline import Pipeline  # noqa: E402
 from edge.preprocess import to_model_input  # noqa: E402
 from edge.publish import LogPublisher  # noqa: E402
@@ -73,7 +73,7 @@ def config_for(args: argparse.Namespace, video: Path, tmp: Path, loop: bool = Fa
 
 
 def bare_tiles_per_s(backend, video: Path, meta, tile: int, overlap: int, batch: int) -> tuple[float, int]:
-    source = open_source(video)
+    source = open_source(SourceConfig(uri=str(video)))
     inputs = []
     for frame in source:
         grid = tile_grid(*frame.image.shape[:2], tile, overlap)
@@ -86,7 +86,7 @@ def bare_tiles_per_s(backend, video: Path, meta, tile: int, overlap: int, batch:
 
 
 def daemon_tiles_per_s(backend, config) -> tuple[float, int]:
-    source = open_source(config.source.uri)
+    source = open_source(config.source)
     with open(os.devnull, "w") as devnull:
         pipeline = Pipeline(config, source=source, backend=backend, publisher=LogPublisher(stream=devnull))
         t0 = time.perf_counter()
@@ -96,7 +96,7 @@ def daemon_tiles_per_s(backend, config) -> tuple[float, int]:
 
 
 def memory_run(backend, config, frames: int) -> list[tuple[int, float]]:
-    source = open_source(config.source.uri, loop=True)
+    source = open_source(config.source.model_copy(update={"loop": True}))
     stop = threading.Event()
     samples: list[tuple[int, float]] = []
     every = max(1, frames // 50)

@@ -98,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(args.log_level or config.logging.level)
-    from edge.pipeline import PipelineError, run_daemon
+    from edge.daemon import run_daemon
+    from edge.pipeline import PipelineError
+    from edge.sequence import SequenceError
 
     stop = threading.Event()
     install_stop_handlers(stop)
     try:
         stats = run_daemon(config, stop)
-    except (BackendError, SourceError, PipelineError, ValueError, ImportError) as exc:
+    except (BackendError, SourceError, PipelineError, SequenceError, ValueError, ImportError) as exc:
         logging.getLogger("edge").error("%s", exc)
         return EXIT_RUNTIME
     logging.getLogger("edge").info("stopped after %d frames, %d alerts", stats["frames"], stats["alerts"])

@@ -1,284 +1,67 @@
 """MqttPublisher: crack alerts over MQTT (paho-mqtt 2.x) that survive broker outages and restarts.
 
-Topics (see docs/MQTT.md):
-  <prefix>/<device_id>/alert               alert JSON (edge/schemas/alert.schema.json), QoS 1, not retained
-  <prefix>/<device_id>/status              "online" / "offline", QoS 1, retained; "offline" is the last will
-  <prefix>/<device_id>/stats               health JSON, QoS 0, not retained
-  <prefix>/<device_id>/snapshot/<alert_id> JPEG bytes, QoS 1, not retained, sent just before its alert
+The topics and payloads are edge/topics.py's contract (docs/MQTT.md); reaching the broker (URI,
+credentials, CONNACK texts) is edge/broker.py; the durable queue is edge/outbox.py.
 
-Delivery: `publish_alert` only writes the alert to the durable outbox (edge/outbox.py) and wakes the
-sender thread, so the pipeline never waits for the network. The sender keeps at most `max_inflight`
-alerts in flight, in outbox order; an alert's row is deleted when the broker's PUBACK arrives
-(`on_publish`). Within one process, alerts in flight when the connection drops are re-sent by paho on
-reconnect (paho keeps its QoS 1 queue across reconnects); after a restart the whole backlog is re-sent
-from the outbox. The session is always clean (clean_start / clean_session), so nothing relies on
-broker-side session state. Subscribers de-duplicate on `alert_id`.
+Delivery: `publish_alert` only writes the alert to the durable outbox and wakes the sender thread, so
+the pipeline never waits for the network. The sender keeps at most `max_inflight` alerts in flight, in
+outbox order; an alert's row is deleted when the broker's PUBACK arrives (`on_publish`). Within one
+process, alerts in flight when the connection drops are re-sent by paho on reconnect (paho keeps its
+QoS 1 queue across reconnects); after a restart the whole backlog is re-sent from the outbox. The
+session is always clean (clean_start / clean_session), so nothing relies on broker-side session state.
+Subscribers de-duplicate on `alert_id`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import ssl
 import threading
 import time
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from edge.outbox import SEVERITY_RANK, Outbox
+from edge.broker import MqttConfigError, connack_text, paho_logger, parse_broker_uri, read_password
+from edge.config import MqttConfig
+from edge.health import read_cpu_temperature_c
+from edge.outbox import Outbox
+from edge.topics import SNAPSHOT_QOS, STATS_QOS, STATUS_QOS, Topics, check_topic_part, encode_alert, fit_alert
 
 log = logging.getLogger("edge.mqtt")
-
-PASSWORD_ENV = "AELF_MQTT_PASSWORD"
-SNAPSHOT_QOS = 1
-STATS_QOS = 0
-PROTOCOLS = ("auto", "5", "3.1.1")
-
-
-class MqttConfigError(ValueError):
-    """An MQTT setting is invalid; the message names the setting and what would fix it."""
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker listens: `tls` is True for mqtts://."""
-
-    host: str
-    port: int
-    tls: bool
-
-
-def parse_broker_uri(uri: str) -> BrokerAddress:
-    """`mqtt://host[:1883]` or `mqtts://host[:8883]` -> BrokerAddress (no credentials in the URI)."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise MqttConfigError(f"broker URI {uri!r}: scheme must be mqtt:// or mqtts://, got {parts.scheme!r}")
-    if not parts.hostname:
-        raise MqttConfigError(f"broker URI {uri!r}: no host (expected mqtt://host:port)")
-    if parts.username or parts.password:
-        raise MqttConfigError(
-            f"broker URI {uri!r}: put credentials in username / password_file, not in the URI (URIs get logged)"
-        )
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise MqttConfigError(f"broker URI {uri!r}: bad port ({exc})") from exc
-    return BrokerAddress(parts.hostname, port, tls)
-
-
-@dataclass(frozen=True)
-class Topics:
-    """The topic names of one device under one prefix."""
-
-    prefix: str
-    device_id: str
-
-    @property
-    def alert(self) -> str:
-        return f"{self.prefix}/{self.device_id}/alert"
-
-    @property
-    def status(self) -> str:
-        return f"{self.prefix}/{self.device_id}/status"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.prefix}/{self.device_id}/stats"
-
-    def snapshot(self, alert_id: str) -> str:
-        return f"{self.prefix}/{self.device_id}/snapshot/{alert_id}"
-
-
-def check_topic_part(name: str, value: str) -> str:
-    """A device id / prefix must be non-empty and free of MQTT wildcards; the prefix may contain '/'."""
-    if not value or any(c in value for c in "#+\0") or (name == "device_id" and "/" in value):
-        raise MqttConfigError(
-            f"{name} {value!r} is not usable in an MQTT topic: it must be non-empty without '#', '+'"
-            + (" or '/'" if name == "device_id" else "")
-        )
-    return value
-
-
-def encode_alert(alert: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, the bytes that go on the alert topic."""
-    return json.dumps(alert, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def fit_alert(alert: dict, max_payload_bytes: int) -> tuple[dict, int]:
-    """Trim the cracks list so the JSON fits `max_payload_bytes`; return (alert, cracks removed).
-
-    Keeps the most severe, then widest, then longest cracks (so `severity` stays the maximum of the
-    kept cracks, as the schema says) and at least one. Raises ValueError when even one crack is too big.
-    """
-    if len(encode_alert(alert)) <= max_payload_bytes:
-        return alert, 0
-    cracks = sorted(
-        alert.get("cracks", []),
-        key=lambda c: (SEVERITY_RANK.get(c.get("severity"), 0), c.get("max_width_px", 0), c.get("length_px", 0)),
-        reverse=True,
-    )
-    lo, hi = 1, len(cracks)  # binary search on how many of the ranked cracks fit
-    if not cracks or len(encode_alert({**alert, "cracks": cracks[:1]})) > max_payload_bytes:
-        raise ValueError(
-            f"alert {alert.get('alert_id')} does not fit max_payload_bytes={max_payload_bytes} even with one crack"
-        )
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(encode_alert({**alert, "cracks": cracks[:mid]})) <= max_payload_bytes:
-            lo = mid
-        else:
-            hi = mid - 1
-    return {**alert, "cracks": cracks[:lo]}, len(cracks) - lo
-
-
-def read_cpu_temperature_c(thermal_root: Path = Path("/sys/class/thermal")) -> float | None:
-    """Highest readable thermal zone temperature in °C (Linux sysfs, millidegrees), None where unreadable."""
-    temps = []
-    for zone in sorted(thermal_root.glob("thermal_zone*")):
-        try:
-            temps.append(int((zone / "temp").read_text().strip()) / 1000.0)
-        except (OSError, ValueError):
-            continue
-    return max(temps) if temps else None
-
-
-def read_password(password: str | None, password_file: str | Path | None) -> str | None:
-    """The password: given directly, else the first line of `password_file`, else $AELF_MQTT_PASSWORD."""
-    if password is not None:
-        return password
-    if password_file is not None:
-        path = Path(password_file)
-        try:
-            return path.read_text(encoding="utf-8").splitlines()[0] if path.stat().st_size else ""
-        except OSError as exc:
-            raise MqttConfigError(f"password_file {path}: cannot read it ({exc.strerror})") from exc
-    return os.environ.get(PASSWORD_ENV)
-
-
-def connack_text(reason_code: Any) -> str:
-    """Readable text for a CONNACK reason code (paho ReasonCode or a 3.1.1 integer)."""
-    names = {1: "unacceptable protocol version", 2: "client identifier rejected", 3: "server unavailable",
-             4: "bad user name or password", 5: "not authorized"}
-    if isinstance(reason_code, int):
-        return names.get(reason_code, f"refused (code {reason_code})")
-    text = str(getattr(reason_code, "getName", lambda: reason_code)())
-    return text.lower()
-
-
-class _QuietReconnects(logging.Filter):
-    """paho logs every failed reconnect attempt at ERROR; we log one clear line per outage instead."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and "not connected" in record.getMessage():
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return True
-
-
-def _paho_logger(name: str) -> logging.Logger:
-    logger = logging.getLogger(name)
-    if not any(isinstance(f, _QuietReconnects) for f in logger.filters):
-        logger.addFilter(_QuietReconnects())
-    return logger
 
 
 class MqttPublisher:
     """The MQTT implementation of the Publisher protocol (edge/publish.py), backed by a durable outbox."""
 
-    def __init__(
-        self,
-        device_id: str,
-        broker_uri: str = "mqtt://localhost:1883",
-        *,
-        topic_prefix: str = "crack",
-        client_id: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        password_file: str | Path | None = None,
-        ca_file: str | Path | None = None,
-        certfile: str | Path | None = None,
-        keyfile: str | Path | None = None,
-        allow_insecure_credentials: bool = False,
-        keepalive_s: int = 30,
-        qos: int = 1,
-        outbox_path: str | Path = "outbox.sqlite3",
-        outbox_max_alerts: int = 10_000,
-        outbox_max_bytes: int = 256 * 1024 * 1024,
-        outbox_synchronous: str = "NORMAL",
-        stats_interval_s: float = 30.0,
-        publish_snapshots: bool = True,
-        max_payload_bytes: int = 256 * 1024,
-        max_inflight: int = 20,
-        reconnect_min_s: float = 0.5,
-        reconnect_max_s: float = 30.0,
-        protocol: str = "auto",
-    ) -> None:
-        """Validate the settings, open the outbox and start connecting in the background.
+    def __init__(self, device_id: str, config: MqttConfig, *, password: str | None = None) -> None:
+        """Check the files the section names, open the outbox and start connecting in the background.
 
         device_id: this device's id, the second topic level (no '/', '#', '+').
-        broker_uri: mqtt://host:port (plain TCP, default port 1883) or mqtts://host:port (TLS, 8883).
-        topic_prefix: first topic level(s), default "crack".
-        client_id: MQTT client id, default "aelf-<device_id>" (two processes must not share one).
-        username / password / password_file: credentials; the password comes from `password`, else the
-            first line of `password_file`, else $AELF_MQTT_PASSWORD. Never logged.
-        ca_file / certfile / keyfile: TLS trust anchors (default: the system store) and an optional
-            client certificate + key (PEM). Only with mqtts://.
-        allow_insecure_credentials: send username/password over plain mqtt:// (refused by default).
-        keepalive_s: MQTT keep-alive in seconds; the broker publishes "offline" after ~1.5x this.
-        qos: QoS of alerts, 1 (at least once; the outbox relies on PUBACK) or 2.
-        outbox_path / outbox_max_alerts / outbox_max_bytes / outbox_synchronous: see edge/outbox.py.
-        stats_interval_s: publish stats at least this often in seconds (0 disables the timer).
-        publish_snapshots: publish JPEG snapshots given to publish_alert on the snapshot topic.
-        max_payload_bytes: largest alert JSON / snapshot in bytes; bigger alerts lose their smallest
-            cracks, bigger snapshots are not sent (both logged).
-        max_inflight: alerts published but not yet acknowledged, at most.
-        reconnect_min_s / reconnect_max_s: exponential back-off between reconnect attempts, seconds.
-        protocol: "auto" (MQTT 5, falling back to 3.1.1 when the broker refuses 5), "5" or "3.1.1".
+        config: the validated ``[mqtt]`` section (edge/config.py's MqttConfig: every option, its default
+            and unit; deploy/edge.example.toml documents them).
+        password: the password when it does not come from ``config.password_file`` / $AELF_MQTT_PASSWORD
+            (used only with ``config.username``; never logged).
         """
+        self.config = config
         self.device_id = check_topic_part("device_id", device_id)
-        self.topics = Topics(check_topic_part("topic_prefix", topic_prefix.strip("/")), device_id)
-        self.address = parse_broker_uri(broker_uri)
-        if protocol not in PROTOCOLS:
-            raise MqttConfigError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        if qos not in (1, 2):
-            raise MqttConfigError(f"qos for alerts must be 1 or 2 (the outbox deletes on acknowledgement), got {qos}")
-        if max_inflight < 1:
-            raise MqttConfigError(f"max_inflight must be >= 1, got {max_inflight}")
-        self._password = read_password(password, password_file) if username else None
-        if username and not self.address.tls and not allow_insecure_credentials:
-            raise MqttConfigError(
-                f"refusing to send MQTT credentials (user {username!r}) over plain TCP to "
-                f"{self.address.host}:{self.address.port}: use mqtts:// with a CA file, or set "
-                "allow_insecure_credentials=true on a trusted network"
-            )
-        for name, value in (("ca_file", ca_file), ("certfile", certfile), ("keyfile", keyfile)):
+        self.topics = Topics(config.topic_prefix, device_id)
+        self.address = parse_broker_uri(config.broker_uri)
+        self.client_id = config.client_id or f"aelf-{device_id}"
+        self._password = read_password(password, config.password_file) if config.username else None
+        self._check_tls_files()
+        self.outbox = Outbox(config.outbox)
+        self._init_delivery_state()
+        self._start_network()
+
+    def _check_tls_files(self) -> None:
+        for name in ("ca_file", "certfile", "keyfile"):
+            value = getattr(self.config.tls, name)
             if value is not None and not Path(value).is_file():
-                raise MqttConfigError(f"{name} {value}: file not found")
-            if value is not None and not self.address.tls:
-                raise MqttConfigError(f"{name} is set but broker_uri {broker_uri!r} is not mqtts://")
-        if keyfile and not certfile:
-            raise MqttConfigError("keyfile is set without certfile (the client certificate)")
-        self.username = username
-        self.client_id = client_id or f"aelf-{device_id}"
-        self.keepalive_s = int(keepalive_s)
-        self.qos = qos
-        self.stats_interval_s = stats_interval_s
-        self.publish_snapshots = publish_snapshots
-        self.max_payload_bytes = max_payload_bytes
-        self.max_inflight = max_inflight
-        self.reconnect_min_s = reconnect_min_s
-        self.reconnect_max_s = reconnect_max_s
-        self._tls_files = (ca_file, certfile, keyfile)
-        self._protocol_setting = protocol
-        self.protocol = "3.1.1" if protocol == "3.1.1" else "5"
-        self.outbox = Outbox(
-            outbox_path, max_alerts=outbox_max_alerts, max_bytes=outbox_max_bytes, synchronous=outbox_synchronous
-        )
+                raise MqttConfigError(f"mqtt.tls.{name} {value}: file not found")
+
+    def _init_delivery_state(self) -> None:
+        """Counters, the mid <-> outbox row maps and the events the threads share."""
+        self.protocol = "3.1.1" if self.config.protocol == "3.1.1" else "5"
         self.oversized_dropped = 0
         self.trimmed_alerts = 0
         self._lock = threading.Lock()  # guards the mid maps, inflight set, retry times, stats
@@ -293,44 +76,16 @@ class MqttPublisher:
         self._stop_sender = False
         self._last_refusal: str | None = None
         self._pipeline_stats: dict[str, Any] = {}
-        self._stats_due = time.monotonic() + stats_interval_s if stats_interval_s > 0 else float("inf")
+        interval = self.config.stats_interval_s
+        self._stats_due = time.monotonic() + interval if interval > 0 else float("inf")
         self._stats_now = False
+
+    def _start_network(self) -> None:
+        """paho's network thread (connects, reconnects, acks) and our sender thread (outbox -> paho)."""
         self._client = self._make_client()
         self._client.loop_start()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._sender.start()
-
-    @classmethod
-    def from_config(cls, mqtt_cfg: Any, device_id: str) -> MqttPublisher:
-        """Build from edge/config.py's `MqttConfig` section (pydantic) and the top-level device id."""
-
-        def get(*names: str, default: Any = None) -> Any:
-            for name in names:
-                obj = mqtt_cfg
-                for part in name.split("."):
-                    obj = getattr(obj, part, None)
-                    if obj is None:
-                        break
-                if obj is not None:
-                    return obj
-            return default
-
-        kwargs: dict[str, Any] = {
-            "topic_prefix": get("topic_prefix", default="crack"),
-            "client_id": get("client_id"),
-            "username": get("username"),
-            "password_file": get("password_file"),
-            "ca_file": get("tls.ca_file", "ca_file"),
-            "certfile": get("tls.certfile", "certfile"),
-            "keyfile": get("tls.keyfile", "keyfile"),
-            "allow_insecure_credentials": bool(get("allow_insecure_credentials", default=False)),
-        }
-        optional = ("keepalive_s", "qos", "outbox_path", "outbox_max_alerts", "outbox_max_bytes",
-                    "outbox_synchronous", "stats_interval_s", "publish_snapshots", "max_payload_bytes",
-                    "max_inflight", "reconnect_min_s", "reconnect_max_s", "protocol")
-        kwargs.update({name: get(name) for name in optional if get(name) is not None})
-        broker = get("broker_uri", "broker", "uri", default="mqtt://localhost:1883")
-        return cls(device_id, str(broker), **kwargs)
 
     # ------------------------------------------------------------------ paho client and callbacks
 
@@ -344,15 +99,15 @@ class MqttPublisher:
             protocol=version,
             clean_session=None if version == mqtt.MQTTv5 else True,
         )
-        client.enable_logger(_paho_logger("edge.mqtt.paho"))
-        client.reconnect_delay_set(min_delay=self.reconnect_min_s, max_delay=self.reconnect_max_s)  # type: ignore[arg-type]
-        client.max_inflight_messages_set(self.max_inflight + 8)  # our window + snapshots/status/stats
+        client.enable_logger(paho_logger("edge.mqtt.paho"))
+        client.reconnect_delay_set(min_delay=self.config.reconnect_min_s, max_delay=self.config.reconnect_max_s)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(self.config.max_inflight + 8)  # our window + snapshots/status/stats
         client.max_queued_messages_set(0)
         client.will_set(self.topics.status, "offline", qos=1, retain=True)
-        if self.username:
-            client.username_pw_set(self.username, self._password)
+        if self.config.username:
+            client.username_pw_set(self.config.username, self._password)
         if self.address.tls:
-            ca_file, certfile, keyfile = self._tls_files
+            ca_file, certfile, keyfile = self.config.tls.ca_file, self.config.tls.certfile, self.config.tls.keyfile
             client.tls_set(
                 ca_certs=str(ca_file) if ca_file else None,
                 certfile=str(certfile) if certfile else None,
@@ -365,16 +120,16 @@ class MqttPublisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         if version == mqtt.MQTTv5:
-            client.connect_async(self.address.host, self.address.port, keepalive=self.keepalive_s, clean_start=True)
+            client.connect_async(self.address.host, self.address.port, keepalive=self.config.keepalive_s, clean_start=True)
         else:
-            client.connect_async(self.address.host, self.address.port, keepalive=self.keepalive_s)
+            client.connect_async(self.address.host, self.address.port, keepalive=self.config.keepalive_s)
         return client
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         where = f"{self.address.host}:{self.address.port}"
         if reason_code.is_failure:
             text = connack_text(reason_code)
-            if text == "unsupported protocol version" and self._protocol_setting == "auto" and self.protocol == "5":
+            if text == "unsupported protocol version" and self.config.protocol == "auto" and self.protocol == "5":
                 log.warning("MQTT broker %s refused MQTT 5; falling back to MQTT 3.1.1", where)
                 self._fallback_requested = True
                 self._notify()
@@ -391,14 +146,14 @@ class MqttPublisher:
             return
         self._last_refusal = None
         log.info("MQTT connected to %s (MQTT %s) as %s", where, self.protocol, self.client_id)
-        self._publish_tracked(self.topics.status, b"online", qos=1, retain=True)
+        self._publish_tracked(self.topics.status, b"online", qos=STATUS_QOS, retain=True)
         self._connected.set()
         self._notify()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         if self._last_refusal != "unreachable":
             log.warning("MQTT broker %s:%s not reachable; retrying with back-off (%.1f-%.0f s), alerts wait in the outbox",
-                        self.address.host, self.address.port, self.reconnect_min_s, self.reconnect_max_s)
+                        self.address.host, self.address.port, self.config.reconnect_min_s, self.config.reconnect_max_s)
         self._last_refusal = "unreachable"
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -422,10 +177,10 @@ class MqttPublisher:
             return
         if getattr(reason_code, "is_failure", False):
             log.error("MQTT broker refused alert row %d on %s: %s (kept in the outbox, retrying in %.0f s)",
-                      row_id, self.topics.alert, connack_text(reason_code), self.reconnect_max_s)
+                      row_id, self.topics.alert, connack_text(reason_code), self.config.reconnect_max_s)
             with self._lock:
                 self._inflight.discard(row_id)
-                self._retry_at[row_id] = time.monotonic() + self.reconnect_max_s
+                self._retry_at[row_id] = time.monotonic() + self.config.reconnect_max_s
         else:
             self.outbox.ack(row_id)
             with self._lock:
@@ -483,7 +238,7 @@ class MqttPublisher:
         with self._lock:
             for row_id in [r for r, t in self._retry_at.items() if t <= now]:
                 del self._retry_at[row_id]
-            room = self.max_inflight - len(self._inflight)
+            room = self.config.max_inflight - len(self._inflight)
             busy = set(self._inflight) | set(self._retry_at)
         if room <= 0:
             return
@@ -492,9 +247,9 @@ class MqttPublisher:
                 return
             with self._lock:
                 self._inflight.add(row.row_id)
-            if row.snapshot is not None and self.publish_snapshots:
+            if row.snapshot is not None and self.config.publish_snapshots:
                 self._publish_tracked(self.topics.snapshot(row.alert_id), row.snapshot, qos=SNAPSHOT_QOS)
-            self._publish_tracked(self.topics.alert, row.payload, qos=self.qos, row_id=row.row_id)
+            self._publish_tracked(self.topics.alert, row.payload, qos=self.config.qos, row_id=row.row_id)
 
     def _fall_back_to_311(self) -> None:
         self._fallback_requested = False
@@ -513,7 +268,7 @@ class MqttPublisher:
         if not (self._stats_now or now >= self._stats_due):
             return
         self._stats_now = False
-        self._stats_due = now + self.stats_interval_s if self.stats_interval_s > 0 else float("inf")
+        self._stats_due = now + self.config.stats_interval_s if self.config.stats_interval_s > 0 else float("inf")
         self._publish_tracked(self.topics.stats, encode_alert(self.stats()), qos=STATS_QOS)
 
     # ------------------------------------------------------------------ the Publisher protocol
@@ -524,7 +279,7 @@ class MqttPublisher:
         Oversized alerts lose their smallest cracks, oversized snapshots are dropped (both logged).
         """
         try:
-            fitted, removed = fit_alert(alert, self.max_payload_bytes)
+            fitted, removed = fit_alert(alert, self.config.max_payload_bytes)
         except ValueError as exc:
             self.oversized_dropped += 1
             log.error("alert not published: %s", exc)
@@ -532,12 +287,12 @@ class MqttPublisher:
         if removed:
             self.trimmed_alerts += 1
             log.warning("alert %s: %d of %d cracks removed to fit max_payload_bytes=%d",
-                        alert.get("alert_id"), removed, len(alert.get("cracks", [])), self.max_payload_bytes)
-        if snapshot_jpeg is not None and not self.publish_snapshots:
+                        alert.get("alert_id"), removed, len(alert.get("cracks", [])), self.config.max_payload_bytes)
+        if snapshot_jpeg is not None and not self.config.publish_snapshots:
             snapshot_jpeg = None
-        if snapshot_jpeg is not None and len(snapshot_jpeg) > self.max_payload_bytes:
+        if snapshot_jpeg is not None and len(snapshot_jpeg) > self.config.max_payload_bytes:
             log.warning("alert %s: snapshot of %d bytes exceeds max_payload_bytes=%d, not published",
-                        alert.get("alert_id"), len(snapshot_jpeg), self.max_payload_bytes)
+                        alert.get("alert_id"), len(snapshot_jpeg), self.config.max_payload_bytes)
             snapshot_jpeg = None
         if snapshot_jpeg is not None:
             previous = fitted.get("snapshot") or {}
@@ -619,7 +374,3 @@ class MqttPublisher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def new_alert_id() -> str:
-    """A fresh alert id (UUID4 hex), the form the schema expects."""
-    return uuid.uuid4().hex

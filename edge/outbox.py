@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
-SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+from edge.config import OutboxConfig
+from edge.measure import SEVERITY_LEVELS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -59,29 +59,17 @@ class OutboxRow:
 class Outbox:
     """SQLite-backed queue of alerts waiting for the broker's acknowledgement."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        max_alerts: int = 10_000,
-        max_bytes: int = 256 * 1024 * 1024,
-        synchronous: str = "NORMAL",
-    ) -> None:
-        """Open (or create) the outbox at `path`.
+    def __init__(self, config: OutboxConfig) -> None:
+        """Open (or create) the outbox at ``config.path``.
 
-        `max_alerts` / `max_bytes` bound the backlog (payload + snapshot bytes); `synchronous` is
-        "NORMAL" (survives process kill) or "FULL" (also survives power loss, slower).
+        ``config.max_alerts`` / ``max_bytes`` bound the backlog (payload + snapshot bytes);
+        ``synchronous`` is "NORMAL" (survives process kill) or "FULL" (also survives power loss, slower).
         """
-        if max_alerts < 1:
-            raise ValueError(f"outbox max_alerts must be >= 1, got {max_alerts}")
-        if max_bytes < 1:
-            raise ValueError(f"outbox max_bytes must be >= 1, got {max_bytes}")
-        mode = synchronous.upper()
-        if mode not in SYNCHRONOUS_MODES:
-            raise ValueError(f"outbox synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
-        self.path = Path(path)
-        self.max_alerts = max_alerts
-        self.max_bytes = max_bytes
+        self.config = config
+        self.path = Path(config.path)
+        self.max_alerts = config.max_alerts
+        self.max_bytes = config.max_bytes
+        mode = config.synchronous
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +88,8 @@ class Outbox:
         alert_id = str(alert.get("alert_id", ""))
         if not alert_id:
             raise OutboxError("alert has no 'alert_id': cannot store it in the outbox")
-        rank = SEVERITY_RANK.get(str(alert.get("severity")), 0)
+        severity = str(alert.get("severity"))
+        rank = SEVERITY_LEVELS.index(severity) if severity in SEVERITY_LEVELS else 0  # drop order: low first
         payload = json.dumps(alert, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         size = len(payload) + (len(snapshot) if snapshot else 0)
         with self._lock:

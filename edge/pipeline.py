@@ -14,36 +14,33 @@ stops capture; frames already captured (the one in flight and at most the queue'
 finished and their alerts published, then ``run`` returns. The CLI installs the SIGINT/SIGTERM
 handlers that set the event; the library never touches signals.
 
-Alert sequence numbers come from a small JSON state file written atomically after every alert,
-so they keep increasing across restarts (schema: ``sequence`` "survives restarts").
+Alert sequence numbers come from edge/sequence.py, the stats from edge/stats.py; edge/daemon.py
+wires a pipeline from a config.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
-from edge.backends import Backend, load_backend
+from edge.backends import Backend
 from edge.config import EdgeConfig
-from edge.measure import FrameMeasurement, SeverityRules, measure_cracks
-from edge.metadata import file_sha256
+from edge.measure import FrameMeasurement, measure_cracks
 from edge.preprocess import to_model_input
-from edge.publish import LogPublisher, Publisher
+from edge.publish import Publisher
+from edge.sequence import SequenceCounter
 from edge.snapshots import SnapshotStore, render_overlay
-from edge.sources import Frame, FrameSource, open_source
+from edge.sources import Frame, FrameSource
+from edge.stats import PipelineStats
 from edge.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile_grid
 
 log = logging.getLogger("edge.pipeline")
@@ -84,74 +81,6 @@ class FrameOutcome:
     snapshot_jpeg: bytes | None
 
 
-class SequenceCounter:
-    """Per-device alert sequence numbers that keep increasing across restarts (a JSON state file)."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._next = 0
-        if self.path.is_file():
-            try:
-                self._next = int(json.loads(self.path.read_text())["next_sequence"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise PipelineError(
-                    f"alert state file {self.path} is unreadable ({exc}); delete it to restart numbering at 0"
-                ) from exc
-
-    def take(self) -> int:
-        """The next sequence number, persisted before it is returned (atomic rename)."""
-        value = self._next
-        self._next += 1
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"next_sequence": self._next}))
-        os.replace(tmp, self.path)
-        return value
-
-
-
-
-def percentile_ms(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)) * 1000.0, 2) if values else None
-
-
-@dataclass
-class PipelineStats:
-    """Counters since start; ``snapshot()`` adds rates and latency percentiles over the last window."""
-
-    started_s: float = field(default_factory=time.monotonic)
-    frames_captured: int = 0
-    frames_done: int = 0
-    frames_dropped: int = 0  # by the pipeline's own queue (live sources)
-    tiles: int = 0
-    alerts: int = 0
-    errors: int = 0
-    latencies_s: deque = field(default_factory=lambda: deque(maxlen=2048))  # capture -> post-processed
-    alert_latencies_s: deque = field(default_factory=lambda: deque(maxlen=2048))  # capture -> published
-    _window: tuple[float, int, int] = (0.0, 0, 0)  # (time, frames_done, tiles) at the last snapshot
-
-    def snapshot(self, **extra: Any) -> dict[str, Any]:
-        now = time.monotonic()
-        t0, frames0, tiles0 = self._window if self._window[0] else (self.started_s, 0, 0)
-        elapsed = max(now - t0, 1e-9)
-        lat, alat = list(self.latencies_s), list(self.alert_latencies_s)
-        self._window = (now, self.frames_done, self.tiles)
-        return {
-            "uptime_s": round(now - self.started_s, 1),
-            "frames": self.frames_done,
-            "fps": round((self.frames_done - frames0) / elapsed, 2),
-            "tiles_per_s": round((self.tiles - tiles0) / elapsed, 2),
-            "latency_ms_p50": percentile_ms(lat, 50),
-            "latency_ms_p95": percentile_ms(lat, 95),
-            "latency_ms_p99": percentile_ms(lat, 99),
-            "alert_latency_ms_p50": percentile_ms(alat, 50),
-            "alert_latency_ms_p99": percentile_ms(alat, 99),
-            "alerts": self.alerts,
-            "errors": self.errors,
-            **extra,
-        }
-
-
 class Pipeline:
     """One source, one backend, one publisher; :meth:`run` processes frames until the source ends or ``stop``."""
 
@@ -184,14 +113,9 @@ class Pipeline:
             raise PipelineError(f"tiling.overlap ({config.tiling.overlap}) must be smaller than the tile ({self.tile})")
         self.batch_size = max(1, min(config.model.batch_size, max_batch))
         self.threshold = config.model.threshold or meta.threshold
-        self.rules = SeverityRules(**config.measure.severity.rules_kwargs())
-        alerts = config.alerts
-        self.policy = AlertPolicy(
-            min_severity=alerts.min_severity, min_coverage=alerts.min_coverage, cooldown_s=alerts.cooldown_s,
-            match_overlap=alerts.match_overlap, match_margin_px=alerts.match_margin_px,
-            source_cooldown_s=alerts.source_cooldown_s,
-        )
-        self.sequence = SequenceCounter(alerts.state_path)
+        self.rules = config.measure.severity.rules()
+        self.policy = AlertPolicy(config.alerts)
+        self.sequence = SequenceCounter(config.alerts.state_path)
         self.model_info = model_info(meta.model_name, model_sha256 or "0" * 64, self.threshold, backend.precision)
         self.stats = PipelineStats()
         queue_size = config.source.queue_size
@@ -335,7 +259,7 @@ class Pipeline:
             device_id=self.config.device_id,
             frame_queue=self._frames.qsize(),
             result_queue=self._results.qsize(),
-            dropped_frames=self.stats.frames_dropped + getattr(self.source, "dropped_frames", 0),
+            dropped_frames=self.stats.frames_dropped + self.source.dropped_frames,
         )
 
     def report_stats(self) -> dict[str, Any]:
@@ -391,47 +315,3 @@ class Pipeline:
             if stop.wait(0.2):
                 self.source.close()  # ends the source's iteration after the frame it is on
                 return
-
-
-def make_publisher(config: EdgeConfig) -> Publisher:
-    """MqttPublisher when an [mqtt] section is configured (imported only then), else LogPublisher."""
-    if config.mqtt is None:
-        return LogPublisher()
-    from edge.mqtt import MqttPublisher  # lazy: paho is only needed for MQTT
-
-    return MqttPublisher.from_config(config.mqtt, config.device_id)
-
-
-def build_pipeline(
-    config: EdgeConfig,
-    *,
-    publisher: Publisher | None = None,
-    on_frame: Callable[[FrameOutcome], None] | None = None,
-) -> Pipeline:
-    """Open the source, load the backend, make the publisher and snapshot store named by ``config``."""
-    backend = load_backend(
-        config.model.path, config.model.backend, providers=config.model.providers,
-        batch_size=config.model.batch_size, intra_op_threads=config.model.intra_op_threads or None,
-        allow_spinning=config.model.ort_allow_spinning, device=config.model.device,
-    )
-    src = config.source
-    source = open_source(src.uri, loop=src.loop, fps_limit=src.fps_limit, queue_size=src.queue_size,
-                         reconnect_min_s=src.reconnect_min_s, reconnect_max_s=src.reconnect_max_s)
-    snapshots = None
-    if config.alerts.snapshot_dir:
-        snapshots = SnapshotStore(config.alerts.snapshot_dir, int(config.alerts.snapshot_max_mb * 1024 * 1024))
-    return Pipeline(config, source=source, backend=backend, publisher=publisher or make_publisher(config),
-                    snapshots=snapshots, model_sha256=file_sha256(config.model.path), on_frame=on_frame)
-
-
-def run_daemon(config: EdgeConfig, stop: threading.Event | None = None, *, publisher: Publisher | None = None) -> dict:
-    """Build the pipeline, run it until the source ends or ``stop``, close everything; return final stats."""
-    pipeline = build_pipeline(config, publisher=publisher)
-    try:
-        return pipeline.run(stop)
-    finally:
-        pipeline.source.close()
-        pipeline.publisher.close()
-        close = getattr(pipeline.backend, "close", None)
-        if close is not None:
-            close()

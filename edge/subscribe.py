@@ -22,14 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge.mqtt import (
-    MqttConfigError,
-    _paho_logger,
-    check_topic_part,
-    connack_text,
-    parse_broker_uri,
-    read_password,
-)
+from edge.broker import MqttConfigError, connack_text, paho_logger, parse_broker_uri, read_password
+from edge.topics import check_topic_part
 
 log = logging.getLogger("edge.subscribe")
 
@@ -206,7 +200,7 @@ class Subscriber:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self._client.enable_logger(_paho_logger("edge.subscribe.paho"))
+        self._client.enable_logger(paho_logger("edge.subscribe.paho"))
         self._client.max_inflight_messages_set(100)
         if username:
             self._client.username_pw_set(username, password)

@@ -11,9 +11,10 @@ import pytest
 from edge_helpers import crack_image, darkness_model, write_video
 
 from edge.alerts import validate_alert
-from edge.config import EdgeConfig, load_config
-from edge.pipeline import SequenceCounter, build_pipeline, run_daemon
+from edge.config import EdgeConfig, SourceConfig, load_config
+from edge.daemon import build_pipeline, run_daemon
 from edge.publish import LogPublisher
+from edge.sequence import SequenceCounter
 from edge.sources import CaptureSource
 
 
@@ -125,8 +126,8 @@ def test_live_source_back_pressure_drops_oldest_and_is_counted(tmp_path: Path) -
     pipeline = build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")))  # noqa: SIM115
     gate = threading.Event()
     release_after = threading.Event()
-    live = CaptureSource(lambda: cv2.VideoCapture(str(video)), "live", live=True, queue_size=1,
-                         reconnect_min_s=60, reconnect_max_s=60)
+    live = CaptureSource(lambda: cv2.VideoCapture(str(video)), "live", live=True,
+                         config=SourceConfig(queue_size=1, reconnect_min_s=60, reconnect_max_s=60))
     pipeline.source = live
     inner = pipeline.backend
 
