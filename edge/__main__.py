@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     setup_logging(args.log_level or config.logging.level)
     from edge.daemon import run_daemon
+    from edge.outbox import OutboxError
     from edge.pipeline import PipelineError
     from edge.sequence import SequenceError
 
@@ -106,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     install_stop_handlers(stop)
     try:
         stats = run_daemon(config, stop)
-    except (BackendError, SourceError, PipelineError, SequenceError, ValueError, ImportError) as exc:
+    except (BackendError, SourceError, PipelineError, SequenceError, OutboxError, ValueError, ImportError) as exc:
         logging.getLogger("edge").error("%s", exc)
         return EXIT_RUNTIME
-    logging.getLogger("edge").info("stopped after %d frames, %d alerts", stats["frames"], stats["alerts"])
+    queued = (f"; {stats['alerts_queued']} not yet delivered, kept in {stats['alerts_queued_in']} "
+              "(sent at the next start)" if stats["alerts_queued"] else "; none left undelivered")
+    logging.getLogger("edge").info("stopped after %d frames, %d alerts%s", stats["frames"], stats["alerts"], queued)
     return 0
 
 

@@ -213,6 +213,9 @@ class MqttConfig(_Section):
     max_inflight: int = Field(20, ge=1, le=1000, description="alerts sent and not yet acknowledged, at most")
     reconnect_min_s: float = Field(0.5, gt=0, description="first back-off after the broker is lost, seconds")
     reconnect_max_s: float = Field(30.0, gt=0, description="largest back-off; refused alerts are retried this often, s")
+    echo_timeout_s: float = Field(
+        10.0, gt=0, description="MQTT 3.1.1: an alert counts as accepted when the broker echoes it within this, s"
+    )
     stats_interval_s: float = Field(30.0, ge=0, description="publish stats at least this often, 0 = never")
     publish_snapshots: bool = Field(True, description="publish overlay JPEGs on <prefix>/<device>/snapshot/<id>")
     max_payload_bytes: int = Field(256 * 1024, ge=1024, description="larger alerts lose their smallest cracks")

@@ -51,10 +51,12 @@ def run_daemon(config: EdgeConfig, stop: threading.Event | None = None, *, publi
     """Build the pipeline, run it until the source ends or ``stop``, close everything; return final stats."""
     pipeline = build_pipeline(config, publisher=publisher)
     try:
-        return pipeline.run(stop)
+        stats = pipeline.run(stop)
     finally:
         pipeline.source.close()
         pipeline.publisher.close()
         close = getattr(pipeline.backend, "close", None)
         if close is not None:
             close()
+    backlog = pipeline.publisher.backlog()
+    return {**stats, "alerts_queued": backlog.alerts, "alerts_queued_in": backlog.where}

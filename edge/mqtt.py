@@ -1,33 +1,60 @@
-"""MqttPublisher: crack alerts over MQTT (paho-mqtt 2.x) that survive broker outages and restarts.
+"""MqttPublisher: crack alerts over MQTT (paho-mqtt 2.x) that survive broker outages, restarts and faults.
 
 The topics and payloads are edge/topics.py's contract (docs/MQTT.md); reaching the broker (URI,
 credentials, CONNACK texts) is edge/broker.py; the durable queue is edge/outbox.py.
 
-Delivery: `publish_alert` only writes the alert to the durable outbox and wakes the sender thread, so
-the pipeline never waits for the network. The sender keeps at most `max_inflight` alerts in flight, in
-outbox order; an alert's row is deleted when the broker's PUBACK arrives (`on_publish`). Within one
-process, alerts in flight when the connection drops are re-sent by paho on reconnect (paho keeps its
-QoS 1 queue across reconnects); after a restart the whole backlog is re-sent from the outbox. The
-session is always clean (clean_start / clean_session), so nothing relies on broker-side session state.
-Subscribers de-duplicate on `alert_id`.
+The rule (docs/MQTT.md "Delivery rule"): an alert leaves the outbox only when the broker accepted it
+for the device that raised it.
+- `publish_alert` writes the alert to the outbox and wakes the sender thread; the pipeline never
+  waits for the network. If the outbox file cannot be written (full disk, damage, read-only) the
+  publisher enters the *storage failed* state: one ERROR line, ``outbox_storage_error`` in the stats,
+  and alerts wait in a bounded memory hold (``[mqtt.outbox] memory_max_alerts``) until delivered.
+- The sender keeps at most `max_inflight` alerts in flight, oldest first, and only this device's rows.
+- Accepted means: under MQTT 5 a PUBACK without an error reason code; under MQTT 3.1.1, whose PUBACK
+  carries no verdict (mosquitto acknowledges a publish its ACL dropped), the broker's echo of the alert
+  on this device's own subscription to its alert topic within `echo_timeout_s`. A refused alert stays
+  and is retried every `reconnect_max_s`.
+- Every paho callback is guarded: an exception in one is logged and counted, never allowed to stop
+  paho's network thread. A failed delete of an accepted alert is retried; it is never re-sent in this
+  process (after a restart it may be: subscribers de-duplicate on `alert_id`).
+Within one process paho re-sends alerts in flight when the link drops; after a restart the whole
+backlog is re-sent from the outbox. The session is always clean.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edge.broker import MqttConfigError, connack_text, paho_logger, parse_broker_uri, read_password
 from edge.config import MqttConfig
 from edge.health import read_cpu_temperature_c
-from edge.outbox import Outbox
+from edge.outbox import MemoryHold, Outbox, OutboxError, OutboxRow
+from edge.publish import Backlog
 from edge.topics import SNAPSHOT_QOS, STATS_QOS, STATUS_QOS, Topics, check_topic_part, encode_alert, fit_alert
 
 log = logging.getLogger("edge.mqtt")
+
+
+def _guarded(method: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a paho callback: an exception is logged and counted, never raised into paho's loop."""
+
+    @functools.wraps(method)
+    def wrapper(self: MqttPublisher, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("MQTT %s failed (the network loop goes on; alerts stay queued)", method.__name__)
+
+    return wrapper
 
 
 class MqttPublisher:
@@ -50,7 +77,9 @@ class MqttPublisher:
         self._password = read_password(password, config.password_file) if config.username else None
         self._check_tls_files()
         self.outbox = Outbox(config.outbox)
+        self.held = MemoryHold(config.outbox.memory_max_alerts)
         self._init_delivery_state()
+        self._report_other_devices()
         self._start_network()
 
     def _check_tls_files(self) -> None:
@@ -60,17 +89,23 @@ class MqttPublisher:
                 raise MqttConfigError(f"mqtt.tls.{name} {value}: file not found")
 
     def _init_delivery_state(self) -> None:
-        """Counters, the mid <-> outbox row maps and the events the threads share."""
+        """Counters, the mid <-> row maps and the events the threads share."""
         self.protocol = "3.1.1" if self.config.protocol == "3.1.1" else "5"
         self.oversized_dropped = 0
         self.trimmed_alerts = 0
-        self._lock = threading.Lock()  # guards the mid maps, inflight set, retry times, stats
+        self.callback_errors = 0
+        self.storage_error: str | None = None
+        self._lock = threading.Lock()  # guards the maps and sets below and the stats
         self._wake = threading.Condition(threading.Lock())
         self._mid_to_row: dict[int, int | None] = {}
         self._unclaimed_acks: dict[int, Any] = {}
         self._inflight: set[int] = set()
         self._retry_at: dict[int, float] = {}
+        self._echo_due: dict[int, float] = {}  # MQTT 3.1.1: acknowledged rows waiting for their echo
+        self._row_of_alert: dict[str, int] = {}  # alert_id -> row in flight (to match echoes)
+        self._delete_failed: set[int] = set()  # accepted rows whose DELETE failed: never re-sent, retried
         self._connected = threading.Event()
+        self._ever_connected = False
         self._fallback_requested = False
         self._closing = False
         self._stop_sender = False
@@ -79,6 +114,15 @@ class MqttPublisher:
         interval = self.config.stats_interval_s
         self._stats_due = time.monotonic() + interval if interval > 0 else float("inf")
         self._stats_now = False
+        self._final_backlog: Backlog | None = None
+
+    def _report_other_devices(self) -> None:
+        others = self.outbox.other_devices(self.device_id)
+        if others:
+            listed = ", ".join(f"{n} of device {d!r}" for d, n in sorted(others.items()))
+            log.warning("outbox %s holds %s: kept and not published as %r (queued alerts belong to the device "
+                        "that raised them; run with that device_id to deliver them)",
+                        self.outbox.path, listed, self.device_id)
 
     def _start_network(self) -> None:
         """paho's network thread (connects, reconnects, acks) and our sender thread (outbox -> paho)."""
@@ -103,7 +147,7 @@ class MqttPublisher:
         client.reconnect_delay_set(min_delay=self.config.reconnect_min_s, max_delay=self.config.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(self.config.max_inflight + 8)  # our window + snapshots/status/stats
         client.max_queued_messages_set(0)
-        client.will_set(self.topics.status, "offline", qos=1, retain=True)
+        client.will_set(self.topics.status, "offline", qos=STATUS_QOS, retain=True)
         if self.config.username:
             client.username_pw_set(self.config.username, self._password)
         if self.address.tls:
@@ -119,12 +163,14 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
+        client.on_message = self._on_echo
         if version == mqtt.MQTTv5:
             client.connect_async(self.address.host, self.address.port, keepalive=self.config.keepalive_s, clean_start=True)
         else:
             client.connect_async(self.address.host, self.address.port, keepalive=self.config.keepalive_s)
         return client
 
+    @_guarded
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         where = f"{self.address.host}:{self.address.port}"
         if reason_code.is_failure:
@@ -145,24 +191,39 @@ class MqttPublisher:
             self._last_refusal = text
             return
         self._last_refusal = None
+        self._ever_connected = True
         log.info("MQTT connected to %s (MQTT %s) as %s", where, self.protocol, self.client_id)
+        if self.protocol == "3.1.1":  # the broker's echo is the only proof it accepted an alert
+            client.subscribe(self.topics.alert, qos=1)
         self._publish_tracked(self.topics.status, b"online", qos=STATUS_QOS, retain=True)
         self._connected.set()
         self._notify()
 
+    @_guarded
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         if self._last_refusal != "unreachable":
             log.warning("MQTT broker %s:%s not reachable; retrying with back-off (%.1f-%.0f s), alerts wait in the outbox",
                         self.address.host, self.address.port, self.config.reconnect_min_s, self.config.reconnect_max_s)
         self._last_refusal = "unreachable"
 
+    @_guarded
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if was_connected and not self._closing:
+        if self._closing:
+            return
+        if was_connected:
             log.warning("MQTT connection to %s:%s lost (%s); reconnecting with back-off, alerts wait in the outbox",
                         self.address.host, self.address.port, connack_text(reason_code))
+        elif self._last_refusal is None or self._last_refusal == "unreachable":
+            # TCP connected but the broker hung up before its CONNACK: typically plain MQTT sent to a TLS port.
+            hint = ("; if that port is a TLS listener, use mqtts://" if not self.address.tls
+                    else "; check that the port is a TLS listener and the CA file matches")
+            log.error("MQTT broker %s:%s closed the connection before answering CONNECT%s (retrying with back-off)",
+                      self.address.host, self.address.port, hint)
+            self._last_refusal = "closed before connack"
 
+    @_guarded
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:
             if mid not in self._mid_to_row:
@@ -171,25 +232,81 @@ class MqttPublisher:
             row_id = self._mid_to_row.pop(mid)
         self._settle(row_id, reason_code)
 
+    @_guarded
+    def _on_echo(self, client: Any, userdata: Any, message: Any) -> None:
+        """MQTT 3.1.1: the broker routed our own alert back to us, so it accepted it for this device."""
+        if message.topic != self.topics.alert:
+            return
+        try:
+            alert_id = str(json.loads(message.payload)["alert_id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._lock:
+            row_id = self._row_of_alert.get(alert_id)
+        if row_id is not None:
+            self._accept(row_id)
+
     def _settle(self, row_id: int | None, reason_code: Any) -> None:
-        """A publish finished: delete the alert's row on success; on a refusal keep it and retry later."""
+        """The broker acknowledged a publish: accept the alert, wait for its echo (3.1.1) or retry it later."""
         if row_id is None:
             return
+        with self._lock:
+            if row_id not in self._inflight:
+                return  # already accepted (its echo came first) or no longer tracked (protocol fallback)
         if getattr(reason_code, "is_failure", False):
             log.error("MQTT broker refused alert row %d on %s: %s (kept in the outbox, retrying in %.0f s)",
                       row_id, self.topics.alert, connack_text(reason_code), self.config.reconnect_max_s)
+            self._retry_later(row_id)
+        elif self.protocol == "3.1.1":
             with self._lock:
                 self._inflight.discard(row_id)
-                self._retry_at[row_id] = time.monotonic() + self.config.reconnect_max_s
+                self._echo_due[row_id] = time.monotonic() + self.config.echo_timeout_s
         else:
-            self.outbox.ack(row_id)
-            with self._lock:
-                self._inflight.discard(row_id)
+            self._accept(row_id)
         self._notify()
+
+    def _retry_later(self, row_id: int) -> None:
+        with self._lock:
+            self._inflight.discard(row_id)
+            self._echo_due.pop(row_id, None)
+            self._retry_at[row_id] = time.monotonic() + self.config.reconnect_max_s
+            self._forget_alert_of(row_id)
+
+    def _forget_alert_of(self, row_id: int) -> None:
+        """Drop the alert_id -> row entry of `row_id` (lock held)."""
+        for alert_id in [a for a, r in self._row_of_alert.items() if r == row_id]:
+            del self._row_of_alert[alert_id]
+
+    def _accept(self, row_id: int) -> None:
+        """The broker accepted the alert of `row_id`: remove it from where it waits (file or memory)."""
+        with self._lock:
+            if row_id not in self._inflight and row_id not in self._echo_due:
+                return
+        # Remove the alert before it stops counting as in flight, so the sender never sees it as pending.
+        if row_id < 0:
+            self.held.ack(row_id)
+        else:
+            self._delete(row_id)
+        with self._lock:
+            self._inflight.discard(row_id)
+            self._echo_due.pop(row_id, None)
+            self._forget_alert_of(row_id)
+        self._notify()
+
+    def _delete(self, row_id: int) -> None:
+        try:
+            self.outbox.ack(row_id)
+        except Exception as exc:  # never re-send a delivered alert in this process; retry the delete later
+            with self._lock:
+                self._delete_failed.add(row_id)
+            self._storage_failed(exc)
+        else:
+            with self._lock:
+                self._delete_failed.discard(row_id)
 
     def _publish_tracked(self, topic: str, payload: bytes, qos: int, retain: bool = False,
                          row_id: int | None = None) -> bool:
-        """Publish and remember mid -> outbox row; never holds our lock while inside paho (its mutex
+        """Publish and remember mid -> row; never holds our lock while inside paho (its mutex
         is held while it calls on_publish). Returns False when paho refused (QoS 0 while disconnected)."""
         import paho.mqtt.client as mqtt
 
@@ -208,6 +325,28 @@ class MqttPublisher:
         with self._wake:
             self._wake.notify_all()
 
+    # ------------------------------------------------------------------ storage failure state
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        """Enter (or stay in) the storage-failed state; the ERROR line is written once per failure."""
+        text = str(exc)
+        if self.storage_error is None:
+            log.error("outbox storage failed: %s; alerts now wait in memory (at most %d, lost on restart) "
+                      "until the file can be written again", text, self.held.max_alerts)
+        self.storage_error = text
+
+    def _storage_ok(self) -> None:
+        if self.storage_error is not None:
+            log.warning("outbox storage works again (%s); %d alerts still wait in memory until delivered",
+                        self.outbox.path, len(self.held))
+        self.storage_error = None
+
+    def _hold(self, alert: dict, snapshot: bytes | None) -> None:
+        dropped = self.held.put(alert, snapshot)
+        if dropped is not None:
+            log.error("alert %s lost: the outbox file cannot be written and the memory hold is full "
+                      "(memory_max_alerts=%d)", dropped.alert_id, self.held.max_alerts)
+
     # ------------------------------------------------------------------ sender thread
 
     def _send_loop(self) -> None:
@@ -218,35 +357,64 @@ class MqttPublisher:
                 return
             if self._fallback_requested:
                 self._fall_back_to_311()
-            if self._connected.is_set():
-                try:
+            try:
+                self._retry_deletes()
+                self._expire_echoes()
+                if self._connected.is_set():
                     self._fill_window()
                     self._maybe_publish_stats()
-                except Exception:  # keep the sender alive whatever paho or SQLite throws; alerts stay stored
-                    log.exception("MQTT sender error (alerts remain in the outbox)")
+            except Exception:  # keep the sender alive whatever paho or SQLite throws; alerts stay stored
+                log.exception("MQTT sender error (alerts remain in the outbox)")
 
     def _next_wait_s(self) -> float:
         now = time.monotonic()
         wait = min(self._stats_due - now, 1.0)
         with self._lock:
-            if self._retry_at:
-                wait = min(wait, min(self._retry_at.values()) - now)
+            for times in (self._retry_at, self._echo_due):
+                if times:
+                    wait = min(wait, min(times.values()) - now)
         return max(0.01, wait)
+
+    def _retry_deletes(self) -> None:
+        with self._lock:
+            rows = sorted(self._delete_failed)
+        for row_id in rows:
+            self._delete(row_id)
+            if row_id in self._delete_failed:
+                return  # still failing: try again on the next wake-up
+
+    def _expire_echoes(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = [r for r, t in self._echo_due.items() if t <= now]
+        for row_id in late:
+            log.error("MQTT broker acknowledged alert row %d on %s but did not route it back within %.0f s "
+                      "(MQTT 3.1.1: its ACL may deny this topic, or this user may not read its own alert topic); "
+                      "kept in the outbox, retrying in %.0f s", row_id, self.topics.alert,
+                      self.config.echo_timeout_s, self.config.reconnect_max_s)
+            self._retry_later(row_id)
 
     def _fill_window(self) -> None:
         now = time.monotonic()
         with self._lock:
             for row_id in [r for r, t in self._retry_at.items() if t <= now]:
                 del self._retry_at[row_id]
-            room = self.config.max_inflight - len(self._inflight)
-            busy = set(self._inflight) | set(self._retry_at)
+            room = self.config.max_inflight - len(self._inflight) - len(self._echo_due)
+            busy = self._inflight | set(self._retry_at) | set(self._echo_due) | self._delete_failed
         if room <= 0:
             return
-        for row in self.outbox.pending(room, exclude=busy):
+        rows: list[OutboxRow] = []
+        try:
+            rows = self.outbox.pending(room, exclude=busy, device_id=self.device_id)
+        except OutboxError as exc:
+            self._storage_failed(exc)
+        rows += self.held.pending(room - len(rows), exclude=busy)
+        for row in rows:
             if not self._connected.is_set():
                 return
             with self._lock:
                 self._inflight.add(row.row_id)
+                self._row_of_alert[row.alert_id] = row.row_id
             if row.snapshot is not None and self.config.publish_snapshots:
                 self._publish_tracked(self.topics.snapshot(row.alert_id), row.snapshot, qos=SNAPSHOT_QOS)
             self._publish_tracked(self.topics.alert, row.payload, qos=self.config.qos, row_id=row.row_id)
@@ -259,6 +427,7 @@ class MqttPublisher:
             self._mid_to_row.clear()
             self._unclaimed_acks.clear()
             self._inflight.clear()
+            self._row_of_alert.clear()
         self.protocol = "3.1.1"
         self._client = self._make_client()
         self._client.loop_start()
@@ -268,7 +437,8 @@ class MqttPublisher:
         if not (self._stats_now or now >= self._stats_due):
             return
         self._stats_now = False
-        self._stats_due = now + self.config.stats_interval_s if self.config.stats_interval_s > 0 else float("inf")
+        interval = self.config.stats_interval_s
+        self._stats_due = now + interval if interval > 0 else float("inf")
         self._publish_tracked(self.topics.stats, encode_alert(self.stats()), qos=STATS_QOS)
 
     # ------------------------------------------------------------------ the Publisher protocol
@@ -276,8 +446,12 @@ class MqttPublisher:
     def publish_alert(self, alert: dict, snapshot_jpeg: bytes | None = None) -> None:
         """Store the alert durably (returns after the SQLite commit) and wake the sender; no network I/O.
 
-        Oversized alerts lose their smallest cracks, oversized snapshots are dropped (both logged).
+        Oversized alerts lose their smallest cracks, oversized snapshots are dropped (both logged). When
+        the outbox file cannot be written the alert waits in memory (the storage-failed state).
         """
+        if alert.get("device_id") != self.device_id:
+            raise ValueError(f"alert {alert.get('alert_id')} was raised by device {alert.get('device_id')!r}, "
+                             f"not by this publisher's device {self.device_id!r}")
         try:
             fitted, removed = fit_alert(alert, self.config.max_payload_bytes)
         except ValueError as exc:
@@ -297,7 +471,13 @@ class MqttPublisher:
         if snapshot_jpeg is not None:
             previous = fitted.get("snapshot") or {}
             fitted = {**fitted, "snapshot": {**previous, "topic": self.topics.snapshot(str(fitted["alert_id"]))}}
-        self.outbox.put(fitted, snapshot_jpeg)
+        try:
+            self.outbox.put(fitted, snapshot_jpeg)
+        except OutboxError as exc:
+            self._storage_failed(exc)
+            self._hold(fitted, snapshot_jpeg)
+        else:
+            self._storage_ok()
         self._notify()
 
     def publish_stats(self, stats: dict) -> None:
@@ -307,22 +487,32 @@ class MqttPublisher:
         self._stats_now = True
         self._notify()
 
+    def _outbox_figures(self) -> dict[str, Any]:
+        try:
+            return {"outbox_pending": self.outbox.count(self.device_id), "outbox_bytes": self.outbox.size_bytes(),
+                    "outbox_dropped": self.outbox.dropped}
+        except OutboxError as exc:
+            self._storage_failed(exc)
+            return {"outbox_pending": None, "outbox_bytes": None, "outbox_dropped": None}
+
     def stats(self) -> dict[str, Any]:
-        """The pipeline's latest stats plus outbox size, dropped count, connection state and CPU temperature."""
+        """The pipeline's latest stats plus outbox/storage state, connection state and CPU temperature."""
         with self._lock:
             merged = dict(self._pipeline_stats)
-            inflight = len(self._inflight)
+            inflight = len(self._inflight) + len(self._echo_due)
         merged.update({
             "device_id": self.device_id,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "mqtt_connected": self._connected.is_set(),
             "mqtt_protocol": self.protocol,
-            "outbox_pending": len(self.outbox),
-            "outbox_bytes": self.outbox.size_bytes(),
-            "outbox_dropped": self.outbox.dropped,
+            **self._outbox_figures(),
+            "outbox_storage_error": self.storage_error,
+            "alerts_held_in_memory": len(self.held),
+            "alerts_lost_storage": self.held.lost,
             "alerts_inflight": inflight,
             "alerts_trimmed": self.trimmed_alerts,
             "alerts_oversized_dropped": self.oversized_dropped,
+            "mqtt_callback_errors": self.callback_errors,
             "cpu_temperature_c": read_cpu_temperature_c(),
         })
         return merged
@@ -332,14 +522,29 @@ class MqttPublisher:
         """Whether the broker accepted the connection and it is still up."""
         return self._connected.is_set()
 
+    @property
+    def ever_connected(self) -> bool:
+        """Whether the broker accepted a connection at least once."""
+        return self._ever_connected
+
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until connected or `timeout_s` passed; True when connected."""
         return self._connected.wait(timeout_s)
 
+    def waiting(self) -> int:
+        """This device's alerts not yet accepted by the broker (outbox file + memory hold)."""
+        try:
+            stored = self.outbox.count(self.device_id)
+        except OutboxError:
+            stored = 0
+        with self._lock:
+            stored -= len(self._delete_failed)  # accepted already; only their delete is pending
+        return max(0, stored) + len(self.held)
+
     def flush(self, timeout_s: float) -> bool:
-        """Block until every stored alert is acknowledged or `timeout_s` passed; True when the outbox is empty."""
+        """Block until every alert of this device is accepted or `timeout_s` passed; True when none waits."""
         deadline = time.monotonic() + timeout_s
-        while len(self.outbox) > 0:
+        while self.waiting() > 0:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -347,10 +552,17 @@ class MqttPublisher:
                 self._wake.wait(timeout=min(remaining, 0.2))
         return True
 
+    def backlog(self) -> Backlog:
+        """Alerts not yet accepted and where they wait (valid after :meth:`close` too)."""
+        if self._final_backlog is not None:
+            return self._final_backlog
+        return Backlog(self.waiting(), f"outbox {self.outbox.path}")
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Try for `timeout_s` to deliver the backlog, publish "offline" (retained), disconnect.
 
-        Alerts still unacknowledged stay in the outbox and are sent by the next start.
+        Alerts still waiting stay in the outbox and are sent by the next start; alerts held in memory
+        are written to the outbox now if it can be written (else they are lost, and logged).
         """
         if self._stop_sender:
             return
@@ -362,15 +574,29 @@ class MqttPublisher:
         self._notify()
         self._sender.join(timeout=max(0.1, deadline - time.monotonic()))
         if self._connected.is_set():
-            info = self._client.publish(self.topics.status, "offline", qos=1, retain=True)
+            info = self._client.publish(self.topics.status, "offline", qos=STATUS_QOS, retain=True)
             info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
             self._client.disconnect()
         self._client.loop_stop()
+        self._store_held()
+        self._final_backlog = Backlog(self.waiting(), f"outbox {self.outbox.path}")
         self.outbox.close()
+
+    def _store_held(self) -> None:
+        rows = self.held.take_all()
+        lost = 0
+        for row in rows:
+            try:
+                self.outbox.put(json.loads(row.payload), row.snapshot)
+            except OutboxError:
+                lost += 1
+        if lost:
+            log.error("%d alerts held in memory could not be written to %s at shutdown and are lost",
+                      lost, self.outbox.path)
+            self.held.lost += lost
 
     def __enter__(self) -> MqttPublisher:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
