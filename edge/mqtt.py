@@ -202,7 +202,7 @@ class MqttPublisher:
     @_guarded
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         if self._last_refusal != "unreachable":
-            log.warning("MQTT broker %s:%s not reachable; retrying with back-off (%.1f-%.0f s), alerts wait in the outbox",
+            log.warning("MQTT broker %s:%s not reachable; retrying with back-off (%g-%g s), alerts wait in the outbox",
                         self.address.host, self.address.port, self.config.reconnect_min_s, self.config.reconnect_max_s)
         self._last_refusal = "unreachable"
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -116,10 +117,19 @@ class Outbox:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
             if not _is_damage(exc):
-                raise OutboxError(f"cannot open outbox {self.path}: {exc} ({storage_hint(exc)})") from exc
+                raise OutboxError(f"cannot open outbox {self.path}: {exc} ({self._open_hint(exc)})") from exc
             self._db = self._salvage(exc)
         except OSError as exc:
-            raise OutboxError(f"cannot open outbox {self.path}: {exc} ({storage_hint(exc)})") from exc
+            raise OutboxError(f"cannot open outbox {self.path}: {exc} ({self._open_hint(exc)})") from exc
+
+    def _open_hint(self, exc: BaseException) -> str:
+        """SQLite says "unable to open" for a missing directory and a read-only one alike: look which."""
+        folder = self.path.parent
+        if folder.is_dir() and (not os.access(folder, os.W_OK) or
+                                (self.path.exists() and not os.access(self.path, os.W_OK))):
+            return "the file or its directory is read-only for this user (or the file system is mounted " \
+                   "read-only): fix its owner/permissions or move [mqtt.outbox] path"
+        return storage_hint(exc)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ import numpy as np
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
 from edge.backends import Backend
 from edge.config import EdgeConfig
+from edge.frame_guard import fit_frame
 from edge.measure import FrameMeasurement, measure_cracks
 from edge.preprocess import to_model_input
 from edge.publish import Publisher
@@ -81,6 +82,29 @@ class FrameOutcome:
     snapshot_jpeg: bytes | None
 
 
+def check_model_input(backend: Backend, tile: int | None) -> int:
+    """The tile side to cut frames into; PipelineError when the model's graph input cannot take the
+    pipeline's tiles (3-channel RGB, square, the size its metadata records and ``tiling.tile`` asks for)."""
+    _, channels, tile_h, tile_w = backend.input_shape
+    meta = backend.metadata
+    if channels != 3:
+        raise PipelineError(
+            f"the model's input has {channels} channel(s) but the edge pipeline feeds 3-channel RGB tiles "
+            f"(the model contract, docs/CONTRACTS.md): export the model with 3 input channels"
+        )
+    if tile_h != tile_w or tile_h != meta.input_size:
+        raise PipelineError(
+            f"the model's graph input is {tile_h}×{tile_w} but its metadata says input_size {meta.input_size}: "
+            f"the metadata does not describe this graph; re-export the model (or fix its metadata)"
+        )
+    if tile is not None and tile != tile_h:
+        raise PipelineError(
+            f"tiling.tile = {tile} but the model takes {tile_h}×{tile_w} tiles: "
+            f"leave tiling.tile unset or set it to {tile_h}"
+        )
+    return tile_h
+
+
 class Pipeline:
     """One source, one backend, one publisher; :meth:`run` processes frames until the source ends or ``stop``."""
 
@@ -102,13 +126,8 @@ class Pipeline:
         self.snapshots = snapshots
         self.on_frame = on_frame
         meta = backend.metadata
-        max_batch, _, tile_h, tile_w = backend.input_shape
-        self.tile = config.tiling.tile or tile_h
-        if self.tile != tile_h or tile_h != tile_w:
-            raise PipelineError(
-                f"tiling.tile = {self.tile} but the model takes {tile_h}×{tile_w} tiles: "
-                f"leave tiling.tile unset or set it to {tile_h}"
-            )
+        max_batch = backend.input_shape[0]
+        self.tile = check_model_input(backend, config.tiling.tile)
         if config.tiling.overlap >= self.tile:
             raise PipelineError(f"tiling.overlap ({config.tiling.overlap}) must be smaller than the tile ({self.tile})")
         self.batch_size = max(1, min(config.model.batch_size, max_batch))
@@ -122,12 +141,35 @@ class Pipeline:
         self._frames: queue.Queue = queue.Queue(maxsize=queue_size)
         self._results: queue.Queue = queue.Queue(maxsize=max(2, queue_size))
         self._grids: dict[tuple[int, int], TileGrid] = {}
+        self._oversize_seen: set[tuple[int, int]] = set()
         self._failure: BaseException | None = None
         self._next_stats_s = 0.0
 
     # ------------------------------------------------------------------ capture thread
-    def _prepare(self, frame: Frame) -> Prepared:
-        image, gsd = frame.image, self.config.tiling.gsd_mm_per_px
+    def _guard_size(self, frame: Frame) -> tuple[np.ndarray | None, float | None]:
+        """The frame within source.max_frame_pixels (downscaled, GSD adjusted), or None when rejected."""
+        src, gsd = self.config.source, self.config.tiling.gsd_mm_per_px
+        height, width = frame.image.shape[:2]
+        image = fit_frame(frame.image, src.max_frame_pixels, src.oversize)
+        if image is frame.image:
+            return image, gsd
+        self.stats.frames_oversized += 1
+        first = (height, width) not in self._oversize_seen
+        self._oversize_seen.add((height, width))
+        if image is None:
+            log.warning("frame %d of %s is %dx%d = %d px > source.max_frame_pixels=%d: rejected (source.oversize)",
+                        frame.index, frame.source_id, width, height, width * height, src.max_frame_pixels)
+            return None, gsd
+        if first:
+            log.warning("frames of %s are %dx%d = %d px > source.max_frame_pixels=%d: downscaled to %dx%d "
+                        "(logged once per size)", frame.source_id, width, height, width * height,
+                        src.max_frame_pixels, image.shape[1], image.shape[0])
+        return image, None if gsd is None else gsd * width / image.shape[1]
+
+    def _prepare(self, frame: Frame) -> Prepared | None:
+        image, gsd = self._guard_size(frame)
+        if image is None:
+            return None
         target = self.config.tiling.target_gsd_mm_per_px
         if gsd is not None and target is not None:
             image, gsd = resize_to_gsd(image, gsd, target)
@@ -163,6 +205,8 @@ class Pipeline:
             for frame in self.source:
                 item = self._prepare(frame)
                 self.stats.frames_captured += 1
+                if item is None:
+                    continue
                 self._put_frame(item, stop)
                 if stop.is_set():
                     break

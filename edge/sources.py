@@ -131,6 +131,29 @@ class FrameSource:
         self.close()
 
 
+JPEG_END = b"\xff\xd9"  # the end-of-image marker every complete JPEG ends with
+
+
+def jpeg_is_truncated(data: bytes) -> bool:
+    """True when JPEG bytes lack their end-of-image marker (the file was cut short); trailing
+    zero padding, which some cameras write, is allowed."""
+    return not data.rstrip(b"\0").endswith(JPEG_END)
+
+
+def read_image(file: Path) -> np.ndarray | None:
+    """Decode an image file as OpenCV's imread does (None when unreadable); a truncated JPEG is decoded
+    (its missing bottom comes out grey) with a warning naming the file."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        log.warning("cannot read %s: %s", file, exc.strerror)
+        return None
+    if file.suffix.lower() in (".jpg", ".jpeg") and jpeg_is_truncated(data):
+        log.warning("%s is a truncated JPEG (no end-of-image marker): its missing part decodes as grey and may "
+                    "hide or fake cracks along the cut", file)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
 class ImageFolderSource(FrameSource):
     """Images in a folder (or one image file), in name order; unreadable files are logged and skipped."""
 
@@ -155,7 +178,7 @@ class ImageFolderSource(FrameSource):
             for file in self.files:
                 if self._stop.is_set():
                     return
-                image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+                image = read_image(file)
                 if image is None or image.size == 0:
                     self.skipped_files += 1
                     log.warning("skipping %s: not a readable image (corrupt or unsupported format)", file)

@@ -22,6 +22,7 @@ class PipelineStats:
     frames_captured: int = 0
     frames_done: int = 0
     frames_dropped: int = 0  # by the pipeline's own queue (live sources)
+    frames_oversized: int = 0  # larger than source.max_frame_pixels (downscaled or rejected)
     tiles: int = 0
     alerts: int = 0
     errors: int = 0
@@ -45,6 +46,7 @@ class PipelineStats:
             "latency_ms_p99": percentile_ms(lat, 99),
             "alert_latency_ms_p50": percentile_ms(alat, 50),
             "alert_latency_ms_p99": percentile_ms(alat, 99),
+            "frames_oversized": self.frames_oversized,
             "alerts": self.alerts,
             "errors": self.errors,
             **extra,
