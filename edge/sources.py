@@ -140,18 +140,26 @@ def jpeg_is_truncated(data: bytes) -> bool:
     return not data.rstrip(b"\0").endswith(JPEG_END)
 
 
+def _jpeg_tail(file: Path, size: int = 4096) -> bytes:
+    with open(file, "rb") as fh:
+        fh.seek(0, 2)
+        fh.seek(max(0, fh.tell() - size))
+        return fh.read()
+
+
 def read_image(file: Path) -> np.ndarray | None:
-    """Decode an image file as OpenCV's imread does (None when unreadable); a truncated JPEG is decoded
-    (its missing bottom comes out grey) with a warning naming the file."""
-    try:
-        data = file.read_bytes()
-    except OSError as exc:
-        log.warning("cannot read %s: %s", file, exc.strerror)
-        return None
-    if file.suffix.lower() in (".jpg", ".jpeg") and jpeg_is_truncated(data):
-        log.warning("%s is a truncated JPEG (no end-of-image marker): its missing part decodes as grey and may "
-                    "hide or fake cracks along the cut", file)
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    """Decode an image file with OpenCV (None when unreadable); a truncated JPEG is decoded (its missing
+    bottom comes out grey) with a warning naming the file."""
+    if file.suffix.lower() in (".jpg", ".jpeg"):
+        try:
+            truncated = jpeg_is_truncated(_jpeg_tail(file))
+        except OSError as exc:
+            log.warning("cannot read %s: %s", file, exc.strerror)
+            return None
+        if truncated:
+            log.warning("%s is a truncated JPEG (no end-of-image marker): its missing part decodes as grey and "
+                        "may hide or fake cracks along the cut", file)
+    return cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
 
 
 class ImageFolderSource(FrameSource):

@@ -116,3 +116,22 @@ def test_demo_with_the_shipped_model_alerts_on_the_deepcrack_cracks_and_not_on_t
     assert stats["frames"] == len(samples) and len(deepcrack_cracks) == 3 and len(crack_free) == 1
     assert deepcrack_cracks <= alerted
     assert not crack_free & alerted
+
+
+def test_exit_line_says_how_many_alerts_are_still_queued_and_where(tmp_path: Path) -> None:
+    from mqtt_broker import free_port
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), crack_image(seed=1))
+    model = darkness_model(tmp_path / "m.onnx", input_size=128)
+    outbox = tmp_path / "outbox.sqlite3"
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--source", str(folder), "--model", str(model), "--device-id", "cli",
+         "--broker", f"mqtt://127.0.0.1:{free_port()}", "--set", f"mqtt.outbox.path={json.dumps(str(outbox))}",
+         "--set", f"alerts.state_path={json.dumps(str(tmp_path / 's.json'))}", "--set", "alerts.snapshot_dir=''"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"stopped after 1 frames, 1 alerts; 1 not yet delivered, kept in outbox {outbox}" in result.stderr
+    assert "DEBUG" not in result.stderr, "paho's packet trace must not show at INFO"

@@ -111,3 +111,17 @@ def test_publishing_outside_the_acl_reaches_nobody(secure_broker, log_watcher) -
         rogue.close(timeout_s=0.5)
         legit.close(timeout_s=2)
         sub.stop()
+
+
+def test_plain_mqtt_to_a_tls_port_gets_a_tls_hint_once(secure_broker, log_watcher) -> None:
+    mosq, tls, tmp_path = secure_broker
+    plain = mosq.uri.replace("mqtts://", "mqtt://")
+    pub = MqttPublisher("cam1", mqtt_section(plain, tmp_path / "plain.sqlite3", reconnect_min_s=0.1,
+                                             reconnect_max_s=0.2))
+    try:
+        assert log_watcher.wait_for("if that port is a TLS listener, use mqtts://", 10), log_watcher.messages[-5:]
+        assert not pub.wait_connected(1.0)
+        hints = [m for m in log_watcher.messages if "TLS listener" in m]
+        assert len(hints) == 1, "one line per outage, not one per retry"
+    finally:
+        pub.close(timeout_s=0.5)

@@ -13,6 +13,7 @@ from edge_helpers import crack_image, darkness_model, write_video
 from edge.alerts import validate_alert
 from edge.config import EdgeConfig, SourceConfig, load_config
 from edge.daemon import build_pipeline, run_daemon
+from edge.pipeline import PipelineError
 from edge.publish import LogPublisher
 from edge.sequence import SequenceCounter
 from edge.sources import CaptureSource
@@ -162,3 +163,40 @@ def test_wrong_tile_size_is_refused_with_the_setting(tmp_path: Path) -> None:
     config = make_config(tmp_path, folder, **{"tiling.tile": 128})
     with pytest.raises(Exception, match=r"tiling.tile = 128 but the model takes 64×64 tiles"):
         build_pipeline(config, publisher=LogPublisher())
+
+
+@pytest.mark.parametrize("oversize", ["downscale", "reject"])
+def test_frames_above_max_frame_pixels_are_downscaled_or_rejected_with_a_warning(
+    tmp_path: Path, oversize: str, caplog
+) -> None:
+    folder = folder_of(tmp_path, {"big.png": crack_image(240, 320, crack=True, seed=1),
+                                  "small.png": crack_image(60, 80, crack=True, seed=2)})
+    config = make_config(tmp_path, folder, **{"source.max_frame_pixels": 19200, "source.oversize": f"'{oversize}'",
+                                              "model.batch_size": 1})
+    publisher = LogPublisher(stream=open(tmp_path / "a.jsonl", "w"))  # noqa: SIM115 - closed by the daemon
+    stats = run_daemon(config, publisher=publisher)
+    assert stats["frames_oversized"] == 1 and stats["errors"] == 0
+    sizes = [a["frame_size"] for a in publisher.alerts]
+    if oversize == "downscale":
+        assert stats["frames"] == 2
+        assert sizes == [{"width": 160, "height": 120}, {"width": 80, "height": 60}]  # 320x240 -> 19,200 px
+        assert any("downscaled to 160x120" in r.getMessage() for r in caplog.records)
+    else:
+        assert stats["frames"] == 1 and sizes == [{"width": 80, "height": 60}]
+        assert any("rejected" in r.getMessage() and "76800 px" in r.getMessage() for r in caplog.records)
+
+
+def test_a_one_channel_model_is_refused_at_start_with_the_reason(tmp_path: Path) -> None:
+    folder = folder_of(tmp_path, {"a.png": crack_image(seed=1)})
+    config = make_config(tmp_path, folder)
+    darkness_model(Path(config.model.path), input_size=64, channels=1)
+    with pytest.raises(PipelineError, match=r"input has 1 channel\(s\) but the edge pipeline feeds 3-channel RGB"):
+        build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")))  # noqa: SIM115
+
+
+def test_a_graph_whose_input_size_disagrees_with_its_metadata_is_refused(tmp_path: Path) -> None:
+    folder = folder_of(tmp_path, {"a.png": crack_image(seed=1)})
+    config = make_config(tmp_path, folder)
+    darkness_model(Path(config.model.path), input_size=64, graph_size=32)
+    with pytest.raises(PipelineError, match="graph input is 32×32 but its metadata says input_size 64"):
+        build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")))  # noqa: SIM115

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from edge_helpers import frame_number, numbered_frame, write_video
+from edge_helpers import crack_image, frame_number, numbered_frame, write_video
 
 from edge.config import SourceConfig
 from edge.sources import CaptureSource, ImageFolderSource, SourceError, open_source, redact_uri
@@ -172,3 +172,17 @@ def test_live_uris_are_recognised_without_hardware() -> None:
         source = open_source(SourceConfig(uri=uri, reconnect_min_s=30.0, reconnect_max_s=30.0))
         assert source.is_live and "pw" not in source.source_id
         source.close()
+
+
+def test_a_truncated_jpeg_is_decoded_with_a_warning_naming_the_file(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    ok, data = cv2.imencode(".jpg", crack_image(240, 320, seed=1))
+    assert ok
+    (folder / "whole.jpg").write_bytes(data.tobytes())
+    (folder / "cut.jpg").write_bytes(data.tobytes()[: len(data) * 2 // 3])
+    with caplog.at_level(logging.WARNING):
+        frames = list(open_source(SourceConfig(uri=str(folder))))
+    assert [f.name for f in frames] == ["cut.jpg", "whole.jpg"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cut.jpg is a truncated JPEG" in warnings[0]
