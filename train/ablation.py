@@ -78,7 +78,7 @@ def run_ablation(config: TrainConfig, out: str | Path, *, rows: list[AblationRow
         summary = run_repeats(row_config, out / row.key, repeats)
         results.append({"row": row.label, "key": row.key, "head": row.head, "loss": row.loss,
                         "gamma1": row_config.gamma1, "gamma2": row_config.gamma2, "metrics": summary["metrics"]})
-    report = {"data": Path(config.data).name, "repeats": repeats, "seeds": [config.seed + i for i in range(repeats)],
+    report = {"data": config.data_name, "repeats": repeats, "seeds": [config.seed + i for i in range(repeats)],
               "gamma_source": "grid search on validation" if grid is not None else "--gamma1/--gamma2",
               "config": config.to_dict(), "rows": results}
     if distributed.rank() == 0:

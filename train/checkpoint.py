@@ -123,3 +123,34 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {path} do not fit the model {payload['model']}: {exc}") from exc
     return model.to(device).eval(), payload
+
+
+def initial_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
+    """Load the weights of a ``.pt`` checkpoint or an exported ``.onnx`` model into ``model`` (same shape).
+
+    ONNX initializers carry the module names of the exported wrapper (``unet.`` + the UNet's own);
+    a name or shape that does not fit is an error naming the first mismatch, never a silent partial load.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"--init {path} does not exist (expected a .pt checkpoint or an .onnx model)")
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(path)).graph
+        weights = {}
+        for init in graph.initializer:
+            name = init.name[len("unet."):] if init.name.startswith("unet.") else init.name
+            weights[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+    else:
+        weights = read_checkpoint(path)["state_dict"]
+    own = unwrap(model).state_dict()
+    missing = [k for k in own if k not in weights]
+    wrong = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or wrong:
+        what = (f"has no {missing[0]!r}" if missing else
+                f"has {wrong[0]!r} of shape {tuple(weights[wrong[0]].shape)}, the model needs {tuple(own[wrong[0]].shape)}")
+        raise CheckpointError(f"--init {path} does not fit this model (width/head): it {what}; "
+                              "pass the --width and --head it was trained with")
+    unwrap(model).load_state_dict({k: weights[k] for k in own})

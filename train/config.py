@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 from train.augment import BORDERS, AugmentConfig
@@ -11,6 +13,8 @@ from train.losses import LOSS_NAMES
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 SELECT_METRICS = ("ods_f", "f_beta")
+SMALL_IMAGE_POLICIES = ("mirror", "pad", "resize")
+SOURCE_WEIGHTING = ("balanced", "images")
 
 
 class ConfigError(ValueError):
@@ -21,7 +25,11 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Every option of one training run. Defaults are the paper's protocol (Liu et al. 2022, sec. 4)."""
 
-    data: str = ""
+    data: tuple[str, ...] = ()  # one or more data set folders; a str is split at commas
+    source_weights: str = "balanced"  # balanced | images | name=w,name=w (share of each source in an epoch)
+    epoch_samples: int = 0  # crops per epoch; 0 = the training images of all sources together
+    val_max_images: int = 0  # per source, seeded subset of its validation split; 0 = all
+    small_images: str = "mirror"  # images smaller than --size: mirror | pad | resize
     loss: str = "aelf"
     alpha: float = 1.0  # eqs. (6)-(7)
     beta: float = 0.7
@@ -53,13 +61,35 @@ class TrainConfig:
     flip: bool = True
     border: str = "reflect"
     progress: bool = True
+    scale_aug_min: float = 1.0  # random rescale of each training image, log-uniform in [min, max]
+    scale_aug_max: float = 1.0
+    photometric: str = ""  # comma list of train.photometric groups, "all", or "" for none
+    synth_fraction: float = 0.0  # share of each epoch drawn from train.synth (hairlines, distractors, negatives)
+    init: str = ""  # start from these weights (.pt checkpoint or exported .onnx of the same width/head)
+    time_budget_min: float = 0.0  # stop cleanly after the step that passes this wall-clock budget; 0 = none
 
     def __post_init__(self) -> None:
         def fail(flag: str, expected: str) -> None:
             raise ConfigError(f"--{flag.replace('_', '-')} must be {expected}, got {getattr(self, flag)!r}")
 
+        object.__setattr__(self, "data", split_data_list(self.data))
         if not self.data:
-            fail("data", "a data set folder (images/ + masks/)")
+            fail("data", "one or more data set folders (images/ + masks/), repeated or comma-separated")
+        try:
+            parse_source_weights(self.source_weights)
+        except ValueError as exc:
+            raise ConfigError(f"--source-weights: {exc}") from None
+        if self.small_images not in SMALL_IMAGE_POLICIES:
+            fail("small_images", f"one of {', '.join(SMALL_IMAGE_POLICIES)}")
+        if not (0 < self.scale_aug_min <= self.scale_aug_max and math.isfinite(self.scale_aug_max)):
+            fail("scale_aug_min", "a positive range, --scale-aug-min <= --scale-aug-max")
+        if not 0.0 <= self.synth_fraction < 1.0:
+            fail("synth_fraction", "a fraction in [0, 1)")
+        if not (self.time_budget_min >= 0 and math.isfinite(self.time_budget_min)):
+            fail("time_budget_min", ">= 0 minutes")
+        for name in ("epoch_samples", "val_max_images"):
+            if getattr(self, name) < 0:
+                fail(name, ">= 0")
         if self.loss not in LOSS_NAMES:
             fail("loss", f"one of {', '.join(LOSS_NAMES)}")
         if self.head not in ("deep", "shallow"):
@@ -96,13 +126,50 @@ class TrainConfig:
     def loss_kwargs(self) -> dict[str, float]:
         return {"alpha": self.alpha, "beta": self.beta, "gamma1": self.gamma1, "gamma2": self.gamma2}
 
+    @property
+    def data_name(self) -> str:
+        """The data sets' folder names joined by ``+`` (titles, run records)."""
+        return "+".join(Path(d).name for d in self.data)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["data"] = list(self.data)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of one option (the CLI flags take their defaults from here)."""
+        return cls.__dataclass_fields__[name].default
+
     def with_(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
+
+
+def split_data_list(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``"a,b"`` or ``["a", "b,c"]`` -> ``("a", "b", "c")`` (blank items dropped)."""
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(part.strip() for item in items for part in str(item).split(",") if part.strip())
+
+
+def parse_source_weights(text: str) -> str | dict[str, float]:
+    """``balanced`` / ``images``, or ``name=w,...`` -> {name: w}; raises ValueError naming the bad item."""
+    if text in SOURCE_WEIGHTING:
+        return text
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name.strip() or not (weight >= 0 and math.isfinite(weight)):
+            raise ValueError(f"expected balanced, images or name=weight,... with weights >= 0, got {item!r} in {text!r}")
+        weights[name.strip()] = weight
+    if not any(weights.values()):
+        raise ValueError(f"at least one weight must be > 0, got {text!r}")
+    return weights

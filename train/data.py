@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -362,39 +363,129 @@ def crop_to(array: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 # ----------------------------------------------------------------------------- torch datasets
 
 
-class TrainCrops(Dataset):
-    """Augmented random crops for training: ``(image 3xSxS, mask 1xSxS, valid 1xSxS)`` float32.
+@dataclass(frozen=True)
+class CropRecipe:
+    """How a training crop is made from an image (each step switchable; see docs/TRAIN.md).
 
-    Randomness comes from ``numpy.random.default_rng([seed, epoch, index])``, so a sample depends
-    only on the seed, the epoch (:meth:`set_epoch`) and its index: the same with any number of
-    workers or processes, and a resumed run sees exactly the crops the uninterrupted run saw.
-    ``valid`` is 0 where the crop was padded because the image is smaller than ``size``.
+    ``scale_range``: a random rescale, log-uniform, before anything else; factors < 1 turn 3-6 px
+    cracks into 1-3 px ones (thin cracks are what a camera farther away sees). ``small_images``: what
+    happens to an image with a side shorter than the crop: ``mirror`` reflects it (image and mask,
+    so every pixel stays labelled), ``pad`` fills with black and leaves the fill out of the loss,
+    ``resize`` enlarges it until it covers the crop (cracks get wider).
     """
 
-    def __init__(self, data: CrackImages, size: int, augment: AugmentConfig | None, seed: int = 0) -> None:
-        if size < 16 or size % EVAL_MULTIPLE:
-            raise DatasetError(f"--size must be a multiple of {EVAL_MULTIPLE} and >= 16, got {size}")
-        if len(data) == 0:
+    size: int
+    augment: AugmentConfig | None = None
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    small_images: str = "mirror"
+    photometric: Any = None  # train.photometric.PhotometricConfig or None
+
+    def __post_init__(self) -> None:
+        if self.size < 16 or self.size % EVAL_MULTIPLE:
+            raise DatasetError(f"--size must be a multiple of {EVAL_MULTIPLE} and >= 16, got {self.size}")
+        if self.small_images not in ("mirror", "pad", "resize"):
+            raise DatasetError(f"--small-images must be mirror, pad or resize, got {self.small_images!r}")
+
+
+def random_rescale(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                   scale_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a pair by a log-uniform factor in ``scale_range`` (mask by the 1/4-coverage rule)."""
+    lo, hi = scale_range
+    if lo == hi == 1.0:
+        return image, mask
+    factor = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return resize_image(image, factor), resize_mask(mask, factor)
+
+
+def fit_small_image(image: np.ndarray, mask: np.ndarray, size: int, policy: str
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Make a pair at least ``size`` on both sides by ``policy`` (:class:`CropRecipe`); returns (image, mask, valid)."""
+    h, w = mask.shape
+    if h >= size and w >= size:
+        return image, mask, None
+    if policy == "resize":
+        factor = size / min(h, w)
+        image = cv2.resize(image, (max(size, round(w * factor)), max(size, round(h * factor))),
+                           interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        return image, mask, None
+    if policy == "mirror":
+        pad = [(0, max(0, size - h)), (0, max(0, size - w))]
+        # numpy's symmetric mode repeats the reflection, so a 120-px crop can fill a 512-px crop
+        return (np.pad(image, pad + [(0, 0)], mode="symmetric"), np.pad(mask, pad, mode="symmetric"), None)
+    return image, mask, None  # "pad": random_crop pads with zeros and valid = 0
+
+
+class TrainCrops(Dataset):
+    """Augmented random crops from one or more sources: ``(image 3xSxS, mask 1xSxS, valid 1xSxS)`` float32.
+
+    An epoch is ``n_draws`` crops (default: every training image once); :meth:`set_epoch` draws
+    which source and image each crop comes from (:func:`train.sources.epoch_plan`, by the sources'
+    ``shares``). Crop ``d`` of an epoch uses ``numpy.random.default_rng([seed, epoch, d])``, so it
+    depends only on the seed, the epoch and its position: the same with any number of workers or
+    processes, and a run resumed mid-epoch sees exactly the crops the uninterrupted run saw.
+    ``valid`` is 0 where the crop was padded with black (``small_images="pad"``, constant border).
+    ``synthetic`` (a :class:`train.synth.SynthSource`, optional) is one more source of generated crops.
+    """
+
+    def __init__(self, data: CrackImages | Sequence[CrackImages], recipe: CropRecipe | int,
+                 augment: AugmentConfig | None = None, seed: int = 0, *, shares: Sequence[float] | None = None,
+                 n_draws: int = 0, synthetic: Any = None, synthetic_share: float = 0.0) -> None:
+        self.sources = [data] if isinstance(data, CrackImages) else list(data)
+        self.recipe = recipe if isinstance(recipe, CropRecipe) else CropRecipe(int(recipe), augment)
+        counts = [len(d) for d in self.sources]
+        if sum(counts) == 0:
             raise DatasetError("the training split is empty")
-        self.data = data
-        self.size = size
-        self.augment = augment
+        if shares is None:
+            shares = [1.0 / len(counts)] * len(counts)
+        if len(shares) != len(counts):
+            raise DatasetError(f"{len(shares)} shares for {len(counts)} sources")
+        self.synthetic = synthetic
+        real = 1.0 - (synthetic_share if synthetic is not None else 0.0)
+        self.shares = [real * s for s in shares] + ([1.0 - real] if synthetic is not None else [])
+        self.counts = counts + ([max(1, len(synthetic))] if synthetic is not None else [])
+        self.n_draws = int(n_draws) or sum(counts)
         self.seed = seed
-        self.epoch = 0
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        from train.sources import epoch_plan
+
         self.epoch = int(epoch)
+        keys = [str(i) for i in range(len(self.counts))]
+        self._plan = epoch_plan(dict(zip(keys, self.shares, strict=True)), dict(zip(keys, self.counts, strict=True)),
+                                self.n_draws, self.seed, self.epoch)
 
     def __len__(self) -> int:
-        return len(self.data)
+        return self.n_draws
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, mask = self.data.images[index], self.data.masks[index]
-        valid = None
-        if self.augment is not None:
-            image, mask, valid = random_affine(image, mask, rng, self.augment)
-        image, mask, valid = random_crop(image, mask, self.size, rng, valid)
+    def source_of(self, draw: int) -> int:
+        """Index of the source crop ``draw`` of this epoch comes from (== len(sources): synthetic)."""
+        return int(self._plan[0][draw])
+
+    def crop(self, draw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Crop ``draw`` of this epoch as arrays: RGB uint8 SxSx3, mask uint8 SxS, valid uint8 SxS."""
+        rng = np.random.default_rng([self.seed, self.epoch, draw])
+        source, item = int(self._plan[0][draw]), int(self._plan[1][draw])
+        r = self.recipe
+        if source == len(self.sources):
+            image, mask = self.synthetic.sample(rng, r.size)
+            valid = np.ones(mask.shape, np.uint8)
+        else:
+            image, mask = self.sources[source].images[item], self.sources[source].masks[item]
+            image, mask = random_rescale(image, mask, rng, r.scale_range)
+            image, mask, valid = fit_small_image(image, mask, r.size, r.small_images)
+            if r.augment is not None:
+                image, mask, valid = random_affine(image, mask, rng, r.augment)
+            image, mask, valid = random_crop(image, mask, r.size, rng, valid)
+        if r.photometric is not None:
+            from train.photometric import random_photometric
+
+            image = random_photometric(image, rng, r.photometric)
+        return image, mask, valid
+
+    def __getitem__(self, draw: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        image, mask, valid = self.crop(draw)
         return (
             torch.from_numpy(to_chw_float(image)),
             torch.from_numpy(mask[None].astype(np.float32)),

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from train.config import split_data_list
 from train.data import (
     DatasetError,
     Splits,
@@ -32,11 +33,11 @@ from train.data import (
     list_samples,
     load_images,
     pad_to_multiple,
-    read_run_splits,
-    resolve_splits,
 )
 from train.inference import Predictor, sweep_images
-from train.report import metrics_at_threshold, write_json, write_overlay, write_pr_curve
+from train.metrics import pooled_summary
+from train.report import metrics_at_threshold, source_table, write_json, write_overlay, write_pr_curve
+from train.sources import recorded_splits, source_names, source_splits
 
 
 class EvaluateError(RuntimeError):
@@ -128,13 +129,12 @@ def choose_splits(model_path: Path, data: Path, samples, train_config: dict[str,
                   seed: int, val_fraction: float, test_fraction: float) -> Splits:
     """The split rules of the module docstring."""
     if splits_dir is not None:
-        return read_run_splits(splits_dir, samples)
-    if (model_path.parent / "splits").is_dir() and train_config:
-        return read_run_splits(model_path.parent, samples)
-    return resolve_splits(
+        return recorded_splits(splits_dir, data.name, samples)
+    run = model_path.parent if (model_path.parent / "splits").is_dir() and train_config else None
+    return source_splits(
         data, samples, seed=int(train_config.get("seed", seed)),
         val_fraction=float(train_config.get("val_fraction", val_fraction)),
-        test_fraction=float(train_config.get("test_fraction", test_fraction)),
+        test_fraction=float(train_config.get("test_fraction", test_fraction)), run_folder=run,
     )
 
 
@@ -157,44 +157,99 @@ def evaluate_model(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score ``model`` on one split of ``data``; write metrics.json, pr_curve.*, overlays/ into ``out``."""
+    return evaluate_sources(model, [data], split=split, out=out, tolerance_px=tolerance_px, threshold=threshold,
+                            device=device, scale=scale, binarize_masks=binarize_masks, splits_dir=splits_dir,
+                            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, overlays=overlays,
+                            progress=progress)
+
+
+def evaluate_sources(
+    model: str | Path,
+    datas: list[str | Path],
+    *,
+    split: str = "test",
+    out: str | Path | None = None,
+    tolerance_px: int = 0,
+    threshold: float | None = None,
+    device: str = "auto",
+    scale: float | None = None,
+    binarize_masks: bool = False,
+    splits_dir: str | Path | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    overlays: int = 4,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``model`` on one split of each data set; one data set: as :func:`evaluate_model`.
+
+    Several: ``out/<name>/`` gets each data set's own metrics.json, PR curve and overlays, and
+    ``out/metrics.json`` the pooled metrics (every data set counts equally,
+    :func:`train.metrics.pooled_summary`) with the per-source table under ``sources``.
+    """
     started = time.perf_counter()
-    model, data = Path(model), Path(data)
+    model = Path(model)
+    datas = [Path(d) for d in datas]
+    source_names(datas)  # distinct names, or a clear error
     predict, info = load_predictor(model, device)
-    train_config = info["train_config"]
+    chosen = info["threshold"] if threshold is None else float(threshold)
+    if not 0.0 < chosen < 1.0:
+        raise ValueError(f"--threshold must be in (0, 1), got {chosen}")
+    scale = float(info["train_config"].get("scale", 1.0)) if scale is None else scale
+    if out is None:
+        names = "+".join(d.name for d in datas)
+        out = model.parent / f"eval-{names}-{split}"
+    out = Path(out)
+    run = dict(model=str(model), model_kind=info["kind"], split=split, scale=scale, device=info["device"],
+               threshold=chosen,
+               threshold_source="--threshold" if threshold is not None else f"the {info['kind']}'s stored threshold")
+    sweeps, per_source = {}, {}
+    for data in datas:
+        folder = out if len(datas) == 1 else out / data.name
+        sweep, record = _score_data(predict, info, model, data, folder, split=split, tolerance_px=tolerance_px,
+                                    threshold=chosen, scale=scale, binarize_masks=binarize_masks,
+                                    splits_dir=splits_dir, seed=seed, val_fraction=val_fraction,
+                                    test_fraction=test_fraction, overlays=overlays, progress=progress)
+        metrics = {**sweep.summary(), "at_threshold": metrics_at_threshold(sweep, chosen), **run, **record,
+                   "seconds": round(time.perf_counter() - started, 2)}
+        if info.get("tile"):
+            metrics["onnx_tile"] = info["tile"]
+        write_json(folder / "metrics.json", metrics)
+        write_pr_curve(sweep, folder, label=model.name, title=f"{data.name} {split}: {model.name}")
+        sweeps[data.name], per_source[data.name] = sweep, metrics
+    if len(datas) == 1:
+        return per_source[datas[0].name]
+    at = {k: float(np.mean([m["at_threshold"][k] for m in per_source.values()]))
+          for k in ("precision", "recall", "f_beta", "f1", "iou")}
+    pooled = {**pooled_summary(sweeps), "at_threshold": {"threshold": chosen, **at}, **run,
+              "data": "+".join(sweeps), "seconds": round(time.perf_counter() - started, 2), "sources": per_source}
+    write_json(out / "metrics.json", pooled)
+    return pooled
+
+
+def _score_data(predict: Predictor, info: dict[str, Any], model: Path, data: Path, out: Path, *, split: str,
+                tolerance_px: int, threshold: float, scale: float, binarize_masks: bool,
+                splits_dir: str | Path | None, seed: int, val_fraction: float, test_fraction: float,
+                overlays: int, progress: bool):
+    """The threshold sweep of one data set's split (overlays into ``out``) and what identifies it."""
     samples = list_samples(data)
-    splits = choose_splits(model, data, samples, train_config, Path(splits_dir) if splits_dir else None,
+    splits = choose_splits(model, data, samples, info["train_config"], Path(splits_dir) if splits_dir else None,
                            seed, val_fraction, test_fraction)
     stems = splits.get(split)
     if not stems:
         raise DatasetError(f"split {split!r} of {data} is empty ({splits.source})")
-    scale = float(train_config.get("scale", 1.0)) if scale is None else scale
-    images = load_images(samples, stems, scale=scale, binarize_masks=binarize_masks, progress=progress)
-    out = Path(out) if out else model.parent / f"eval-{data.name}-{split}"
-    chosen = info["threshold"] if threshold is None else float(threshold)
-    if not 0.0 < chosen < 1.0:
-        raise ValueError(f"--threshold must be in (0, 1), got {chosen}")
+    images = load_images(samples, stems, scale=scale, binarize_masks=binarize_masks, progress=progress,
+                         desc=f"loading {data.name}")
     wanted = set(range(min(overlays, len(images))))
 
     def keep_overlay(index: int, prob: np.ndarray) -> None:
         if index in wanted:
-            write_overlay(out / "overlays", images.stems[index], images.images[index], prob, images.masks[index], chosen)
+            write_overlay(out / "overlays", images.stems[index], images.images[index], prob, images.masks[index],
+                          threshold)
 
-    sweep = sweep_images(predict, images, tolerance_px=tolerance_px, progress=progress, desc=f"scoring {split}",
-                         on_prediction=keep_overlay)
-    metrics = {
-        **sweep.summary(),
-        "threshold": chosen,
-        "threshold_source": "--threshold" if threshold is not None else f"the {info['kind']}'s stored threshold",
-        "at_threshold": metrics_at_threshold(sweep, chosen),
-        "model": str(model), "model_kind": info["kind"],
-        "data": data.name, "data_path": str(data.resolve()), "split": split, "split_source": splits.source,
-        "scale": scale, "device": info["device"], "seconds": round(time.perf_counter() - started, 2),
-    }
-    if info.get("tile"):
-        metrics["onnx_tile"] = info["tile"]
-    write_json(out / "metrics.json", metrics)
-    write_pr_curve(sweep, out, label=model.name, title=f"{data.name} {split}: {model.name}")
-    return metrics
+    sweep = sweep_images(predict, images, tolerance_px=tolerance_px, progress=progress,
+                         desc=f"scoring {data.name} {split}", on_prediction=keep_overlay)
+    return sweep, {"data": data.name, "data_path": str(data.resolve()), "split_source": splits.source}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,9 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = parser.add_argument
     p("--model", required=True, type=Path, help="best.pt / last.pt from train.run, or model.onnx from export.onnx")
-    p("--data", required=True, type=Path, help="data set folder with images/ and masks/")
+    p("--data", required=True, action="append", metavar="FOLDER",
+      help="data set folder with images/ and masks/; repeat or comma-separate for several (a per-source table "
+      "and the pooled score in which every data set counts equally)")
     p("--split", default="test", choices=("train", "val", "test"), help="which split to score (default: %(default)s)")
-    p("--out", type=Path, default=None, help="output folder (default: <model folder>/eval-<data>-<split>)")
+    p("--out", type=Path, default=None, help="output folder (default: <model folder>/eval-<data>-<split>); "
+      "with several data sets one subfolder each")
     p("--tolerance-px", type=int, default=0, help="pixel tolerance of the metrics, e.g. 2 (default: %(default)s)")
     p("--threshold", type=float, default=None, help="decision threshold for the at_threshold metrics and overlays "
       "(default: the one stored in the model)")
@@ -228,20 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        metrics = evaluate_model(
-            args.model, args.data, split=args.split, out=args.out, tolerance_px=args.tolerance_px,
-            threshold=args.threshold, device=args.device, scale=args.scale, binarize_masks=args.binarize_masks,
-            splits_dir=args.splits, seed=args.seed, val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction, overlays=args.overlays, progress=args.progress,
+        metrics = evaluate_sources(
+            args.model, list(split_data_list(args.data)), split=args.split, out=args.out,
+            tolerance_px=args.tolerance_px, threshold=args.threshold, device=args.device, scale=args.scale,
+            binarize_masks=args.binarize_masks, splits_dir=args.splits, seed=args.seed,
+            val_fraction=args.val_fraction, test_fraction=args.test_fraction, overlays=args.overlays,
+            progress=args.progress,
         )
     except (EvaluateError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if "sources" in metrics:
+        print(source_table(metrics, title=f"{metrics['split']} split, per data set:"))
     keys = ("precision", "recall", "f_beta", "f1", "iou", "ods_f", "ods_threshold", "ois_f", "ap")
-    print(f"{metrics['split']} ({metrics['n_images']} images): " + ", ".join(f"{k} {metrics[k]:.4f}" for k in keys))
+    label = "pooled, every data set counting equally" if "sources" in metrics else f"{metrics['n_images']} images"
+    print(f"{metrics['split']} ({label}): " + ", ".join(f"{k} {metrics[k]:.4f}" for k in keys))
     at = metrics["at_threshold"]
     print(f"at threshold {at['threshold']:.2f}: precision {at['precision']:.4f}, recall {at['recall']:.4f}, "
-          f"f_beta {at['f_beta']:.4f}")
+          f"f_beta {at['f_beta']:.4f}" + (" (mean over data sets)" if "sources" in metrics else ""))
     return 0
 
 

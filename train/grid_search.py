@@ -65,5 +65,5 @@ def grid_search(config: TrainConfig, out: str | Path, grid: Sequence[float] = PA
         write_text_atomic(out / "grid.csv", "\n".join(lines) + "\n")
         write_json(out / "grid.json", best)
         plot_grid_heatmap(scores, grid, grid, out / "grid.png",
-                          title=f"{Path(config.data).name}: validation {config.select}")
+                          title=f"{config.data_name}: validation {config.select}")
     return distributed.setup(config.device).broadcast(best)  # every rank retrains with rank 0's pair

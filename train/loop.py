@@ -2,18 +2,25 @@
 
 :func:`train_run` is what ``python -m train.run`` calls (also under ``torchrun``). A run folder gets::
 
-    config.json      every option (TrainConfig), the data set, device, world size, commit
-    splits/*.txt     the stems of train / val / test actually used
+    config.json      every option (TrainConfig), the data sets, device, world size, commit
+    splits/          the stems of train / val / test actually used (per source: train.sources)
     history.csv      one row per epoch: train loss, steps, lr, seconds, validation metrics
-    last.pt          resumable: weights, optimizer, GradScaler, RNG states, epoch, best-so-far
+    last.pt          resumable: weights, optimizer, GradScaler, RNG states, epoch (and step within it), best-so-far
     best.pt          weights of the best validation epoch; its threshold = that epoch's ODS threshold
-    metrics.json     best.pt on the test split (P, R, F-beta@0.5, F1, IoU, ODS, OIS, AP, at the threshold)
+    metrics.json     best.pt on the test split (P, R, F-beta@0.5, F1, IoU, ODS, OIS, AP, at the threshold),
+                     with a per-source table under ``sources`` when several data sets were given
     pr_curve.png/csv test precision-recall curve
     overlays/*.png   a few test images: TP green, FP red, FN blue at the chosen threshold
 
 Best-epoch selection: the validation ``--select`` metric, ODS F-beta by default (the best F over one
 data-set-wide threshold), because the deployed threshold is chosen the same way; ``f_beta`` selects
-by F-beta at 0.5 instead. Ties keep the earlier epoch.
+by F-beta at 0.5 instead. Ties keep the earlier epoch. With several data sets, validation pools
+their validation splits with every source counting equally (:func:`train.metrics.pooled_summary`:
+the mean over sources of F at one shared threshold), so the biggest set does not choose alone.
+
+``--time-budget-min``: the run stops after the step that passes the budget, writes ``last.pt`` with
+the step reached inside the epoch, and ``--resume`` continues from exactly that step (the crops of an
+epoch depend only on seed, epoch and position: :class:`train.data.TrainCrops`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,26 +36,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader
 
 from train import distributed
-from train.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint, unwrap
-from train.config import TrainConfig
-from train.data import (
-    CrackImages,
-    DatasetError,
-    Splits,
-    TrainCrops,
-    list_samples,
-    load_images,
-    read_run_splits,
-    resolve_splits,
-    seed_worker,
-    write_splits,
+from train.checkpoint import (
+    CheckpointError,
+    initial_weights,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+    unwrap,
 )
+from train.config import ConfigError, TrainConfig, parse_source_weights
+from train.data import CrackImages, CropRecipe, DatasetError, TrainCrops, load_images, seed_worker
 from train.inference import sweep_images, torch_predictor
 from train.losses import build_loss
+from train.metrics import ThresholdSweep, merge_sweeps, pooled_summary
 from train.model import build_model
 from train.report import (
     append_history,
@@ -59,6 +63,7 @@ from train.report import (
     write_overlay,
     write_pr_curve,
 )
+from train.sources import Source, open_sources, source_shares, write_source_splits
 
 
 class TrainingError(RuntimeError):
@@ -73,6 +78,7 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     best_epoch: int = 0
     best_val: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # ended by --time-budget-min before the last epoch; resume from out/last.pt
 
 
 def default_out(config: TrainConfig, root: str | Path = "runs") -> Path:
@@ -112,16 +118,31 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class EpochSampler(torch.utils.data.Sampler):
+    """Positions ``0 .. n-1`` of an epoch's draws, in order, strided over DDP ranks, from step ``start_step``.
+
+    The shuffling lives in :meth:`train.data.TrainCrops.set_epoch`, so the order is a pure function
+    of (seed, epoch); every rank gets ``ceil(n / world)`` positions (the last ones wrap around, as
+    ``DistributedSampler`` pads) so all ranks take the same number of steps.
+    """
+
+    def __init__(self, n: int, batch: int, rank: int = 0, world: int = 1, start_step: int = 0) -> None:
+        per_rank = -(-n // world)
+        positions = [(rank + world * i) % n for i in range(per_rank)]
+        self.positions = positions[start_step * batch:]
+
+    def __iter__(self):
+        return iter(self.positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
 def _epoch_loader(dataset: TrainCrops, config: TrainConfig, epoch: int, ctx: distributed.DistContext,
-                  device: torch.device) -> DataLoader:
-    """Loader of one epoch; its order depends only on (seed, epoch) so resumed runs repeat it."""
+                  device: torch.device, start_step: int = 0) -> DataLoader:
+    """Loader of one epoch from ``start_step``; its order depends only on (seed, epoch) so resumed runs repeat it."""
     dataset.set_epoch(epoch)
-    if ctx.enabled:
-        sampler: Any = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed)
-        sampler.set_epoch(epoch)
-    else:
-        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        sampler = RandomSampler(dataset, generator=generator)
+    sampler = EpochSampler(len(dataset), config.batch, ctx.rank, ctx.world_size, start_step)
     return DataLoader(
         dataset,
         batch_size=config.batch,
@@ -134,8 +155,12 @@ def _epoch_loader(dataset: TrainCrops, config: TrainConfig, epoch: int, ctx: dis
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype, *, epoch: int,
-                    max_steps: int = 0, progress: bool = False) -> tuple[float, int]:
-    """Adam steps over one epoch; returns (mean loss, steps). Raises TrainingError on a non-finite loss."""
+                    max_steps: int = 0, progress: bool = False,
+                    should_stop: Callable[[], bool] | None = None) -> tuple[float, int]:
+    """Adam steps over one epoch; returns (mean loss, steps). Raises TrainingError on a non-finite loss.
+
+    ``should_stop()`` is asked after every step; True ends the epoch there (the wall-clock budget).
+    """
     model.train()
     total = len(loader) if not max_steps else min(max_steps, len(loader))
     bar = None
@@ -167,6 +192,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}", mean=f"{loss_sum / steps:.4f}")
+        if should_stop is not None and should_stop():
+            break
     if bar is not None:
         bar.close()
     return (loss_sum / steps if steps else float("nan")), steps
@@ -176,113 +203,232 @@ def _score(summary: dict[str, Any], select: str) -> float:
     return float(summary[select])
 
 
-def _data_record(config: TrainConfig, splits: Splits, split: str) -> dict[str, Any]:
-    return {"name": Path(config.data).name, "path": str(Path(config.data).resolve()), "split": split,
-            "split_source": splits.source, "scale": config.scale}
+def _data_record(config: TrainConfig, sources: list[Source], split: str) -> dict[str, Any]:
+    return {"name": config.data_name, "path": ",".join(str(s.root.resolve()) for s in sources), "split": split,
+            "split_source": _split_source(sources), "scale": config.scale, "sources": [s.name for s in sources]}
+
+
+def _split_source(sources: list[Source]) -> str:
+    if len(sources) == 1:
+        return sources[0].splits.source
+    return "; ".join(f"{s.name}: {s.splits.source}" for s in sources)
 
 
 def train_run(config: TrainConfig, out: str | Path | None = None, resume: str | Path | None = None) -> RunResult:
     """Train, validate every ``eval_every`` epochs, checkpoint, and evaluate best.pt on the test split.
 
     ``resume``: a ``last.pt`` (or the run folder holding one); the run continues in that folder from the
-    epoch after the checkpoint's, on the splits written there, and reaches the same weights as an
+    step after the checkpoint's, on the splits written there, and reaches the same weights as an
     uninterrupted run (the data order and augmentation of an epoch depend only on seed and epoch).
     """
     ctx = distributed.setup(config.device)  # idempotent: the process group outlives one run (grid, repeats)
     return _train_run(config, out, resume, ctx)
 
 
+@dataclass
+class _Progress:
+    """Where training stands: the last whole epoch, steps and loss of the epoch under way, the best epoch."""
+
+    epoch: int = 0
+    step: int = 0  # steps of epoch + 1 already taken (a budget stop inside an epoch)
+    loss_sum: float = 0.0  # their summed loss
+    seconds: float = 0.0  # their wall time
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "score": -math.inf, "metrics": {}})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step_in_epoch": self.step, "epoch_loss_sum": self.loss_sum, "epoch_seconds": self.seconds,
+                "best": self.best}
+
+
+def _steps_per_epoch(n_draws: int, config: TrainConfig, world_size: int) -> int:
+    """Optimizer steps of one epoch on each rank (``--max-steps-per-epoch`` caps it)."""
+    per_rank = math.ceil(n_draws / world_size)
+    steps = math.ceil(per_rank / config.batch)
+    return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
+
+
+def _open_resume(resume, out) -> tuple[dict[str, Any] | None, Path | None]:
+    """The resume checkpoint (or None) and the run folder it implies."""
+    if resume is None:
+        return None, Path(out) if out else None
+    resume = Path(resume)
+    if resume.is_dir():
+        resume = resume / "last.pt"
+    payload = read_checkpoint(resume)
+    if "optimizer" not in payload:
+        raise CheckpointError(f"{resume} is not resumable (no optimizer state); resume from a last.pt")
+    return payload, Path(out) if out else resume.parent
+
+
+def _open_data(config: TrainConfig, out: Path, resumed: bool, ctx: distributed.DistContext, device: torch.device,
+               progress: bool) -> tuple[list[Source], list[CrackImages], dict[str, CrackImages]]:
+    """Sources with their splits (recorded in the run folder), training images, validation images (rank 0)."""
+    sources = open_sources(config.data, seed=config.seed, val_fraction=config.val_fraction,
+                           test_fraction=config.test_fraction, run_folder=out if resumed else None)
+    for source in sources:
+        if not source.splits.test:
+            raise DatasetError(f"data set {source.root} has no test images: add splits/test.txt or set --test-fraction > 0")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_source_splits(sources, out)
+        write_json(out / "config.json", {
+            **config.to_dict(), "out": str(out), "device_used": str(device), "world_size": ctx.world_size,
+            "split_source": _split_source(sources),
+            "n_train": sum(len(s.splits.train) for s in sources), "n_val": sum(len(s.splits.val) for s in sources),
+            "n_test": sum(len(s.splits.test) for s in sources),
+            "sources": {s.name: {"path": str(s.root.resolve()), "n_train": len(s.splits.train),
+                                 "n_val": len(s.splits.val), "n_test": len(s.splits.test)} for s in sources}})
+    load = dict(scale=config.scale, binarize_masks=config.binarize_masks, progress=progress)
+    train_sets = [load_images(s.samples, s.splits.train, desc=f"loading {s.name} train", **load) for s in sources]
+    val_sets: dict[str, CrackImages] = {}
+    if ctx.is_main:
+        for s in sources:
+            stems = _capped(s.splits.val, config.val_max_images, config.seed)
+            if stems:
+                val_sets[s.name] = load_images(s.samples, stems, desc=f"loading {s.name} val", **load)
+    return sources, train_sets, val_sets
+
+
+def _capped(stems: list[str], limit: int, seed: int) -> list[str]:
+    """``stems``, or a seeded subset of ``limit`` of them (in their order) when ``limit`` > 0."""
+    if not limit or len(stems) <= limit:
+        return list(stems)
+    keep = set(np.random.default_rng([seed, 0xA1]).choice(len(stems), limit, replace=False).tolist())
+    return [s for i, s in enumerate(stems) if i in keep]
+
+
+def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list[CrackImages]) -> TrainCrops:
+    """The epoch's crops: every source by its share, plus generated crops (``--synth-fraction``)."""
+    shares = source_shares(parse_source_weights(config.source_weights), {s.name: len(d) for s, d in
+                                                                         zip(sources, train_sets, strict=True)})
+    photometric = None
+    if config.photometric:
+        from train.photometric import PhotometricConfig
+
+        photometric = PhotometricConfig.only(_groups(config.photometric))
+    recipe = CropRecipe(config.size, config.augment_config(), (config.scale_aug_min, config.scale_aug_max),
+                        config.small_images, photometric)
+    synthetic = None
+    if config.synth_fraction > 0:
+        from train.synth import SynthSource
+
+        synthetic = SynthSource.from_training_images(train_sets, seed=config.seed)
+    return TrainCrops(train_sets, recipe, seed=config.seed, shares=[shares[s.name] for s in sources],
+                      n_draws=config.epoch_samples, synthetic=synthetic, synthetic_share=config.synth_fraction)
+
+
+def _groups(text: str) -> tuple[str, ...]:
+    from train.photometric import GROUPS
+
+    if text == "all":
+        return tuple(GROUPS)
+    groups = tuple(g.strip() for g in text.split(",") if g.strip())
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise ConfigError(f"--photometric: unknown group(s) {', '.join(unknown)}; valid: all or {', '.join(GROUPS)}")
+    return groups
+
+
+def _restore(payload: dict[str, Any] | None, model, optimizer, scaler) -> _Progress:
+    """Load a resume checkpoint into the model/optimizer/scaler/RNGs; where training stands."""
+    if payload is None:
+        return _Progress()
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(payload["optimizer"])
+    if payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    set_rng_state(payload["rng"])
+    state = _Progress(epoch=int(payload["epoch"]), step=int(payload.get("step_in_epoch", 0)),
+                      loss_sum=float(payload.get("epoch_loss_sum", 0.0)),
+                      seconds=float(payload.get("epoch_seconds", 0.0)))
+    state.best = payload.get("best", state.best)
+    return state
+
+
+def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config: TrainConfig,
+             progress: bool) -> dict[str, Any]:
+    """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source."""
+    sweeps = {name: sweep_images(torch_predictor(unwrap(model), device, amp_dtype), data,
+                                 tolerance_px=config.tolerance_px, progress=progress, desc=f"validating {name}")
+              for name, data in val_sets.items()}
+    return pooled_summary(sweeps)
+
+
+def _save_last(out: Path, model, optimizer, scaler, epoch: int, val, state: _Progress, saved: dict[str, Any]) -> None:
+    save_checkpoint(out / "last.pt", model, threshold=0.5, epoch=epoch, metrics=val, **saved,
+                    extra={"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                           "rng": rng_state(), **state.to_dict()})
+
+
+def _stop_rule(config: TrainConfig, started: float, ctx: distributed.DistContext) -> Callable[[], bool] | None:
+    """The wall-clock budget as a per-step question (rank 0 decides, every rank follows: same step counts)."""
+    if not config.time_budget_min:
+        return None
+    deadline = started + 60.0 * config.time_budget_min
+
+    def should_stop() -> bool:
+        return bool(ctx.broadcast(time.perf_counter() >= deadline) if ctx.enabled else time.perf_counter() >= deadline)
+
+    return should_stop
+
+
 def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -> RunResult:
     started = time.perf_counter()
     device = distributed.resolve_device(config.device, ctx)
-    resume_payload = None
-    if resume is not None:
-        resume = Path(resume)
-        if resume.is_dir():
-            resume = resume / "last.pt"
-        resume_payload = read_checkpoint(resume)
-        if "optimizer" not in resume_payload:
-            raise CheckpointError(f"{resume} is not resumable (no optimizer state); resume from a last.pt")
-        out = Path(out) if out else resume.parent
+    resume_payload, out = _open_resume(resume, out)
     out = Path(ctx.broadcast(str(out if out else default_out(config))))
     progress = config.progress and ctx.is_main
     seed_everything(config.seed)
-
-    samples = list_samples(config.data)
-    if resume_payload is not None and (out / "splits").is_dir():
-        splits = read_run_splits(out, samples)
-    else:
-        splits = resolve_splits(config.data, samples, seed=config.seed, val_fraction=config.val_fraction,
-                                test_fraction=config.test_fraction)
-    if not splits.test:
-        raise DatasetError(f"data set {config.data} has no test images: add splits/test.txt or set --test-fraction > 0")
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_splits(splits, out)
-        write_json(out / "config.json", {**config.to_dict(), "out": str(out), "device_used": str(device),
-                                         "world_size": ctx.world_size, "split_source": splits.source,
-                                         "n_train": len(splits.train), "n_val": len(splits.val),
-                                         "n_test": len(splits.test)})
-    load = dict(scale=config.scale, binarize_masks=config.binarize_masks, progress=progress)
-    train_data = load_images(samples, splits.train, desc="loading train", **load)
-    val_data = load_images(samples, splits.val, desc="loading val", **load) if ctx.is_main else None
+    sources, train_sets, val_sets = _open_data(config, out, resume_payload is not None, ctx, device, progress)
 
     model = build_model(config.width, config.head).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     loss_fn = build_loss(config.loss, **config.loss_kwargs())
-    start_epoch, best = 0, {"epoch": 0, "score": -math.inf, "metrics": {}}
-    if resume_payload is not None:
-        model.load_state_dict(resume_payload["state_dict"])
-        optimizer.load_state_dict(resume_payload["optimizer"])
-        if resume_payload.get("scaler"):
-            scaler.load_state_dict(resume_payload["scaler"])
-        set_rng_state(resume_payload["rng"])
-        start_epoch = int(resume_payload["epoch"])
-        best = resume_payload.get("best", best)
-        if ctx.is_main:
-            truncate_history(out / "history.csv", start_epoch)
-    elif ctx.is_main and (out / "history.csv").exists():
-        (out / "history.csv").unlink()  # a fresh run in an old folder starts a fresh history
+    if config.init and resume_payload is None:
+        initial_weights(config.init, model)
+    state = _restore(resume_payload, model, optimizer, scaler)
+    if ctx.is_main:
+        if resume_payload is not None:
+            truncate_history(out / "history.csv", state.epoch)
+        elif (out / "history.csv").exists():
+            (out / "history.csv").unlink()  # a fresh run in an old folder starts a fresh history
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    dataset = TrainCrops(train_data, config.size, config.augment_config(), seed=config.seed)
-    record = _data_record(config, splits, "train")
-    saved = dict(size=config.size, train_config=config.to_dict(), data=record)
+    dataset = _training_crops(config, sources, train_sets)
+    saved = dict(size=config.size, train_config=config.to_dict(), data=_data_record(config, sources, "train"))
+    should_stop = _stop_rule(config, started, ctx)
 
     try:
-        for epoch in range(start_epoch + 1, config.epochs + 1):
+        for epoch in range(state.epoch + 1, config.epochs + 1):
             t0 = time.perf_counter()
-            loader = _epoch_loader(dataset, config, epoch, ctx, device)
+            epoch_steps = _steps_per_epoch(len(dataset), config, ctx.world_size)
+            loader = _epoch_loader(dataset, config, epoch, ctx, device, start_step=state.step)
             mean_loss, steps = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype,
-                                               epoch=epoch, max_steps=config.max_steps_per_epoch, progress=progress)
-            mean_loss = ctx.mean(mean_loss)
-            if ctx.is_main:
-                val = None
-                if val_data and (epoch % config.eval_every == 0 or epoch == config.epochs):
-                    val = sweep_images(torch_predictor(unwrap(model), device, amp_dtype), val_data,
-                                       tolerance_px=config.tolerance_px, progress=progress,
-                                       desc="validating").summary()
-                seconds = time.perf_counter() - t0
-                append_history(out / "history.csv", history_row(epoch, mean_loss, steps, config.lr, seconds, val))
-                improved = (val is not None and _score(val, config.select) > best["score"]) or (
-                    not val_data and epoch == config.epochs
-                )
-                if improved:
-                    threshold = float(val["ods_threshold"]) if val is not None else 0.5
-                    best = {"epoch": epoch, "score": _score(val, config.select) if val else math.nan,
-                            "metrics": dict(val or {})}
-                    save_checkpoint(out / "best.pt", model, threshold=threshold, epoch=epoch, metrics=val, **saved)
-                save_checkpoint(out / "last.pt", model, threshold=0.5, epoch=epoch, metrics=val, **saved,
-                                extra={"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                                       "rng": rng_state(), "best": best})
-                if progress:
-                    shown = f" val {config.select} {val[config.select]:.4f}" if val else ""
-                    print(f"epoch {epoch}/{config.epochs}: loss {mean_loss:.4f}{shown} ({seconds:.1f} s)", flush=True)
-            ctx.barrier()
+                                               epoch=epoch, max_steps=epoch_steps - state.step, progress=progress,
+                                               should_stop=should_stop)
+            state.loss_sum += mean_loss * steps if steps else 0.0
+            state.step += steps
+            state.seconds += time.perf_counter() - t0
+            if state.step < epoch_steps:  # the budget ran out inside the epoch
+                if ctx.is_main:
+                    _save_last(out, model, optimizer, scaler, epoch - 1, None, state, saved)
+                    print(f"time budget of {config.time_budget_min:g} min reached at epoch {epoch} step {state.step}"
+                          f"/{epoch_steps}: continue with --resume {out / 'last.pt'}", flush=True)
+                ctx.barrier()
+                return RunResult(out=out, stopped=True)
+            _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, config, state, saved, out,
+                          ctx, progress)
+            state = _Progress(epoch=epoch, best=state.best)
+            if should_stop is not None and epoch < config.epochs and should_stop():
+                if ctx.is_main:
+                    print(f"time budget of {config.time_budget_min:g} min reached after epoch {epoch}; "
+                          f"continue with --resume {out / 'last.pt'}", flush=True)
+                ctx.barrier()
+                return RunResult(out=out, stopped=True)
     except KeyboardInterrupt:
         if ctx.is_main:
             print(f"\ninterrupted: {out / 'last.pt'} holds the last finished epoch; "
@@ -291,51 +437,99 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
 
     result = RunResult(out=out)
     if ctx.is_main:
-        test_data = load_images(samples, splits.test, desc="loading test", **load)
-        result.metrics = evaluate_best(out, test_data, config, device, amp_dtype, splits, started)
+        result.metrics = evaluate_best(out, sources, config, device, amp_dtype, started)
         result.best_epoch = int(result.metrics["best_epoch"])
-        result.best_val = dict(best.get("metrics") or {})
+        result.best_val = dict(state.best.get("metrics") or {})
     ctx.barrier()
     return result
 
 
-def evaluate_best(out: Path, test_data: CrackImages, config: TrainConfig, device: torch.device,
-                  amp_dtype: torch.dtype | None, splits: Splits, started: float) -> dict[str, Any]:
-    """Score ``out/best.pt`` on the test images; write metrics.json, pr_curve.*, overlays/."""
+def _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, config: TrainConfig,
+                  state: _Progress, saved, out: Path, ctx, progress: bool) -> None:
+    """Validate (when due), append history, write best.pt when validation improved, and last.pt."""
+    mean_loss = ctx.mean(state.loss_sum / state.step if state.step else float("nan"))
+    if ctx.is_main:
+        val = None
+        if val_sets and (epoch % config.eval_every == 0 or epoch == config.epochs):
+            val = validate(model, device, amp_dtype, val_sets, config, progress)
+        append_history(out / "history.csv", history_row(epoch, mean_loss, state.step, config.lr, state.seconds, val))
+        improved = (val is not None and _score(val, config.select) > state.best["score"]) or (
+            not val_sets and epoch == config.epochs
+        )
+        if improved:
+            threshold = float(val["ods_threshold"]) if val is not None else 0.5
+            state.best = {"epoch": epoch, "score": _score(val, config.select) if val else math.nan,
+                          "metrics": dict(val or {})}
+            save_checkpoint(out / "best.pt", model, threshold=threshold, epoch=epoch, metrics=val, **saved)
+        _save_last(out, model, optimizer, scaler, epoch, val, _Progress(best=state.best), saved)
+        if progress:
+            shown = f" val {config.select} {val[config.select]:.4f}" if val else ""
+            print(f"epoch {epoch}/{config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)
+    state.best = ctx.broadcast(state.best) if ctx.enabled else state.best
+    ctx.barrier()
+
+
+def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device: torch.device,
+                  amp_dtype: torch.dtype | None, started: float) -> dict[str, Any]:
+    """Score ``out/best.pt`` on every source's test images; write metrics.json, pr_curve.*, overlays/."""
     if not (out / "best.pt").exists():
         raise TrainingError(f"{out / 'best.pt'} was never written: no epoch had validation metrics")
     model, payload = load_model(out / "best.pt", device)
     threshold = float(payload["threshold"])
-    wanted = set(range(min(config.overlays, len(test_data))))
+    load = dict(scale=config.scale, binarize_masks=config.binarize_masks, progress=config.progress)
+    sweeps = {}
+    for source in sources:
+        test_data = load_images(source.samples, source.splits.test, desc=f"loading {source.name} test", **load)
+        wanted = set(range(min(config.overlays, len(test_data))))
+        prefix = f"{source.name}_" if len(sources) > 1 else ""
 
-    def keep_overlay(index: int, prob: np.ndarray) -> None:
-        if index in wanted:
-            write_overlay(out / "overlays", test_data.stems[index], test_data.images[index], prob,
-                          test_data.masks[index], threshold)
+        def keep_overlay(index: int, prob: np.ndarray, data: CrackImages = test_data, wanted=wanted,
+                         prefix: str = prefix) -> None:
+            if index in wanted:
+                write_overlay(out / "overlays", prefix + data.stems[index], data.images[index], prob,
+                              data.masks[index], threshold)
 
-    sweep = sweep_images(torch_predictor(model, device, amp_dtype), test_data, tolerance_px=config.tolerance_px,
-                         progress=config.progress, desc="testing", on_prediction=keep_overlay)
-    metrics = build_metrics(sweep, threshold, extra={
+        sweeps[source.name] = sweep_images(torch_predictor(model, device, amp_dtype), test_data,
+                                           tolerance_px=config.tolerance_px, progress=config.progress,
+                                           desc=f"testing {source.name}", on_prediction=keep_overlay)
+    has_val = any(s.splits.val for s in sources)
+    metrics = build_metrics(sweeps, threshold, extra={
         "best_epoch": int(payload["epoch"]),
-        "threshold_source": "ODS threshold of best.pt on the validation split" if splits.val else "default 0.5 (no validation split)",
+        "threshold_source": "ODS threshold of best.pt on the validation split" if has_val else "default 0.5 (no validation split)",
         "val": payload.get("metrics", {}),
-        "data": Path(config.data).name, "data_path": str(Path(config.data).resolve()), "split": "test",
-        "split_source": splits.source, "scale": config.scale,
+        "data": config.data_name, "data_path": ",".join(str(s.root.resolve()) for s in sources), "split": "test",
+        "split_source": _split_source(sources), "scale": config.scale,
         "loss": config.loss, "gamma1": config.gamma1, "gamma2": config.gamma2, "head": config.head,
         "width": config.width, "size": config.size, "epochs": config.epochs, "seed": config.seed,
         "checkpoint": str(out / "best.pt"), "device": str(device),
         "seconds": round(time.perf_counter() - started, 2),
     })
     write_json(out / "metrics.json", metrics)
-    write_pr_curve(sweep, out, label=f"{config.loss} ({config.head}, w{config.width})",
-                   title=f"{Path(config.data).name} test: {config.loss}")
+    pooled = next(iter(sweeps.values())) if len(sweeps) == 1 else merge_sweeps(sweeps.values())
+    write_pr_curve(pooled, out, label=f"{config.loss} ({config.head}, w{config.width})",
+                   title=f"{config.data_name} test: {config.loss}")
     return metrics
 
 
-def build_metrics(sweep, threshold: float, extra: dict[str, Any]) -> dict[str, Any]:
-    """The metrics.json dict: summary at 0.5 and the sweep, plus the values at the chosen threshold."""
-    summary = sweep.summary()
-    return {**summary, "threshold": threshold, "at_threshold": metrics_at_threshold(sweep, threshold), **extra}
+def build_metrics(sweeps: dict[str, ThresholdSweep] | ThresholdSweep, threshold: float,
+                  extra: dict[str, Any]) -> dict[str, Any]:
+    """The metrics.json dict: summary at 0.5 and the sweep, plus the values at the chosen threshold.
+
+    With several sources: the pooled summary (each source counts equally) on top, and a
+    ``sources`` table of each source's own summary and values at the threshold.
+    """
+    if isinstance(sweeps, ThresholdSweep):
+        sweeps = {"data": sweeps}
+    if len(sweeps) == 1:
+        sweep = next(iter(sweeps.values()))
+        return {**sweep.summary(), "threshold": threshold, "at_threshold": metrics_at_threshold(sweep, threshold),
+                **extra}
+    per_source = {name: {**sw.summary(), "at_threshold": metrics_at_threshold(sw, threshold)}
+                  for name, sw in sweeps.items()}
+    at = {k: float(np.mean([row["at_threshold"][k] for row in per_source.values()]))
+          for k in ("precision", "recall", "f_beta", "f1", "iou")}
+    return {**pooled_summary(sweeps), "threshold": threshold, "at_threshold": {"threshold": threshold, **at},
+            **extra, "sources": per_source}
 
 
 def read_run_metrics(out: str | Path) -> dict[str, Any]:

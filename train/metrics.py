@@ -18,7 +18,7 @@ Pure numpy on HxW arrays (OpenCV only for the optional pixel tolerance). Convent
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +236,52 @@ class ThresholdSweep:
             "tolerance_px": self.tolerance_px,
             "n_images": self.n_images,
         }
+
+
+def merge_sweeps(sweeps: Iterable[ThresholdSweep]) -> ThresholdSweep:
+    """One sweep holding every image of ``sweeps`` (same thresholds and tolerance): pooled by pixels."""
+    sweeps = list(sweeps)
+    if not sweeps:
+        raise ValueError("merge_sweeps needs at least one sweep")
+    first = sweeps[0]
+    merged = ThresholdSweep(first.n_thresholds, first.tolerance_px)
+    for sweep in sweeps:
+        if sweep.n_thresholds != first.n_thresholds or sweep.tolerance_px != first.tolerance_px:
+            raise ValueError("sweeps to merge must share n_thresholds and tolerance_px")
+        merged._per_image.extend(sweep._per_image)
+        merged._at_half += sweep._at_half
+    return merged
+
+
+def pooled_summary(sweeps: Mapping[str, ThresholdSweep], beta2: float = BETA2) -> dict:
+    """Metrics over several data sets in which every data set counts equally (not every pixel).
+
+    ``ods_f`` is the best, over one threshold shared by all data sets, of the mean of their F-beta
+    at that threshold (``ods_threshold``): the single decision threshold a deployed model has. The
+    other keys are the means of the data sets' own values (``mean_ods_f``: each at its own best
+    threshold, an upper bound no single threshold reaches). One data set: its plain summary.
+    """
+    if not sweeps:
+        raise ValueError("pooled_summary needs at least one sweep")
+    if len(sweeps) == 1:
+        return next(iter(sweeps.values())).summary(beta2)
+    summaries = {name: sweep.summary(beta2) for name, sweep in sweeps.items()}
+    curves = [_prf_arrays(*(c.astype(float) for c in sweep.totals()), beta2)[2] for sweep in sweeps.values()]
+    mean_f = np.mean(curves, axis=0)
+    best = int(np.argmax(mean_f))
+    first = next(iter(sweeps.values()))
+    pooled = {key: float(np.mean([s[key] for s in summaries.values()]))
+              for key in ("precision", "recall", "f_beta", "f1", "iou", "ois_f", "ap")}
+    return {
+        **pooled,
+        "ods_f": float(mean_f[best]),
+        "ods_threshold": float(first.thresholds[best]),
+        "mean_ods_f": float(np.mean([s["ods_f"] for s in summaries.values()])),
+        "beta2": float(beta2),
+        "tolerance_px": first.tolerance_px,
+        "n_images": sum(s["n_images"] for s in summaries.values()),
+        "n_sources": len(sweeps),
+    }
 
 
 def _at_or_above(counts_per_level: np.ndarray) -> np.ndarray:

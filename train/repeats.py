@@ -33,6 +33,6 @@ def run_repeats(config: TrainConfig, out: str | Path, repeats: int) -> dict[str,
     }
     if runs and runs[0]:  # rank 0 (under torchrun only rank 0 has metrics)
         write_json(out / "summary.json", summary)
-        title = f"{Path(config.data).name}: {config.loss}, {config.head} head, width {config.width}"
+        title = f"{config.data_name}: {config.loss}, {config.head} head, width {config.width}"
         write_text_atomic(out / "summary.md", summary_markdown(title, summary["metrics"], seeds))
     return summary

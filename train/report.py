@@ -112,6 +112,34 @@ def write_pr_curve(sweep: ThresholdSweep, folder: str | os.PathLike, label: str,
     return png_path, csv_path
 
 
+TABLE_KEYS = ("n_images", "ods_f", "ois_f", "ap", "f_beta", "precision", "recall")
+
+
+def source_table(metrics: Mapping[str, Any], title: str | None = None) -> str:
+    """A console table of a metrics dict: one row per data set (``sources``) and the pooled row.
+
+    ``f_beta``, ``precision``, ``recall`` are at the model's threshold (``at_threshold``) where present.
+    """
+    def cells(m: Mapping[str, Any]) -> list[str]:
+        at = m.get("at_threshold") or {}
+        row = [str(int(m.get("n_images", 0)))]
+        row += [f"{float(m[k]):.4f}" for k in ("ods_f", "ois_f", "ap")]
+        row += [f"{float(at.get(k, m.get(k, float('nan')))):.4f}" for k in ("f_beta", "precision", "recall")]
+        return row
+
+    threshold = (metrics.get("at_threshold") or {}).get("threshold", metrics.get("threshold", 0.5))
+    header = ["data set", "images", "ODS F", "OIS F", "AP", f"F@{threshold:.2f}", "P", "R"]
+    rows = [[name, *cells(m)] for name, m in (metrics.get("sources") or {}).items()]
+    label = "pooled (mean)" if rows else str(metrics.get("data", "all"))
+    rows.append([label, *cells(metrics)])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [title] if title else []
+    lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- overlays
 
 

@@ -14,65 +14,97 @@ from typing import Any, TypeVar
 
 from train import distributed
 from train.checkpoint import CheckpointError, read_checkpoint
-from train.config import AMP_MODES, SELECT_METRICS, ConfigError, TrainConfig
+from train.config import AMP_MODES, SELECT_METRICS, SMALL_IMAGE_POLICIES, ConfigError, TrainConfig
 from train.data import DatasetError
 from train.grid_search import PAPER_GRID, grid_search, parse_grid
 from train.loop import TrainingError, default_out, train_run
 from train.losses import LOSS_NAMES
 from train.repeats import run_repeats
+from train.report import source_table
 
 T = TypeVar("T")
 
 # flags that may change when resuming (everything else comes from the checkpoint's train_config)
-RESUME_OVERRIDES = ("epochs", "device", "workers", "amp", "eval_every", "progress")
+RESUME_OVERRIDES = ("epochs", "device", "workers", "amp", "eval_every", "progress", "time_budget_min")
 
 
 def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] = frozenset()) -> None:
-    """The flags shared by train.run and train.ablation (everything in TrainConfig but ``exclude``)."""
-    d = TrainConfig.__dataclass_fields__
+    """The flags shared by train.run and train.ablation (everything in TrainConfig but ``exclude``).
+
+    Every default comes from :class:`train.config.TrainConfig`, the one home of the defaults.
+    """
+    d = TrainConfig.default
 
     def p(flag: str, **kw: Any) -> None:
-        if flag.lstrip("-").replace("-", "_") not in exclude:
-            parser.add_argument(flag, **kw)
+        name = kw.get("dest") or flag.lstrip("-").replace("-", "_")
+        if name in exclude:
+            return
+        if kw.get("action") not in ("store_true", "store_false", "append"):
+            kw.setdefault("default", d(name))
+        parser.add_argument(flag, **kw)
 
-    p("--data", default="", help="data set folder with images/ and masks/ (optional splits/*.txt); "
-      "required unless --resume")
-    p("--loss", default=d["loss"].default, choices=LOSS_NAMES, help="training loss (default: %(default)s)")
-    p("--alpha", type=float, default=1.0, help="AELF/Exp alpha, eqs. (6)-(7) (default: %(default)s)")
-    p("--beta", type=float, default=0.7, help="AELF/Exp beta, eqs. (6)-(7) (default: %(default)s)")
-    p("--gamma1", type=float, default=0.0, help="AELF gamma1, tilt on the false-positive side (default: %(default)s)")
-    p("--gamma2", type=float, default=0.0, help="AELF gamma2, tilt on the false-negative side (default: %(default)s)")
-    p("--head", default="deep", choices=("deep", "shallow"), help="prediction head (default: %(default)s, the paper's)")
-    p("--width", type=int, default=64, help="channels of the first U-Net stage; 64 = the paper (default: %(default)s)")
-    p("--size", type=int, default=512, help="training crop side in pixels, multiple of 16 (default: %(default)s)")
-    p("--epochs", type=int, default=30, help="epochs (default: %(default)s)")
-    p("--batch", type=int, default=1, help="crops per step per process (default: %(default)s)")
-    p("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
-    p("--seed", type=int, default=0, help="seed of init, data order, augmentation and split (default: %(default)s)")
-    p("--device", default="auto", help="auto | cpu | cuda | cuda:N; auto picks CUDA when present (default: %(default)s)")
-    p("--workers", type=int, default=2, help="DataLoader worker processes, 0 = in the main process (default: %(default)s)")
-    p("--amp", default="auto", choices=AMP_MODES,
+    p("--data", action="append", default=[], metavar="FOLDER",
+      help="data set folder with images/ and masks/ (optional splits/*.txt); repeat the flag or comma-separate "
+      "for several data sets, each keeping its own split; required unless --resume")
+    p("--source-weights", help="share of each data set in an epoch: balanced (equal shares, whatever their sizes), "
+      "images (in proportion to image counts) or name=w,name=w (default: %(default)s)")
+    p("--epoch-samples", type=int, help="crops per epoch; 0 = every training image of every data set once "
+      "(default: %(default)s)")
+    p("--val-max-images", type=int, help="validate on at most N images per data set (a seeded subset), 0 = all "
+      "(default: %(default)s)")
+    p("--small-images", choices=SMALL_IMAGE_POLICIES,
+      help="images smaller than --size: mirror (reflect image and mask), pad (black, left out of the loss) or "
+      "resize (enlarge; widens cracks) (default: %(default)s)")
+    p("--loss", choices=LOSS_NAMES, help="training loss (default: %(default)s)")
+    p("--alpha", type=float, help="AELF/Exp alpha, eqs. (6)-(7) (default: %(default)s)")
+    p("--beta", type=float, help="AELF/Exp beta, eqs. (6)-(7) (default: %(default)s)")
+    p("--gamma1", type=float, help="AELF gamma1, tilt on the false-positive side (default: %(default)s)")
+    p("--gamma2", type=float, help="AELF gamma2, tilt on the false-negative side (default: %(default)s)")
+    p("--head", choices=("deep", "shallow"), help="prediction head (default: %(default)s, the paper's)")
+    p("--width", type=int, help="channels of the first U-Net stage; 64 = the paper (default: %(default)s)")
+    p("--size", type=int, help="training crop side in pixels, multiple of 16 (default: %(default)s)")
+    p("--epochs", type=int, help="epochs (default: %(default)s)")
+    p("--batch", type=int, help="crops per step per process (default: %(default)s)")
+    p("--lr", type=float, help="Adam learning rate (default: %(default)s)")
+    p("--seed", type=int, help="seed of init, data order, augmentation and split (default: %(default)s)")
+    p("--device", help="auto | cpu | cuda | cuda:N; auto picks CUDA when present (default: %(default)s)")
+    p("--workers", type=int, help="DataLoader worker processes, 0 = in the main process (default: %(default)s)")
+    p("--amp", choices=AMP_MODES,
       help="mixed precision: auto = bf16 on CUDA GPUs that support it, else fp16 with GradScaler; off on CPU (default: %(default)s)")
-    p("--tolerance-px", type=int, default=0, help="pixel tolerance of the metrics, e.g. 2 (default: %(default)s)")
-    p("--val-fraction", type=float, default=0.1,
+    p("--tolerance-px", type=int, help="pixel tolerance of the metrics, e.g. 2 (default: %(default)s)")
+    p("--val-fraction", type=float,
       help="fraction of the training images held out for validation when there is no splits/val.txt (default: %(default)s)")
-    p("--test-fraction", type=float, default=0.2,
+    p("--test-fraction", type=float,
       help="fraction of all images used as test when the data set has no splits/ (default: %(default)s)")
-    p("--eval-every", type=int, default=1, help="validate every N epochs, and always after the last (default: %(default)s)")
-    p("--max-steps-per-epoch", type=int, default=0, help="stop an epoch after N steps, 0 = no limit; for smoke runs (default: %(default)s)")
-    p("--scale", type=float, default=1.0,
+    p("--eval-every", type=int, help="validate every N epochs, and always after the last (default: %(default)s)")
+    p("--max-steps-per-epoch", type=int, help="stop an epoch after N steps, 0 = no limit; for smoke runs (default: %(default)s)")
+    p("--time-budget-min", type=float,
+      help="wall-clock budget in minutes: stop after the step that passes it, save last.pt (mid-epoch too) and "
+      "print the --resume command, exit status 75; 0 = none (default: %(default)s)")
+    p("--scale", type=float,
       help="resize every image and mask by this factor first (fast CPU runs; changes crack widths in pixels) (default: %(default)s)")
     p("--binarize-masks", action="store_true", help="accept non-0/255 masks (e.g. JPEG), crack where value >= 128")
-    p("--select", default="ods_f", choices=SELECT_METRICS,
+    p("--select", choices=SELECT_METRICS,
       help="validation metric choosing best.pt: ods_f (F-beta at the best threshold) or f_beta (at 0.5) (default: %(default)s)")
-    p("--overlays", type=int, default=4, help="test images written as overlays/*.png (default: %(default)s)")
+    p("--overlays", type=int, help="test images written as overlays/*.png, per data set (default: %(default)s)")
     p("--no-augment", dest="augment", action="store_false", help="train on plain random crops (no rotation/shift/shear/flip)")
-    p("--rotation-deg", type=float, default=90.0, help="random rotation range, +- degrees (default: %(default)s)")
-    p("--shift-frac", type=float, default=0.1, help="random shift range, +- fraction of the side (default: %(default)s)")
-    p("--shear-deg", type=float, default=10.0, help="random shear range, +- degrees (default: %(default)s)")
+    p("--rotation-deg", type=float, help="random rotation range, +- degrees (default: %(default)s)")
+    p("--shift-frac", type=float, help="random shift range, +- fraction of the side (default: %(default)s)")
+    p("--shear-deg", type=float, help="random shear range, +- degrees (default: %(default)s)")
     p("--no-flip", dest="flip", action="store_false", help="no random horizontal/vertical flips")
-    p("--border", default="reflect", choices=("reflect", "constant"),
+    p("--border", choices=("reflect", "constant"),
       help="fill of areas a rotation uncovers: reflect (labelled) or constant (black, left out of the loss) (default: %(default)s)")
+    p("--scale-aug-min", type=float,
+      help="random rescale of each training image, lower factor (log-uniform); < 1 makes thin cracks (default: %(default)s)")
+    p("--scale-aug-max", type=float, help="random rescale, upper factor (default: %(default)s)")
+    p("--photometric", help="camera augmentation groups (train.photometric): all, or a comma list of colour, grey, "
+      "shadow, blur, noise, jpeg; empty = none (default: %(default)r)")
+    p("--synth-fraction", type=float,
+      help="share of each epoch made by train.synth: hairline cracks on crack-free surfaces of the training images, "
+      "distractors (joints, straight lines, edges, paint) labelled background, plain negatives (default: %(default)s)")
+    p("--init", metavar="MODEL",
+      help="start from the weights of a .pt checkpoint or an exported .onnx model of the same --width/--head "
+      "(fine-tuning, e.g. the shipped model on your own data); empty = He-normal init (default: %(default)r)")
     p("--no-progress", dest="progress", action="store_false", help="no progress bars or per-epoch lines")
 
 
@@ -113,6 +145,9 @@ def resume_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 def run_experiment(config: TrainConfig, out: Path | None = None, *, grid: bool = False,
                    grid_values: tuple[float, ...] = PAPER_GRID, repeats: int = 1) -> dict[str, Any]:
     """Grid search (optional), then one run or ``repeats`` seeds; returns the final metrics or summary."""
+    if config.time_budget_min and (grid or repeats > 1):
+        raise ConfigError("--time-budget-min stops one run for --resume; it cannot split --grid-search or --repeats "
+                          "(run each seed / pair as its own train.run)")
     ctx = distributed.setup(config.device)
     out = Path(ctx.broadcast(str(out or default_out(config))))
     final_out = out
@@ -122,7 +157,12 @@ def run_experiment(config: TrainConfig, out: Path | None = None, *, grid: bool =
         final_out = out / "final"
     if repeats > 1:
         return run_repeats(config, final_out, repeats)
-    return train_run(config, final_out).metrics
+    return _metrics_or_stop(train_run(config, final_out))
+
+
+def _metrics_or_stop(result: Any) -> dict[str, Any]:
+    """The run's test metrics, or ``{"stopped": True}`` when the time budget ended it early."""
+    return {"stopped": True, "out": str(result.out)} if result.stopped else result.metrics
 
 
 def run_cli_job(job: Callable[[], T]) -> tuple[int, T | None]:
@@ -145,11 +185,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> dict[str, Any]:
         if args.resume is not None:
-            return train_run(resume_config(args, parser), args.out, resume=args.resume).metrics
+            return _metrics_or_stop(train_run(resume_config(args, parser), args.out, resume=args.resume))
         return run_experiment(config_from_args(args), args.out, grid=args.grid_search,
                               grid_values=parse_grid(args.grid), repeats=args.repeats)
 
     code, result = run_cli_job(job)
+    if result and result.get("stopped"):
+        return 75  # EX_TEMPFAIL: the time budget ended the run; --resume continues it
     if result and distributed.rank() == 0:
         _print_result(result)
     return code
@@ -161,6 +203,8 @@ def _print_result(result: dict[str, Any]) -> None:
             print(f"{key}: {stat['mean']:.4f} ± {stat['std']:.4f} (n={stat['n']})")
         return
     keys = ("precision", "recall", "f_beta", "f1", "iou", "ods_f", "ods_threshold", "ois_f", "ap", "threshold")
+    if "sources" in result:
+        print(source_table(result, title="test split, per data set:"))
     print("test: " + ", ".join(f"{k} {result[k]:.4f}" for k in keys if k in result))
     print(f"outputs in {Path(result['checkpoint']).parent}")
 

@@ -1,0 +1,162 @@
+"""Several data sets at once: balanced sampling, per-source splits and tables, evaluation on a data set's
+own split, and a run cut by the wall-clock budget that resumes to exactly the uninterrupted weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_small_crackforest
+
+from train.data import CrackImages, CropRecipe, TrainCrops, fit_small_image
+from train.evaluate import main as evaluate_main
+from train.run import main as run_main
+from train.sources import epoch_plan, source_shares
+
+TINY = ["--width", "4", "--size", "64", "--workers", "0", "--no-progress", "--lr", "1e-3", "--overlays", "1"]
+
+
+@pytest.fixture(scope="module")
+def two_sets(shared_data, tmp_path_factory) -> tuple[Path, Path]:
+    """12 quarter-size CrackForest pairs (no splits/) and 14 real GAPs384 crops with their own splits/."""
+    root = tmp_path_factory.mktemp("multi")
+    cfd = write_small_crackforest(shared_data, root / "cfd_small")
+    gaps = root / "gaps_small"
+    (gaps / "images").mkdir(parents=True)
+    (gaps / "masks").mkdir()
+    (gaps / "splits").mkdir()
+    src = shared_data / "gaps384"
+    chosen = {}
+    for split, count in (("train", 8), ("val", 3), ("test", 3)):
+        stems = (src / "splits" / f"{split}.txt").read_text().split()[:count]
+        chosen[split] = stems
+        for stem in stems:
+            image = next((src / "images").glob(stem + ".*"))
+            (gaps / "images" / image.name).write_bytes(image.read_bytes())
+            (gaps / "masks" / f"{stem}.png").write_bytes((src / "masks" / f"{stem}.png").read_bytes())
+        (gaps / "splits" / f"{split}.txt").write_text("\n".join(stems) + "\n")
+    return cfd, gaps
+
+
+def history_without_seconds(run: Path) -> list[dict]:
+    with (run / "history.csv").open() as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def test_balanced_shares_ignore_set_sizes_and_plan_uses_every_image():
+    shares = source_shares("balanced", {"big": 5000, "small": 300})
+    assert shares == {"big": 0.5, "small": 0.5}
+    assert source_shares("images", {"a": 300, "b": 100}) == {"a": 0.75, "b": 0.25}
+    assert source_shares({"a": 3, "b": 1}, {"a": 10, "b": 10}) == {"a": 0.75, "b": 0.25}
+    src, item = epoch_plan({"big": 0.5, "small": 0.5}, {"big": 5000, "small": 3}, 100, seed=1, epoch=2)
+    assert np.bincount(src).tolist() == [50, 50]
+    # the 3-image source repeats its images evenly (every image before any twice)
+    assert sorted(np.bincount(item[src == 1]).tolist()) == [16, 17, 17]
+    again = epoch_plan({"big": 0.5, "small": 0.5}, {"big": 5000, "small": 3}, 100, seed=1, epoch=2)
+    assert np.array_equal(src, again[0]) and np.array_equal(item, again[1])
+    assert not np.array_equal(src, epoch_plan({"big": 0.5, "small": 0.5}, {"big": 5000, "small": 3}, 100, 1, 3)[0])
+
+
+def test_small_images_mirror_keeps_labels_and_pad_marks_the_fill_invalid():
+    image = np.zeros((40, 30, 3), np.uint8)
+    mask = np.zeros((40, 30), np.uint8)
+    mask[:, 5] = 1  # a vertical crack
+    image[:, 5] = 200
+    mirrored, mirrored_mask, valid = fit_small_image(image, mask, 64, "mirror")
+    assert mirrored.shape[:2] == (64, 64) and valid is None
+    assert (mirrored[mirrored_mask == 1] == 200).all() and mirrored_mask.sum() > mask.sum()
+    data = CrackImages(["a"], [image], [mask])
+    crops = TrainCrops(data, CropRecipe(64, small_images="pad"), seed=0)
+    _, _, pad_valid = crops.crop(0)
+    assert pad_valid.mean() == pytest.approx(40 * 30 / 64**2)
+    resized, resized_mask, _ = fit_small_image(image, mask, 64, "resize")
+    assert min(resized.shape[:2]) == 64 and resized_mask.any()
+
+
+def test_train_on_two_data_sets_writes_a_per_source_table(two_sets, tmp_path, capsys):
+    cfd, gaps = two_sets
+    out = tmp_path / "run"
+    assert run_main(["--data", str(cfd), "--data", str(gaps), *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "cfd_small" in printed and "gaps_small" in printed and "pooled (mean)" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["sources"]) == {"cfd_small", "gaps_small"}
+    assert metrics["sources"]["gaps_small"]["n_images"] == 3  # its own splits/test.txt
+    assert metrics["sources"]["cfd_small"]["n_images"] == 2  # seeded 20 % of 12
+    assert metrics["n_images"] == 5 and metrics["ods_f"] <= metrics["mean_ods_f"] + 1e-9
+    # each source's split recorded in its own folder; the data set's own files are copied as they are
+    recorded = (out / "splits" / "gaps_small" / "test.txt").read_text().split()
+    assert recorded == (gaps / "splits" / "test.txt").read_text().split()
+    assert (out / "splits" / "cfd_small" / "train.txt").is_file()
+    history = (out / "history.csv").read_text().splitlines()
+    assert int(history[1].split(",")[2]) == 9 + 8  # one epoch = every training image of both sets once
+    assert any(p.name.startswith("gaps_small_") for p in (out / "overlays").iterdir())
+
+
+def test_evaluate_uses_the_data_sets_own_split_and_prints_a_table(two_sets, tmp_path, capsys):
+    cfd, gaps = two_sets
+    run = tmp_path / "cfd_only"
+    assert run_main(["--data", str(cfd), *TINY, "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    # a model trained on one set, scored on another set that has its own splits/: its test split wins
+    assert evaluate_main(["--model", str(run / "best.pt"), "--data", f"{cfd},{gaps}", "--no-progress",
+                          "--out", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "gaps_small" in printed and "pooled (mean)" in printed
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["sources"]["gaps_small"]["n_images"] == 3
+    assert metrics["sources"]["cfd_small"]["n_images"] == 2  # the run folder's recorded seeded split
+    assert (tmp_path / "eval" / "gaps_small" / "metrics.json").is_file()
+
+
+def test_time_budget_stops_after_each_step_and_resume_reaches_the_uninterrupted_weights(two_sets, tmp_path):
+    cfd, gaps = two_sets
+    args = ["--data", str(cfd), "--data", str(gaps), *TINY, "--epochs", "2", "--max-steps-per-epoch", "3",
+            "--batch", "2", "--overlays", "0"]
+    assert run_main([*args, "--out", str(tmp_path / "straight")]) == 0
+    # a budget this small stops after every step: the run completes over several invocations
+    code = run_main([*args, "--time-budget-min", "0.00001", "--out", str(tmp_path / "pieces")])
+    invocations = 1
+    while code == 75:
+        code = run_main(["--resume", str(tmp_path / "pieces" / "last.pt"), "--no-progress"])
+        invocations += 1
+        assert invocations < 20
+    assert code == 0 and invocations >= 6  # 2 epochs x 3 steps, one step per invocation
+    straight = torch.load(tmp_path / "straight" / "best.pt", weights_only=False)
+    pieces = torch.load(tmp_path / "pieces" / "best.pt", weights_only=False)
+    assert straight["epoch"] == pieces["epoch"]
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, pieces["state_dict"][key]), key
+    assert history_without_seconds(tmp_path / "straight") == history_without_seconds(tmp_path / "pieces")
+
+
+def test_bad_source_options_name_the_flag(two_sets, tmp_path, capsys):
+    cfd, gaps = two_sets
+    assert run_main(["--data", str(cfd), *TINY, "--source-weights", "nosuch=1", "--out", str(tmp_path / "a")]) == 2
+    assert "--source-weights names nosuch" in capsys.readouterr().err
+    assert run_main(["--data", str(cfd), *TINY, "--source-weights", "cfd_small=x", "--out", str(tmp_path / "b")]) == 2
+    assert "--source-weights" in capsys.readouterr().err
+    assert run_main(["--data", f"{cfd},{cfd}", *TINY, "--out", str(tmp_path / "c")]) == 2
+    assert "two data sets are named 'cfd_small'" in capsys.readouterr().err
+
+
+def test_init_starts_from_a_checkpoints_weights_and_refuses_another_shape(two_sets, tmp_path, capsys):
+    cfd, _ = two_sets
+    first = tmp_path / "first"
+    assert run_main(["--data", str(cfd), *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--out", str(first)]) == 0
+    from train.checkpoint import initial_weights
+    from train.model import build_model
+
+    model = build_model(4, "deep")
+    initial_weights(first / "best.pt", model)
+    stored = torch.load(first / "best.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(v, stored[k]) for k, v in model.state_dict().items())
+    capsys.readouterr()
+    wider = [a if a != "4" else "8" for a in TINY]
+    assert run_main(["--data", str(cfd), *wider, "--epochs", "1", "--init", str(first / "best.pt"),
+                     "--out", str(tmp_path / "second")]) == 2
+    assert "does not fit this model" in capsys.readouterr().err

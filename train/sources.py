@@ -1,0 +1,172 @@
+"""Several crack data sets at once: each a *source* with its own images, split and sampling weight.
+
+A source is one data set folder (``images/`` + ``masks/`` + optional ``splits/``, see
+:mod:`train.data`); its name is the folder name. Each source keeps its own split: the data set's
+``splits/*.txt`` when it has them, else the seeded split of :func:`train.data.resolve_splits`.
+A run folder records the split it used: ``splits/*.txt`` for a one-source run (the layout
+``calibration`` and older runs read), ``splits/<name>/*.txt`` for each source of a multi-source run.
+
+Which split wins when a model is scored on a data set (:func:`source_splits`): the data set's own
+split files when it has any (they define its test images for everyone); else the split the run
+folder recorded for that data set; else the seeded split with the run's seed and fractions.
+
+Sampling (:func:`source_shares`): ``balanced`` gives every source the same share of an epoch,
+whatever its size, so 5,270 Crack500 crops do not drown 300 DeepCrack images; ``images`` samples
+in proportion to image counts (plain pooling); ``name=w,...`` sets the shares by hand (missing
+names get 0).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from train.data import (
+    SPLIT_NAMES,
+    DatasetError,
+    Sample,
+    Splits,
+    list_samples,
+    read_split_file,
+    resolve_splits,
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One data set folder with its resolved split."""
+
+    name: str
+    root: Path
+    samples: dict[str, Sample]
+    splits: Splits
+
+
+def source_names(roots: Sequence[str | os.PathLike]) -> list[str]:
+    """Folder names of the data sets; raises DatasetError when two share a name (their records would collide)."""
+    names = [Path(r).name for r in roots]
+    for name in names:
+        if names.count(name) > 1:
+            dupes = [str(r) for r in roots if Path(r).name == name]
+            raise DatasetError(f"two data sets are named {name!r} ({', '.join(dupes)}); give each a folder of its own name")
+    return names
+
+
+def run_split_folder(run_folder: str | os.PathLike, name: str, n_sources: int) -> Path:
+    """Where a run folder keeps the split of source ``name`` (see the module docstring)."""
+    splits = Path(run_folder) / "splits"
+    return splits if n_sources == 1 else splits / name
+
+
+def _recorded_splits(run_folder: Path, name: str, samples: Mapping[str, Sample]) -> Splits | None:
+    """The split a run folder recorded for source ``name``, or None."""
+    for folder in (run_folder / "splits" / name, run_folder / "splits"):
+        if not (folder / "train.txt").is_file():
+            continue
+        lists = {}
+        for split in SPLIT_NAMES:
+            path = folder / f"{split}.txt"
+            text = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+            try:
+                lists[split] = read_split_file(path, samples) if text else []
+            except DatasetError:
+                return None  # recorded for another data set of the same layout: not ours
+        return Splits(**lists, source=f"run folder {run_folder}")
+    return None
+
+
+def recorded_splits(run_folder: str | os.PathLike, name: str, samples: Mapping[str, Sample]) -> Splits:
+    """The split a run folder recorded for data set ``name``; DatasetError when it has none for it."""
+    found = _recorded_splits(Path(run_folder), name, samples)
+    if found is None:
+        raise DatasetError(f"run folder {run_folder} records no split for data set {name!r} "
+                           f"(looked for splits/{name}/train.txt and splits/train.txt listing its images)")
+    return found
+
+
+def has_own_splits(root: str | os.PathLike) -> bool:
+    """Whether a data set folder defines its split (``splits/train.txt`` or ``splits/test.txt``)."""
+    return any((Path(root) / "splits" / f"{n}.txt").is_file() for n in ("train", "test"))
+
+
+def source_splits(root: str | os.PathLike, samples: Mapping[str, Sample], *, seed: int = 0,
+                  val_fraction: float = 0.1, test_fraction: float = 0.2,
+                  run_folder: str | os.PathLike | None = None) -> Splits:
+    """The split of one data set by the precedence rules of the module docstring."""
+    if run_folder is not None and not has_own_splits(root):
+        recorded = _recorded_splits(Path(run_folder), Path(root).name, samples)
+        if recorded is not None:
+            return recorded
+    return resolve_splits(root, samples, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def open_sources(roots: Sequence[str | os.PathLike], *, seed: int = 0, val_fraction: float = 0.1,
+                 test_fraction: float = 0.2, run_folder: str | os.PathLike | None = None) -> list[Source]:
+    """List, check and split every data set folder (``run_folder``: a run whose recorded splits to reuse)."""
+    if not roots:
+        raise DatasetError("no data set given: pass --data FOLDER (repeat it, or comma-separate, for several)")
+    sources = []
+    for name, root in zip(source_names(roots), roots, strict=True):
+        samples = list_samples(root)
+        splits = source_splits(root, samples, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                               run_folder=run_folder)
+        sources.append(Source(name, Path(root), samples, splits))
+    return sources
+
+
+def write_source_splits(sources: Sequence[Source], run_folder: str | os.PathLike) -> None:
+    """Record each source's split in the run folder (layout in the module docstring)."""
+    for source in sources:
+        folder = run_split_folder(run_folder, source.name, len(sources))
+        folder.mkdir(parents=True, exist_ok=True)
+        for split in SPLIT_NAMES:
+            (folder / f"{split}.txt").write_text("".join(f"{s}\n" for s in source.splits.get(split)), encoding="utf-8")
+
+
+def source_shares(weighting: str | Mapping[str, float], counts: Mapping[str, int]) -> dict[str, float]:
+    """Each source's share of an epoch (sums to 1) from the ``--source-weights`` rule and image counts."""
+    names = list(counts)
+    if weighting == "balanced":
+        raw = {n: 1.0 if counts[n] else 0.0 for n in names}
+    elif weighting == "images":
+        raw = {n: float(counts[n]) for n in names}
+    else:
+        unknown = sorted(set(weighting) - set(names))
+        if unknown:
+            raise DatasetError(f"--source-weights names {', '.join(unknown)}, not among the data sets ({', '.join(names)})")
+        raw = {n: float(weighting.get(n, 0.0)) if counts[n] else 0.0 for n in names}
+    total = sum(raw.values())
+    if total <= 0:
+        raise DatasetError("every data set with a weight > 0 has an empty training split")
+    return {n: raw[n] / total for n in names}
+
+
+def epoch_plan(shares: Mapping[str, float], counts: Mapping[str, int], n_draws: int, seed: int,
+               epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which (source index, item index) each of an epoch's ``n_draws`` crops comes from.
+
+    Deterministic in (seed, epoch). Each source gets ``round(share * n_draws)`` draws (largest
+    remainders settle the total); its items are taken in a seeded permutation, repeated when it has
+    fewer items than draws, so every image is used before any is used twice. The draws are shuffled.
+    """
+    names = list(shares)
+    rng = np.random.default_rng([seed, epoch, 0xC0FFEE])
+    exact = np.array([shares[n] * n_draws for n in names])
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: n_draws - int(quota.sum())]:
+        quota[i] += 1
+    source_index, item_index = [], []
+    for i, name in enumerate(names):
+        if quota[i] == 0:
+            continue
+        n_items = counts[name]
+        reps = -(-quota[i] // n_items)
+        items = np.concatenate([rng.permutation(n_items) for _ in range(reps)])[: quota[i]]
+        source_index.append(np.full(quota[i], i))
+        item_index.append(items)
+    order = rng.permutation(n_draws)
+    return np.concatenate(source_index)[order], np.concatenate(item_index)[order]
