@@ -49,10 +49,13 @@ class SourceConfig(_Section):
     queue_size: int = Field(4, ge=1, le=1024, description="frames buffered between capture and inference")
     max_bad_frames: int = Field(25, ge=1, description="a video ends after this many undecodable frames in a row")
     max_frame_pixels: int = Field(
-        33_177_600, ge=4096, description="largest frame (width x height) processed as is; default 7680x4320"
+        16_777_216, ge=4096, description="largest frame (width x height) processed as is; default 4096x4096"
     )
     oversize: Literal["downscale", "reject"] = Field(
         "downscale", description="a larger frame is shrunk to max_frame_pixels, or skipped (both logged)"
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="after SIGTERM, frames in flight still not inferred after this are abandoned, s"
     )
 
     @model_validator(mode="after")

@@ -237,13 +237,31 @@ class Pipeline:
                 group.append(nxt)
                 tiles += len(nxt.grid.origins)
             x = group[0].model_input if len(group) == 1 else np.concatenate([g.model_input for g in group])
-            probs = self.backend.infer(x)
-            self.stats.tiles += x.shape[0]
+            probs = self._infer_tiles(x)
+            if probs is None:
+                self._abandon(group)
+                continue
             start = 0
             for g in group:
                 n = len(g.grid.origins)
                 self._results.put(Inferred(g, probs[start : start + n]))
                 start += n
+
+    def _infer_tiles(self, x: np.ndarray) -> np.ndarray | None:
+        """Infer in batch_size pieces; None when the shutdown grace ran out in between (work abandoned)."""
+        parts = []
+        for start in range(0, x.shape[0], self.batch_size):
+            if self._give_up.is_set():
+                return None
+            parts.append(self.backend.infer(x[start : start + self.batch_size]))
+            self.stats.tiles += parts[-1].shape[0]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _abandon(self, group: list[Prepared]) -> None:
+        for g in group:
+            self.stats.frames_abandoned += 1
+            log.warning("frame %d of %s abandoned: still not inferred %.0f s after the stop request "
+                        "(source.shutdown_grace_s)", g.frame.index, g.frame.source_id, self.config.source.shutdown_grace_s)
 
     # ------------------------------------------------------------------ post-processing thread
     def _post_one(self, item: Inferred) -> None:
@@ -324,6 +342,7 @@ class Pipeline:
         stop = stop or threading.Event()
         self.stats = PipelineStats()
         self._done = threading.Event()
+        self._give_up = threading.Event()
         self._next_stats_s = time.monotonic() + self.config.stats_interval_s
         capture = threading.Thread(target=self._capture, args=(stop,), name="edge-capture", daemon=True)
         post = threading.Thread(target=self._post, name="edge-post", daemon=True)
@@ -354,8 +373,11 @@ class Pipeline:
         return final
 
     def _close_source_on_stop(self, stop: threading.Event) -> None:
-        """Close the source when ``stop`` is set (a live source may be blocked waiting for a camera)."""
+        """Close the source when ``stop`` is set (a live source may be blocked waiting for a camera);
+        give up inference of frames still in flight ``source.shutdown_grace_s`` later."""
         while not self._done.is_set():
             if stop.wait(0.2):
                 self.source.close()  # ends the source's iteration after the frame it is on
+                if not self._done.wait(self.config.source.shutdown_grace_s):
+                    self._give_up.set()
                 return

@@ -23,6 +23,7 @@ class PipelineStats:
     frames_done: int = 0
     frames_dropped: int = 0  # by the pipeline's own queue (live sources)
     frames_oversized: int = 0  # larger than source.max_frame_pixels (downscaled or rejected)
+    frames_abandoned: int = 0  # still not inferred source.shutdown_grace_s after a stop request
     tiles: int = 0
     alerts: int = 0
     errors: int = 0
@@ -47,6 +48,7 @@ class PipelineStats:
             "alert_latency_ms_p50": percentile_ms(alat, 50),
             "alert_latency_ms_p99": percentile_ms(alat, 99),
             "frames_oversized": self.frames_oversized,
+            "frames_abandoned": self.frames_abandoned,
             "alerts": self.alerts,
             "errors": self.errors,
             **extra,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from edge.pipeline import PipelineError
 from edge.publish import LogPublisher
 from edge.sequence import SequenceCounter
 from edge.sources import CaptureSource
+from edge.tiling import tile_grid
 
 
 def make_config(tmp_path: Path, source: Path, **sets: object) -> EdgeConfig:
@@ -200,3 +202,30 @@ def test_a_graph_whose_input_size_disagrees_with_its_metadata_is_refused(tmp_pat
     darkness_model(Path(config.model.path), input_size=64, graph_size=32)
     with pytest.raises(PipelineError, match="graph input is 32×32 but its metadata says input_size 64"):
         build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")))  # noqa: SIM115
+
+
+def test_a_stop_abandons_inference_still_running_after_the_grace_period(tmp_path: Path, caplog) -> None:
+    """A frame of many tiles on a slow backend: SIGTERM (the stop event) must not wait for all of them."""
+    folder = folder_of(tmp_path, {"a.png": crack_image(480, 640, seed=1)})
+    config = make_config(tmp_path, folder, **{"model.batch_size": 1, "source.shutdown_grace_s": 0.3})
+    pipeline = build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")))  # noqa: SIM115
+    inner, stop, batches = pipeline.backend, threading.Event(), []
+
+    class SlowAfterStop:  # each batch takes 0.1 s of (simulated) compute once the stop was requested
+        metadata, input_shape, precision = inner.metadata, inner.input_shape, inner.precision
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            batches.append(len(batch))
+            if len(batches) == 1:
+                stop.set()  # the stop request arrives while the first frame is being inferred
+            if stop.is_set():
+                threading.Event().wait(0.1)
+            return inner.infer(batch)
+
+    pipeline.backend = SlowAfterStop()
+    with caplog.at_level(logging.WARNING):
+        stats = pipeline.run(stop)
+    tiles = len(tile_grid(480, 640, 64, 16).origins)
+    assert stats["frames_abandoned"] == 1 and stats["frames"] == 0
+    assert len(batches) < tiles / 4, f"{len(batches)} of {tiles} batches ran after a 0.3 s grace"
+    assert any("abandoned" in r.getMessage() for r in caplog.records)
