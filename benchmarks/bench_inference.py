@@ -1,6 +1,6 @@
 """Inference tiles/s, latency and achieved GFLOP/s of the U-Net per backend and precision, against measured peak.
 
-``python benchmarks/bench_inference.py`` (widths 16, 32, 64, deep head, 512 x 512 tiles)
+``python -m benchmarks.bench_inference`` (widths 16, 32, 64, deep head, 512 x 512 tiles)
 
 For every width one model is built (untrained He-initialised weights: weights do not change the
 speed of a dense convolution), exported with the project's exporter (``export.onnx.to_onnx``: sigmoid
@@ -35,14 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from common import (  # noqa: E402
+from benchmarks.common import (
+    DATA_HELP,
     Timings,
     add_results_args,
     command_line,
+    dataset,
     interleaved_latencies,
     load_average,
     matmul_peak,
@@ -52,8 +50,6 @@ from common import (  # noqa: E402
     section_header,
     unet_conv_flops,
 )
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "deepcrack"
 
 
 @dataclass
@@ -95,10 +91,11 @@ def build_models(width: int, head: str, size: int, folder: Path, data: Path, cal
     """(torch UNet eval, metadata, fp32 .onnx path, int8 .onnx path, test tiles) for one width."""
     import torch
 
-    from calibration.dataset import draw_tiles
     from calibration.int8 import QuantSettings, quantize
-    from export.metadata_io import save_onnx_atomic
-    from export.onnx import metadata_from_checkpoint, to_onnx
+    from contract.image_tiles import draw_tiles
+    from contract.onnx_file import save_onnx_atomic
+    from export.onnx import to_onnx
+    from train.checkpoint import metadata_from_checkpoint
     from train.model import build_model
 
     torch.manual_seed(width)
@@ -117,12 +114,11 @@ def cpu_variants(width: int, unet, fp32: Path, int8: Path, tiles: np.ndarray, ba
     """torch eager FP32, ORT FP32 and ORT INT8 on the CPU; also max |delta p| ORT FP32 vs torch."""
     import torch
 
-    from calibration.runtime import ort_session
-    from edge.metadata import INPUT_NAME
+    from contract.metadata import INPUT_NAME
     from export.onnx import ProbabilityModel
 
     net = ProbabilityModel(unet).eval()
-    sessions = {"ORT CPU fp32": ort_session(fp32, threads), "ORT CPU int8": ort_session(int8, threads)}
+    sessions = {"ORT CPU fp32": cpu_session(fp32, threads), "ORT CPU int8": cpu_session(int8, threads)}
     variants: list[Variant] = []
     base = "torch CPU eager fp32"
     parity = 0.0
@@ -141,6 +137,15 @@ def cpu_variants(width: int, unet, fp32: Path, int8: Path, tiles: np.ndarray, ba
         if batch == batches[0]:
             parity = float(np.abs(sessions["ORT CPU fp32"].run(None, {INPUT_NAME: x_np})[0] - eager().numpy()).max())
     return variants, parity
+
+
+def cpu_session(path: Path, threads: int):
+    """The onnxruntime session of the daemon's backend on the CPU provider, run bare (``session.run``)
+    so the table measures the runtime itself; idle threads spin, as onnxruntime does by default."""
+    from contract.backends.ort import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"], intra_op_threads=threads,
+                              allow_spinning=True, log_severity=3).session
 
 
 def cuda_variants(width: int, unet, fp32: Path, tiles: np.ndarray, batches: list[int]) -> list[Variant]:
@@ -171,7 +176,7 @@ def cuda_variants(width: int, unet, fp32: Path, tiles: np.ndarray, batches: list
         variants.append(Variant(width, "torch CUDA fp16 autocast", batch, lambda x=x: eager(x, True), "cuda fp16", base))
         variants.append(Variant(width, "torch CUDA graph fp16", batch, cuda_graph(net, x), "cuda fp16", base))
         if ort_cuda is not None:
-            from edge.metadata import INPUT_NAME
+            from contract.metadata import INPUT_NAME
 
             x_np = np.ascontiguousarray(tiles[:batch])
             variants.append(Variant(width, "ORT CUDA EP fp32", batch,
@@ -293,7 +298,7 @@ def format_table(rows: list[Row], peak_lines: list[str]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python benchmarks/bench_inference.py",
+        prog="python -m benchmarks.bench_inference",
         description="Inference tiles/s, latency p50/p99 and achieved GFLOP/s vs the measured matmul peak, per "
         "backend and precision (torch eager, onnxruntime FP32/INT8; on CUDA: FP16, CUDA graphs, ORT CUDA EP), "
         "interleaved in one run; appends the table to benchmarks/RESULTS.md.",
@@ -314,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DeepCrack train tiles calibrating INT8 (speed only; bench_precision.py measures accuracy) (default: %(default)s)")
     p.add_argument("--peak-n", type=int, default=2048, help="side of the CPU peak matmul (default: %(default)s)")
     p.add_argument("--gpu-peak-n", type=int, default=8192, help="side of the CUDA peak matmuls (default: %(default)s)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="DeepCrack root with images/ and splits/ (default: ../shared/data/deepcrack)")
+    p.add_argument("--data", type=Path, default=dataset("deepcrack"),
+      help="DeepCrack root with images/ and splits/ (default: " + DATA_HELP.format(name="deepcrack") + ")")
     add_results_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -329,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data {args.data} has no images/ folder (DeepCrack tiles calibrate INT8 and feed the timing)")
     import torch
 
-    from calibration.dataset import draw_tiles
+    from contract.image_tiles import draw_tiles
 
     torch.set_num_threads(args.threads)
     load_before = load_average()

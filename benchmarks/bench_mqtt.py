@@ -1,7 +1,7 @@
 """MQTT alert delivery benchmark against a real local mosquitto: load (no loss, latency) and a broker outage.
 
-    python benchmarks/bench_mqtt.py                       # 1,000 alerts/s for 10 s, then a 10 s outage run
-    python benchmarks/bench_mqtt.py --rate 1000 --duration-s 10 --outage-s 10 --no-append
+    python -m benchmarks.bench_mqtt                       # 1,000 alerts/s for 10 s, then a 10 s outage run
+    python -m benchmarks.bench_mqtt --rate 1000 --duration-s 10 --outage-s 10 --no-append
 
 Load phase: MqttPublisher (outbox + QoS 1) publishes `--rate` alerts/s for `--duration-s`; the
 subscriber (edge.subscribe.AlertSink: schema validation + de-dup) records each alert's receipt time.
@@ -17,19 +17,31 @@ import datetime as dt
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
+import numpy as np
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-from common import add_results_args, command_line, publish, section_header  # noqa: E402
-from mqtt_broker import Mosquitto  # noqa: E402
-from mqtt_fixtures import make_alert, mqtt_section  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from benchmarks.common import add_results_args, command_line, publish, section_header
+from edge.config import MqttConfig, OutboxConfig
+from edge.mqtt import MqttPublisher
+from edge.subscribe import AlertSink, Subscriber
+from tests.mqtt_broker import Mosquitto  # the tests' private-broker runner (tests/ is a namespace package)
 
-from edge.mqtt import MqttPublisher  # noqa: E402
-from edge.subscribe import AlertSink, Subscriber  # noqa: E402
+
+def bench_alert(sequence: int) -> dict:
+    """A schema-valid alert (edge/schemas/alert.schema.json) with one crack, as the daemon publishes."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    crack = {"bbox": [0, 5, 40, 8], "area_px": 120, "length_px": 40.0, "max_width_px": 3.0, "mean_width_px": 2.0,
+             "mean_probability": 0.9, "severity": "low"}
+    return {
+        "schema_version": 1, "alert_id": uuid.uuid4().hex, "device_id": "bench", "sequence": sequence,
+        "created_at": stamp, "capture_time": stamp, "source": "file:///data/road.mp4", "frame_index": sequence,
+        "frame_size": {"width": 1920, "height": 1080},
+        "model": {"name": "aelf-unet-w8", "sha256": "0" * 64, "threshold": 0.5, "precision": "fp32"},
+        "severity": "low", "coverage": 0.01, "gsd_mm_per_px": None, "cracks": [crack],
+    }
 
 
 class TimedSink(AlertSink):
@@ -65,7 +77,7 @@ def paced_publish(pub: MqttPublisher, rate: float, duration_s: float, label: str
         delay = t0 + i / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)  # pacing the load generator, not waiting for a result
-        alert = make_alert("bench", sequence=i)
+        alert = bench_alert(i)
         pub.publish_alert(alert)
         ids.append(alert["alert_id"])
     for _, action in pending:
@@ -81,8 +93,9 @@ def run_phase(workdir: Path, name: str, rate: float, duration_s: float, outage_s
                      on_line=lambda line: None).start()
     if not sub.subscribed.wait(10):
         raise RuntimeError("subscriber did not subscribe")
-    pub = MqttPublisher("bench", mqtt_section(broker.uri, workdir / f"outbox-{name}.sqlite3", max_inflight=100,
-                                              reconnect_min_s=0.2, reconnect_max_s=2.0, stats_interval_s=0))
+    section = MqttConfig(broker_uri=broker.uri, max_inflight=100, reconnect_min_s=0.2, reconnect_max_s=2.0,
+                         stats_interval_s=0, outbox=OutboxConfig(path=str(workdir / f"outbox-{name}.sqlite3")))
+    pub = MqttPublisher("bench", section)
     pub.wait_connected(10)
     during = []
     if outage_s > 0:
@@ -120,7 +133,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_mqtt", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=1000.0, help="load phase alerts per second (default: %(default)s)")
     p.add_argument("--duration-s", type=float, default=10.0, help="load phase length, s (default: %(default)s)")
     p.add_argument("--outage-s", type=float, default=10.0,

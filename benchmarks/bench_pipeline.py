@@ -28,21 +28,16 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.common import DATA_HELP, add_results_args, command_line, dataset, machine, publish
+from contract.backends import load_backend
+from contract.preprocess import to_model_input
+from contract.tiling import extract_tiles, tile_grid
+from edge.config import SourceConfig, load_config
+from edge.pipeline import Pipeline
+from edge.publish import LogPublisher
+from edge.sources import open_source
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from common import add_results_args, machine, publish  # noqa: E402
-
-from edge.backends import load_backend  # noqa: E402
-from edge.config import SourceConfig, load_config  # noqa: E402
-from edge.pipeline import Pipeline  # noqa: E402
-from edge.preprocess import to_model_input  # noqa: E402
-from edge.publish import LogPublisher  # noqa: E402
-from edge.sources import open_source  # noqa: E402
-from edge.tiling import extract_tiles, tile_grid  # noqa: E402
-
-DATA = REPO.parent / "shared" / "data" / "deepcrack"
 
 
 def rss_mb() -> float:
@@ -50,9 +45,9 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def make_video(folder: Path, n_images: int) -> tuple[Path, int]:
-    stems = (DATA / "splits" / "test.txt").read_text().split()[:n_images]
-    frames = [cv2.imread(str(DATA / "images" / f"{s}.jpg")) for s in stems]
+def make_video(folder: Path, data: Path, n_images: int) -> tuple[Path, int]:
+    stems = (data / "splits" / "test.txt").read_text().split()[:n_images]
+    frames = [cv2.imread(str(data / "images" / f"{s}.jpg")) for s in stems]
     frames = [f for f in frames if f is not None and f.shape[:2] == frames[0].shape[:2]]
     h, w = frames[0].shape[:2]
     path = folder / "deepcrack.avi"
@@ -118,9 +113,12 @@ def memory_run(backend, config, frames: int) -> list[tuple[int, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=REPO / "edge" / "assets" / "demo_model.onnx",
                    help="ONNX model (default: edge/assets/demo_model.onnx)")
+    p.add_argument("--data", type=Path, default=dataset("deepcrack"),
+                   help="DeepCrack root whose test images make the video (default: " + DATA_HELP.format(name="deepcrack") + ")")
     p.add_argument("--images", type=int, default=100,
                    help="DeepCrack test images in the video; short passes (24 images = 144 tiles, ~3 s) are dominated "
                         "by the daemon's fixed start/drain time and read ~0.88 (default: %(default)s)")
@@ -133,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=10_000, help="frames of the memory run (default: %(default)s)")
     add_results_args(p)
     args = p.parse_args(argv)
-    if not DATA.is_dir():
-        p.error(f"{DATA} not found (DeepCrack test images make the benchmark video)")
+    if not (args.data / "splits" / "test.txt").is_file():
+        p.error(f"--data {args.data} has no splits/test.txt (DeepCrack test images make the benchmark video)")
     if not args.model.is_file():
         p.error(f"--model {args.model} not found")
     backend = load_backend(args.model, batch_size=args.batch, intra_op_threads=args.threads or None,
@@ -142,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     tile = backend.input_shape[2]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        video, n_frames = make_video(tmp, args.images)
+        video, n_frames = make_video(tmp, args.data, args.images)
         config = config_for(args, video, tmp)
         bare, daemon = [], []
         for _ in tqdm(range(args.repeats), desc="bare vs daemon", unit="round"):
@@ -156,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = [mb for i, mb in samples if i >= args.frames // 10] or [mb for _, mb in samples]
     mean = statistics.mean(warm)
     spread = max(abs(max(warm) - mean), abs(min(warm) - mean)) / mean * 100
-    command = "python " + " ".join([os.path.relpath(__file__, REPO), *(argv if argv is not None else sys.argv[1:])])
+    command = command_line(__file__, argv)
     meta = backend.metadata
     table = (
         f"\n\n## Edge pipeline overhead and memory (onnxruntime CPU) — {date.today().isoformat()}\n\n"

@@ -1,11 +1,11 @@
 """FP32 vs INT8 (onnxruntime, CPU), and FP32 vs FP16 (torch, CUDA) where a GPU is present: accuracy and speed.
 
-``python benchmarks/bench_precision.py --checkpoint runs/x/best.pt``
+``python -m benchmarks.bench_precision --checkpoint runs/x/best.pt``
 
 One run, side by side on the same images: the checkpoint is exported (``export.onnx``, parity vs
 torch measured), quantized to INT8 QDQ (``calibration.int8``, calibrated on training-split tiles),
 then every variant predicts each test image tiled and stitched as the edge daemon does, and
-``train.metrics.ThresholdSweep`` gives F-beta / F1 / IoU at the model's threshold and the ODS F-beta.
+``contract.metrics.ThresholdSweep`` gives F-beta / F1 / IoU at the model's threshold and the ODS F-beta.
 Throughput is tiles/s on the same fixed tiles, batch ``--batch``, ``--threads`` intra-op threads,
 median of ``--repeats`` interleaved timed passes after a warm-up. The table is printed and appended to
 benchmarks/RESULTS.md with the command, machine and date.
@@ -23,27 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from common import add_results_args, machine, publish  # noqa: E402
-
-from calibration.dataset import draw_tiles  # noqa: E402
-from calibration.int8 import QuantSettings, quantize  # noqa: E402
-from calibration.runtime import ort_session, run_tiles  # noqa: E402
-from calibration.threshold import probability_maps  # noqa: E402
-from export.metadata_io import read_metadata  # noqa: E402
-from export.onnx import export_checkpoint  # noqa: E402
-from train.metrics import ThresholdSweep  # noqa: E402
-
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "deepcrack"
+from benchmarks.common import DATA_HELP, add_results_args, command_line, dataset, machine, publish
+from calibration.int8 import QuantSettings, quantize
+from calibration.threshold import probability_maps
+from contract.backends.ort import OnnxRuntimeBackend
+from contract.image_tiles import draw_tiles
+from contract.metrics import ThresholdSweep
+from contract.onnx_file import read_metadata
+from export.onnx import export_checkpoint
 
 
-def evaluate(predict, data: Path, split: str, meta, max_images: int | None) -> dict:
-    """ThresholdSweep metrics of ``predict`` on the labelled images of ``split``."""
+def evaluate(backend, data: Path, split: str, max_images: int | None) -> dict:
+    """ThresholdSweep metrics of ``backend`` on the labelled images of ``split`` (predicted as the daemon does)."""
+    meta = backend.metadata
     sweep = ThresholdSweep()
-    for i, (prob, mask) in enumerate(probability_maps(predict, data, split, meta, progress=True)):
+    for i, (prob, mask) in enumerate(probability_maps(backend, data, split, progress=True)):
         if max_images is not None and i >= max_images:
             break
         sweep.update(prob, mask)
@@ -51,7 +45,7 @@ def evaluate(predict, data: Path, split: str, meta, max_images: int | None) -> d
     th = meta.threshold
     index = int(np.argmin(np.abs(sweep.thresholds - th)))
     tp, fp, fn = (float(c[index]) for c in sweep.totals())
-    from train.metrics import iou, prf
+    from contract.metrics import iou, prf
 
     return {
         "f_beta": prf(tp, fp, fn)[2], "f1": prf(tp, fp, fn, beta2=1.0)[2], "iou": iou(tp, fp, fn),
@@ -59,31 +53,32 @@ def evaluate(predict, data: Path, split: str, meta, max_images: int | None) -> d
     }
 
 
-def tiles_per_second(predicts: dict, tiles: np.ndarray, batch: int, repeats: int) -> dict[str, float]:
+def tiles_per_second(backends: dict, tiles: np.ndarray, batch: int, repeats: int) -> dict[str, float]:
     """Median tiles/s per variant over ``repeats`` passes over ``tiles``, after one warm-up pass each.
 
     Passes are interleaved (fp32, int8, fp32, int8, ...) so that load from other processes on a shared
     machine hits every variant alike instead of biasing the ratio.
     """
-    def one_pass(predict) -> float:
+    def one_pass(backend) -> float:
         start = time.perf_counter()
         for i in range(0, len(tiles), batch):
-            predict(tiles[i : i + batch])
+            backend.infer(tiles[i : i + batch])
         return len(tiles) / (time.perf_counter() - start)
 
-    for predict in predicts.values():
-        one_pass(predict)
-    speeds: dict[str, list[float]] = {name: [] for name in predicts}
+    for backend in backends.values():
+        one_pass(backend)
+    speeds: dict[str, list[float]] = {name: [] for name in backends}
     for _ in range(repeats):
-        for name, predict in predicts.items():
-            speeds[name].append(one_pass(predict))
+        for name, backend in backends.items():
+            speeds[name].append(one_pass(backend))
     return {name: statistics.median(values) for name, values in speeds.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python benchmarks/bench_precision.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_precision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="trained checkpoint (best.pt from `python -m train.run`)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data set root with images/, masks/, splits/ (default: ../shared/data/deepcrack)")
+    parser.add_argument("--data", type=Path, default=dataset("deepcrack"),
+                        help="data set root with images/, masks/, splits/ (default: " + DATA_HELP.format(name="deepcrack") + ")")
     parser.add_argument("--split", default="test", help="evaluation split (default: %(default)s)")
     parser.add_argument("--calib-split", default="train", help="split the INT8 calibration tiles come from (default: %(default)s)")
     parser.add_argument("--calib-tiles", type=int, default=64, help="INT8 calibration tiles (default: %(default)s)")
@@ -104,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         speed = draw_tiles(args.data, meta, max_tiles=args.speed_tiles, seed=1, split=args.split, progress=False).tiles
         variants: dict[str, object] = {}
         for name, path in (("ORT CPU fp32", fp32_path), ("ORT CPU int8", int8_path)):
-            session = ort_session(path, args.threads)
-            variants[name] = (lambda s: (lambda t: run_tiles(s, t, args.batch)))(session)
-        variants.update(cuda_variants(args.checkpoint))
-        metrics = {name: evaluate(predict, args.data, args.split, meta, args.max_images) for name, predict in variants.items()}
+            # idle threads spin, as onnxruntime does by default: the runtime's own speed is measured
+            variants[name] = OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"], batch_size=args.batch,
+                                                intra_op_threads=args.threads, allow_spinning=True, log_severity=3)
+        variants.update(cuda_variants(args.checkpoint, args.batch))
+        metrics = {name: evaluate(backend, args.data, args.split, args.max_images) for name, backend in variants.items()}
         speeds = tiles_per_second(variants, speed, args.batch, args.repeats)
         rows = [(name, metrics[name], speeds[name]) for name in variants]
         sizes = {"ORT CPU fp32": fp32_path.stat().st_size, "ORT CPU int8": int8_path.stat().st_size}
@@ -115,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     table = format_table(rows, sizes)
     header = (
         f"\n## Precision: FP32 vs INT8 (onnxruntime CPU){' and FP16 (torch CUDA)' if len(rows) > 2 else ''} — {dt.date.today()}\n\n"
-        f"Command: `python benchmarks/bench_precision.py {' '.join(argv if argv is not None else sys.argv[1:])}`  \n"
+        f"Command: `{command_line(__file__, argv)}`  \n"
         f"Machine: {machine()}  \n"
         f"Model: width {meta.width}, head {meta.head}, tile {meta.input_size}, threshold {meta.threshold:.2f}, "
         f"trained on {meta.train_data}; data {args.data.name} split {args.split} ({rows[0][1]['n_images']} images); "
@@ -126,25 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cuda_variants(checkpoint: Path) -> dict:
-    """torch FP32 and FP16 (autocast) on CUDA when a GPU is present; nothing otherwise."""
+def cuda_variants(checkpoint: Path, batch: int) -> dict:
+    """The torch backend in FP32 and FP16 (autocast) on CUDA when a GPU is present; nothing otherwise."""
     import torch
 
     if not torch.cuda.is_available():
         return {}
-    from export.onnx import ProbabilityModel
-    from train.checkpoint import load_model
+    from train.checkpoint import load_model, metadata_from_checkpoint
+    from train.torch_backend import TorchBackend
 
-    unet, _ = load_model(checkpoint, "cuda")
-    net = ProbabilityModel(unet).eval()
-
-    def run(tiles: np.ndarray, half: bool) -> np.ndarray:
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=half):
-            out = net(torch.from_numpy(tiles).cuda()).float().cpu().numpy()
-        torch.cuda.synchronize()
-        return out
-
-    return {"torch CUDA fp32": lambda t: run(t, False), "torch CUDA fp16": lambda t: run(t, True)}
+    unet, payload = load_model(checkpoint, "cuda")
+    meta = metadata_from_checkpoint(payload)
+    return {
+        f"torch CUDA {name}": TorchBackend.from_module(unet, meta, device="cuda", batch_size=batch, amp_dtype=amp)
+        for name, amp in (("fp32", None), ("fp16", torch.float16))
+    }
 
 
 def format_table(rows: list, sizes: dict) -> str:

@@ -1,7 +1,7 @@
 """Reliability figures: alerts produced / received / lost / duplicated under injected faults.
 
-    python benchmarks/bench_reliability.py                         # every scenario, appended to RESULTS.md
-    python benchmarks/bench_reliability.py --scenarios broker_sigkill disk_full --no-append
+    python -m benchmarks.bench_reliability                         # every scenario, appended to RESULTS.md
+    python -m benchmarks.bench_reliability --scenarios broker_sigkill disk_full --no-append
 
 Runs the scenarios of tests/fault_scenarios.py (the same code tests/faults/ asserts on) against a real
 local mosquitto, real SQLite and, for the disk-full scenario, a real 1 MiB tmpfs (needs root; reported
@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
+from benchmarks.common import add_results_args, command_line, publish, section_header
 
-from common import add_results_args, command_line, publish, section_header  # noqa: E402
+# The scenarios are the fault tests' own code; tests/ holds flat helper modules that import each other
+# by name (as pytest puts tests/ on the path), so the benchmark does the same.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fault_scenarios import SCENARIOS  # noqa: E402
 
 HEADER = ("| scenario | produced | received | lost | redelivered (removed by dedup) | duplicated after dedup "

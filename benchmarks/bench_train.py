@@ -1,6 +1,6 @@
 """Training throughput of the real training step at the paper's protocol, and the projected time of a full run.
 
-``python benchmarks/bench_train.py`` (widths 8, 16, 64; batch 1, 512 x 512 crops, Adam, AELF)
+``python -m benchmarks.bench_train`` (widths 8, 16, 64; batch 1, 512 x 512 crops, Adam, AELF)
 
 Each variant (a width, and on CUDA an AMP mode) is the project's own training step:
 ``train.loop.train_one_epoch`` over ``train.data.TrainCrops`` of real DeepCrack training images
@@ -27,13 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from common import (  # noqa: E402
+from benchmarks.common import (
+    DATA_HELP,
     add_results_args,
     command_line,
+    dataset,
     load_average,
     matmul_peak,
     ort_matmul_peak,
@@ -44,7 +42,6 @@ from common import (  # noqa: E402
     unet_conv_flops,
 )
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "deepcrack"
 TRAIN_FLOPS_PER_FORWARD = 3  # forward + gradient w.r.t. inputs + gradient w.r.t. weights, each ~ one forward
 
 
@@ -116,7 +113,7 @@ def train_steps(variant: TrainVariant, dataset, loss_fn, args: argparse.Namespac
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python benchmarks/bench_train.py",
+        prog="python -m benchmarks.bench_train",
         description="Training images/s, s/epoch and projected full-run time of the real training step "
         "(TrainCrops + AELF + Adam via train.loop.train_one_epoch) per width (and AMP mode on CUDA), "
         "interleaved in one run with the matmul peak; appends the table to benchmarks/RESULTS.md.",
@@ -145,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch-images", type=int, default=None,
                    help="training images per epoch for the projection (default: the lines of <data>/splits/train.txt, 300 for DeepCrack)")
     p.add_argument("--peak-n", type=int, default=2048, help="side of the peak matmul (default: %(default)s; 8192 on CUDA)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data set root with images/, masks/, splits/train.txt (default: ../shared/data/deepcrack)")
+    p.add_argument("--data", type=Path, default=dataset("deepcrack"),
+      help="data set root with images/, masks/, splits/train.txt (default: " + DATA_HELP.format(name="deepcrack") + ")")
     add_results_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p

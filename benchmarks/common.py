@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract.data_root import data_root
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 STAGES = 5  # train.model.STAGES; repeated here so the FLOP count stays a pure function of the shapes
@@ -73,9 +75,19 @@ def git_commit() -> str:
 
 
 def command_line(script: str, argv: Sequence[str] | None) -> str:
-    """The command that reproduces this run, e.g. ``python benchmarks/bench_x.py --flag 1``."""
+    """The command that reproduces this run, e.g. ``python -m benchmarks.bench_x --flag 1``."""
     args = list(argv if argv is not None else sys.argv[1:])
-    return " ".join(["python", os.path.relpath(script, REPO), *args])
+    module = ".".join(Path(os.path.relpath(script, REPO)).with_suffix("").parts)
+    return " ".join(["python", "-m", module, *args])
+
+
+def dataset(name: str) -> Path:
+    """The data set ``name`` under the data-set root: ``$CRACK_DATA_ROOT/<name>``, ``../shared/data/<name>``
+    when the variable is unset (:func:`contract.data_root.data_root`)."""
+    return data_root() / name
+
+
+DATA_HELP = "$CRACK_DATA_ROOT/{name}, ../shared/data/{name} when unset"
 
 
 def section_header(title: str, command: str, notes: Sequence[str] = ()) -> str:
@@ -254,9 +266,8 @@ def ort_matmul_peak(n: int, threads: int) -> tuple[Callable[[], object], int]:
     than the torch "peak" (measured: docs/BENCHMARKS.md)."""
     import numpy as np
     import onnx
+    import onnxruntime as ort
     from onnx import TensorProto, helper
-
-    from calibration.runtime import ort_session
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul_peak",
@@ -265,7 +276,9 @@ def ort_matmul_peak(n: int, threads: int) -> tuple[Callable[[], object], int]:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, onnx.IR_VERSION)
-    session = ort_session(model.SerializeToString(), threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {x: rng.standard_normal((n, n), dtype=np.float32) for x in ("a", "b")}
     return (lambda: session.run(None, feeds)), 2 * n**3

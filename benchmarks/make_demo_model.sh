@@ -10,7 +10,7 @@
 #   -> copy into edge/assets/demo_model.onnx + edge/assets/demo_model.json (provenance)
 #
 # Environment overrides (defaults in brackets):
-#   DATA    DeepCrack folder with images/ masks/ splits/         [../shared/data/deepcrack]
+#   DATA    DeepCrack folder with images/ masks/ splits/         [$CRACK_DATA_ROOT/deepcrack, ../shared/data/deepcrack]
 #   RUN     run folder for every intermediate output             [runs/demo_model-<date>]
 #   EPOCHS  training epochs of 270 random 256-px crops each      [14]
 #   LOSS    training loss (train.run --loss)                     [bce]
@@ -31,7 +31,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-DATA="${DATA:-../shared/data/deepcrack}"
+DATA="${DATA:-${CRACK_DATA_ROOT:-../shared/data}/deepcrack}"
 RUN="${RUN:-runs/demo_model-$(date +%Y%m%d-%H%M%S)}"
 EPOCHS="${EPOCHS:-14}"
 LOSS="${LOSS:-bce}"
@@ -96,8 +96,7 @@ from pathlib import Path
 run, data, train_s, train_args = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 commit, dirty = sys.argv[5], bool(sys.argv[6])
 model = run / "demo_model.onnx"
-sys.path.insert(0, ".")
-from export.metadata_io import read_metadata  # noqa: E402
+from contract.onnx_file import read_metadata  # `python -` runs from the repository root: cwd is on sys.path
 
 meta = read_metadata(model)
 test = json.loads((run / "eval-onnx-test" / "metrics.json").read_text())

@@ -9,7 +9,7 @@
 #   every row (1e-3 drove AELF into a saturated all-background sigmoid here; see docs/RESULTS_ABLATION.md).
 #
 # Two lanes of independent jobs run side by side (2 cores, one torch thread each). Outputs go to
-# $OUT (git-ignored runs/ by default); benchmarks/summarize_ablation.py merges them into tables/figures.
+# $OUT (git-ignored runs/ by default); `python -m benchmarks.summarize_ablation` merges them into tables/figures.
 #
 # Usage: bash benchmarks/run_ablation.sh            (37 min on the shared, loaded 2-core CPU, with 1 DeepCrack
 #                                                    seed and no DeepCrack baselines; the 2 more seeds and the 4
@@ -20,8 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-runs/ablation-cpu}
-CFD=${CFD:-../shared/data/crackforest_cfd}
-DC=${DC:-../shared/data/deepcrack}
+CFD=${CFD:-${CRACK_DATA_ROOT:-../shared/data}/crackforest_cfd}
+DC=${DC:-${CRACK_DATA_ROOT:-../shared/data}/deepcrack}
 EPOCHS=${EPOCHS:-30}            # CrackForest rows
 GRID_EPOCHS=${GRID_EPOCHS:-12}  # each gamma-grid trial
 DC_EPOCHS=${DC_EPOCHS:-12}      # DeepCrack rows
@@ -83,9 +83,9 @@ lane_b & pid_b=$!
 wait "$pid_a"; wait "$pid_b"
 
 # tables (ablation.md/.json next to the runs) and figures (benchmarks/figures/ablation_{cfd,dc}_*.png)
-python3 benchmarks/summarize_ablation.py --runs "$OUT/cfd" --name ablation_cfd --title "CFD, CPU width 8" \
+python3 -m benchmarks.summarize_ablation --runs "$OUT/cfd" --name ablation_cfd --title "CFD, CPU width 8" \
   --gamma-source "3x3 grid on CFD validation (seed-0 split, $GRID_EPOCHS epochs per trial): $(cat "$OUT/gamma.txt")"
-python3 benchmarks/summarize_ablation.py --runs "$OUT/dc" --name ablation_dc --title "DeepCrack x0.5, CPU width 8" \
+python3 -m benchmarks.summarize_ablation --runs "$OUT/dc" --name ablation_dc --title "DeepCrack x0.5, CPU width 8" \
   --gamma-source "transferred from the CFD grid (not searched on DeepCrack): $(cat "$OUT/gamma.txt")"
 
 # CFD with a 2-px distance tolerance (closer to CrackForest-style scoring), Table 6 extremes only

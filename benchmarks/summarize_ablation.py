@@ -7,7 +7,7 @@ would train them one after another. This program reads those folders back and wr
 ``train.ablation.ablation_markdown``) plus figures:
 
 * ``<name>_pr.png``: test precision-recall curves, one per row, precision and recall averaged over
-  seeds at each threshold (pooled pixel counts per seed, as ``train.metrics.ThresholdSweep``);
+  seeds at each threshold (pooled pixel counts per seed, as ``contract.metrics.ThresholdSweep``);
 * ``<name>_val_curves.png``: validation ODS F-beta per epoch of every row (seed 0): did it converge?
 * ``<name>_grid.png``: the gamma grid heat-map (validation ODS F-beta), when ``--runs`` has ``grid/``.
 
@@ -27,14 +27,19 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python benchmarks/summarize_ablation.py` from anywhere
-    sys.path.insert(0, str(REPO))
+from train.ablation import TABLE_COLUMNS, ablation_markdown, paper_rows
+from train.losses import LOSS_NAMES
+from train.report import (
+    plot_grid_heatmap,
+    plot_pr_curves,
+    pm,
+    read_history,
+    summarize,
+    write_json,
+    write_text_atomic,
+)
 
-from train.ablation import TABLE_COLUMNS, ablation_markdown, paper_rows  # noqa: E402
-from train.losses import LOSS_NAMES  # noqa: E402
-from train.metrics import plot_pr_curves  # noqa: E402
-from train.report import plot_grid_heatmap, pm, read_history, summarize, write_json, write_text_atomic  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 ROW_LABELS = {row.key: row.label for row in paper_rows(tuple(LOSS_NAMES))}  # Table 6 order, then baselines
 ROW_ORDER = list(ROW_LABELS)
@@ -179,7 +184,7 @@ def extra_markdown(report: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python benchmarks/summarize_ablation.py",
+        prog="python -m benchmarks.summarize_ablation",
         description="Merge the row folders written by benchmarks/run_ablation.sh into ablation.json/.md "
         "(train.ablation's format) and PR-curve, validation-curve and gamma-grid PNGs.",
     )

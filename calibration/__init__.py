@@ -1,1 +1,1 @@
-"""INT8 calibration data and caches; the alert threshold chosen on validation data."""
+"""onnxruntime INT8 quantization calibrated on tiles cut as the daemon cuts frames; the alert threshold chosen on validation data."""

@@ -2,7 +2,7 @@
 
 ``python -m calibration.int8 --model model.onnx --images DIR``
 
-The calibration tiles come from :func:`calibration.dataset.draw_tiles` (same tiler, same
+The calibration tiles come from :func:`contract.image_tiles.draw_tiles` (same tiler, same
 normalisation as the edge daemon), fed through an onnxruntime ``CalibrationDataReader``. The
 metadata of the FP32 model is carried over with ``precision=int8``. Defaults are the settings that
 measured fastest on an AVX-512 VNNI CPU while staying accurate (docs/EXPORT.md, benchmarks/RESULTS.md):
@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from calibration.dataset import CalibrationDataError, draw_tiles
-from calibration.runtime import ort_session, run_tiles
-from edge.metadata import INPUT_NAME, ModelMetadata
-from export.metadata_io import load_onnx, read_metadata, save_onnx_atomic, write_metadata
+from contract.backends.ort import OnnxRuntimeBackend
+from contract.image_tiles import ImageFolderError, draw_tiles
+from contract.metadata import INPUT_NAME, ModelMetadata
+from contract.metrics import BETA2, prf
+from contract.onnx_file import load_onnx, read_metadata, save_onnx_atomic, write_metadata
 
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("quint8", "qint8")
@@ -146,16 +147,20 @@ class Int8Report:
         )
 
 
+def cpu_backend(path: str | os.PathLike, threads: int | None = 2) -> OnnxRuntimeBackend:
+    """``path`` on onnxruntime's CPU provider (2 threads: the development machine's cores), with the
+    warnings onnxruntime prints for every INT8 QDQ graph silenced."""
+    return OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"], intra_op_threads=threads or 0, log_severity=3)
+
+
 def compare(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, tiles: np.ndarray, meta: ModelMetadata) -> Int8Report:
     """How far the INT8 model's probabilities and decisions move from FP32's on ``tiles``."""
-    p32 = run_tiles(ort_session(fp32_path), tiles)
-    p8 = run_tiles(ort_session(int8_path), tiles)
+    p32 = cpu_backend(fp32_path).infer(tiles)
+    p8 = cpu_backend(int8_path).infer(tiles)
     diff = np.abs(p8 - p32)
     d32, d8 = p32 >= meta.threshold, p8 >= meta.threshold
     tp, fp, fn = int(np.sum(d8 & d32)), int(np.sum(d8 & ~d32)), int(np.sum(~d8 & d32))
-    beta2 = 0.3  # the paper's beta^2 (train.metrics.BETA2)
-    precision, recall = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
-    f = (1 + beta2) * precision * recall / max(beta2 * precision + recall, 1e-12) if tp + fp + fn else 1.0
+    f = prf(tp, fp, fn, BETA2)[2] if tp + fp + fn else 1.0
     return Int8Report(
         Path(fp32_path).stat().st_size, Path(int8_path).stat().st_size, len(tiles),
         float(diff.max()), float(diff.mean()), float(f),
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         held_out = draw_tiles(args.images, meta, max_tiles=args.eval_tiles, seed=args.seed + 1, progress=False)
         quantize(args.model, out, calib.tiles, settings)
         report = compare(args.model, out, held_out.tiles, meta)
-    except (CalibrationDataError, FileNotFoundError, ValueError) as exc:
+    except (ImageFolderError, FileNotFoundError, ValueError) as exc:
         print(f"calibration.int8: error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {out} (INT8 QDQ, {len(calib)} calibration tiles, {settings})")

@@ -2,11 +2,18 @@
 
 ``python -m calibration.threshold --model model.onnx --data ../shared/data/deepcrack --split val --write``
 
+With several ``--data`` (a model trained on several data sets) every data set counts equally, not
+every pixel: the threshold is the one that maximises the mean over the data sets of their F-beta
+(:func:`contract.metrics.pooled_summary`), so a set with 900 validation crops does not choose alone.
+``--run RUN`` takes each data set's validation images from the split a training run recorded
+(``RUN/splits/<name>/val.txt``, or ``RUN/splits/val.txt`` for a one-data-set run) where there is one.
+
 Each validation image is tiled, inferred and stitched exactly as the edge daemon does
-(:func:`calibration.runtime.predict_frame`), so the threshold is chosen on the probabilities the
-daemon will threshold. The sweep is :class:`train.metrics.ThresholdSweep` (F-beta of eq. 10 with
-beta^2 = 0.3 on the data-set counts, the ODS threshold). ONNX models run on onnxruntime; a
-checkpoint (``.pt``) runs on torch, imported only for that case.
+(:func:`contract.predict.predict_frame` on the model's backend), so the threshold is chosen on the
+probabilities the daemon will threshold. The sweep is :class:`contract.metrics.ThresholdSweep`
+(F-beta of eq. 10 with beta^2 = 0.3 on the data-set counts, the ODS threshold). ONNX models run on
+onnxruntime; a checkpoint (``.pt``) on the torch backend (``train.torch_backend``, imported by
+``contract.backends.load_backend`` only for that case).
 """
 
 from __future__ import annotations
@@ -14,18 +21,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from calibration.dataset import CalibrationDataError, frame_tiles, list_images, read_bgr
-from edge.metadata import ModelMetadata
-from train.metrics import BETA2, ThresholdSweep, prf
-
-Predictor = Callable[[np.ndarray], np.ndarray]  # model-ready tiles N x 3 x S x S -> probabilities N x 1 x S x S
+from contract.backends import Backend, BackendError, load_backend
+from contract.image_tiles import ImageFolderError, list_images, read_bgr
+from contract.metrics import BETA2, ThresholdSweep, pooled_summary, prf
+from contract.onnx_file import load_onnx, read_metadata, save_onnx_atomic, write_metadata
+from contract.predict import predict_frame
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,31 @@ def choose_threshold(sweep: ThresholdSweep) -> ThresholdChoice:
     return ThresholdChoice(threshold, precision, recall, f_beta, prf(tp, fp, fn, beta2=1.0)[2], sweep.n_images)
 
 
+def choose_pooled_threshold(sweeps: dict[str, ThresholdSweep]) -> ThresholdChoice:
+    """The threshold maximising the mean F-beta over data sets, with the mean P/R/F-beta/F1 there (pure)."""
+    if len(sweeps) == 1:
+        return choose_threshold(next(iter(sweeps.values())))
+    threshold = pooled_summary(sweeps)["ods_threshold"]
+    rows = []
+    for sweep in sweeps.values():
+        index = int(np.argmin(np.abs(sweep.thresholds - threshold)))
+        tp, fp, fn = (int(c[index]) for c in sweep.totals())
+        rows.append((*prf(tp, fp, fn), prf(tp, fp, fn, beta2=1.0)[2]))
+    p, r, f, f1 = (float(np.mean(col)) for col in zip(*rows, strict=True))
+    return ThresholdChoice(threshold, p, r, f, f1, sum(s.n_images for s in sweeps.values()))
+
+
+def split_for(root: Path, split: str, run: Path | None) -> str | None:
+    """The split argument of :func:`labelled_images` for one data set (``--run`` record first)."""
+    if split == "all":
+        return None
+    if run is not None and not split.endswith(".txt"):
+        for candidate in (run / "splits" / root.name / f"{split}.txt", run / "splits" / f"{split}.txt"):
+            if candidate.is_file():
+                return str(candidate)
+    return split
+
+
 def read_mask(root: Path, image: Path) -> np.ndarray:
     """The ground-truth crack mask (``root/masks/<stem>.png``, crack > 127) of ``image``."""
     import cv2
@@ -63,7 +95,7 @@ def read_mask(root: Path, image: Path) -> np.ndarray:
     path = root / "masks" / f"{image.stem}.png"
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if mask is None:
-        raise CalibrationDataError(f"mask {path} for image {image.name} is missing or unreadable")
+        raise ImageFolderError(f"mask {path} for image {image.name} is missing or unreadable")
     return mask > 127
 
 
@@ -74,47 +106,26 @@ def labelled_images(root: str | os.PathLike, split: str | None) -> list[tuple[Pa
 
 
 def probability_maps(
-    predict: Predictor, root: str | os.PathLike, split: str | None, meta: ModelMetadata, progress: bool = True
+    backend: Backend, root: str | os.PathLike, split: str | None, progress: bool = True
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(stitched probability H x W, crack mask H x W) per labelled image, predicted as the daemon does."""
-    from edge.tiling import stitch
-
     root = Path(root)
     for image, _ in tqdm(labelled_images(root, split), desc="images", unit="img", disable=not progress):
         frame = read_bgr(image)
-        grid, tiles = frame_tiles(frame, meta)
         mask = read_mask(root, image)
         if mask.shape != frame.shape[:2]:
-            raise CalibrationDataError(f"mask of {image.name} is {mask.shape}, the image is {frame.shape[:2]}")
-        yield stitch(predict(tiles), grid), mask
+            raise ImageFolderError(f"mask of {image.name} is {mask.shape}, the image is {frame.shape[:2]}")
+        yield predict_frame(backend, frame), mask
 
 
-def load_predictor(model: str | os.PathLike, threads: int | None = 2) -> tuple[Predictor, ModelMetadata]:
-    """A tiles -> probabilities function and the model's metadata, for an ONNX file or a checkpoint."""
-    model = Path(model)
-    if model.suffix == ".onnx":
-        from calibration.runtime import ort_session, run_tiles
-        from export.metadata_io import read_metadata
-
-        session = ort_session(model, threads)
-        return (lambda tiles: run_tiles(session, tiles)), read_metadata(model)
-    import torch  # only for checkpoints: calibration must not need torch for ONNX models
-
-    from export.onnx import ProbabilityModel, metadata_from_checkpoint
-    from export.parity import torch_probabilities
-    from train.checkpoint import load_model
-
-    unet, payload = load_model(model, "cpu")
-    if threads:
-        torch.set_num_threads(threads)
-    net = ProbabilityModel(unet).eval()
-    return (lambda tiles: torch_probabilities(net, tiles)), metadata_from_checkpoint(payload)
+def open_model(model: str | os.PathLike, threads: int | None = 2) -> Backend:
+    """The backend of an ONNX file (onnxruntime on the CPU) or a checkpoint (torch on the CPU)."""
+    return load_backend(model, providers=["CPUExecutionProvider"], intra_op_threads=threads or None,
+                        device="cpu", log_severity=3)
 
 
 def write_threshold(model: str | os.PathLike, threshold: float) -> Path:
     """Record ``threshold`` in the ONNX model's metadata (file rewritten atomically)."""
-    from export.metadata_io import load_onnx, read_metadata, save_onnx_atomic, write_metadata
-
     proto = load_onnx(model)
     meta = read_metadata(proto, source=str(model))
     extra = {**meta.extra, "threshold_source": "calibration.threshold (ODS F-beta on validation data)"}
@@ -128,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
         "write it into the ONNX model's metadata.",
     )
     parser.add_argument("--model", required=True, type=Path, help="model.onnx (onnxruntime) or a checkpoint .pt (torch)")
-    parser.add_argument("--data", required=True, type=Path, help="data set root with images/, masks/ and splits/<split>.txt")
+    parser.add_argument("--data", required=True, type=Path, action="append",
+                        help="data set root with images/, masks/ and splits/<split>.txt; repeat for several data sets "
+                        "(each then counts equally in the choice)")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="training run folder whose recorded splits (splits/<name>/<split>.txt) to use where present")
     parser.add_argument("--split", default="val", help="split: a name under <data>/splits/ (val, test), a .txt file of stems (a training run's "
         "runs/<run>/splits/val.txt: the images it held out for validation), or 'all' (default: %(default)s)")
     parser.add_argument("--n-thresholds", type=int, default=99, help="thresholds swept, k/(n+1) for k=1..n (default: %(default)s)")
@@ -145,12 +160,18 @@ def main(argv: list[str] | None = None) -> int:
               "threshold to `python -m export.onnx --threshold T`", file=sys.stderr)
         return 1
     try:
-        predict, meta = load_predictor(args.model, args.threads)
-        sweep = ThresholdSweep(args.n_thresholds, args.tolerance_px)
-        for prob, mask in probability_maps(predict, args.data, None if args.split == "all" else args.split, meta):
-            sweep.update(prob, mask)
-        choice = choose_threshold(sweep)
-    except (CalibrationDataError, FileNotFoundError, ValueError) as exc:
+        backend = open_model(args.model, args.threads)
+        meta = backend.metadata
+        if len(args.data) > 1 and args.split.endswith(".txt"):
+            raise ValueError("--split FILE.txt names the images of one data set; with several --data use a split "
+                             "name (val) and --run RUN for a training run's recorded splits")
+        sweeps = {}
+        for root in args.data:
+            sweep = sweeps[root.name] = ThresholdSweep(args.n_thresholds, args.tolerance_px)
+            for prob, mask in probability_maps(backend, root, split_for(root, args.split, args.run)):
+                sweep.update(prob, mask)
+        choice = choose_pooled_threshold(sweeps)
+    except (ImageFolderError, BackendError, FileNotFoundError, ValueError) as exc:
         print(f"calibration.threshold: error: {exc}", file=sys.stderr)
         return 1
     print(choice.describe())

@@ -76,7 +76,7 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from edge.backends import BackendError
+    from contract.backends import BackendError
     from edge.config import ConfigError, load_config
     from edge.sources import SourceError
 

@@ -68,7 +68,7 @@ class SourceConfig(_Section):
 
 
 class ModelSection(_Section):
-    """Which model file and which runtime (edge/backends/)."""
+    """Which model file and which runtime (contract/backends/)."""
 
     path: str = Field("", description=".onnx, .engine/.plan (+ .json sidecar) or .pt checkpoint")
     backend: Literal["auto", "tensorrt", "onnxruntime", "torch"] = "auto"
@@ -83,7 +83,7 @@ class ModelSection(_Section):
 
 
 class TilingConfig(_Section):
-    """How frames are cut into model-sized tiles (edge/tiling.py)."""
+    """How frames are cut into model-sized tiles (contract/tiling.py)."""
 
     tile: int | None = Field(None, gt=0, description="tile side in px, default: the model's input size")
     overlap: int = Field(64, ge=0, description="overlap between neighbouring tiles, px")

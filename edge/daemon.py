@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from edge.backends import load_backend
+from contract.backends import load_backend
+from contract.metadata import file_sha256
 from edge.config import EdgeConfig
-from edge.metadata import file_sha256
 from edge.pipeline import FrameOutcome, Pipeline
 from edge.publish import LogPublisher, Publisher
 from edge.snapshots import SnapshotStore

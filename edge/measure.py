@@ -3,7 +3,7 @@
 Definitions (all in frame pixels; millimetres = pixels x ``gsd_mm_per_px`` when a ground sampling
 distance is configured):
 
-* **mask**: ``prob >= threshold`` (the model's decision threshold, as in ``train/metrics.py``), then
+* **mask**: ``prob >= threshold`` (the model's decision threshold, as in ``contract/metrics.py``), then
   optional morphological closing/opening, then removal of components smaller than ``min_area_px``.
 * **crack**: one 8-connected component of the mask (``cv2.connectedComponentsWithStats``): a crack
   is a thin line, and a 1-pixel diagonal line is only 8-connected.
@@ -208,7 +208,7 @@ _HALF_LENGTH, _CORNER = _chain_tables()
 def _check_inputs(prob: np.ndarray, threshold: float, min_area_px: int, gsd_mm_per_px: float | None) -> None:
     if not isinstance(prob, np.ndarray) or prob.ndim != 2 or 0 in prob.shape:
         raise MeasureError(
-            f"prob must be an H x W probability map (as from edge.tiling.stitch), got shape {getattr(prob, 'shape', None)}"
+            f"prob must be an H x W probability map (as from contract.tiling.stitch), got shape {getattr(prob, 'shape', None)}"
         )
     if not (isinstance(threshold, (int, float)) and 0.0 < threshold < 1.0):
         raise MeasureError(f"threshold must be in (0, 1) (the model's metadata threshold), got {threshold!r}")

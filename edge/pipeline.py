@@ -31,18 +31,18 @@ from typing import Any
 
 import numpy as np
 
+from contract.backends import Backend
+from contract.preprocess import to_model_input
+from contract.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile_grid
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
-from edge.backends import Backend
 from edge.config import EdgeConfig
 from edge.frame_guard import fit_frame
 from edge.measure import FrameMeasurement, measure_cracks
-from edge.preprocess import to_model_input
 from edge.publish import Publisher
 from edge.sequence import SequenceCounter
 from edge.snapshots import SnapshotStore, render_overlay
 from edge.sources import Frame, FrameSource
 from edge.stats import PipelineStats
-from edge.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile_grid
 
 log = logging.getLogger("edge.pipeline")
 
@@ -80,6 +80,7 @@ class FrameOutcome:
     measurement: FrameMeasurement
     alert: dict | None
     snapshot_jpeg: bytes | None
+    probability: np.ndarray  # H x W float32: the stitched crack probability the measurement thresholded
 
 
 def check_model_input(backend: Backend, tile: int | None) -> int:
@@ -294,7 +295,7 @@ class Pipeline:
         elif measurement.cracks:
             log.debug("frame %d: %s", p.frame.index, self.policy.last_reason)
         if self.on_frame is not None:
-            self.on_frame(FrameOutcome(p.frame, p.image, measurement, alert, jpeg))
+            self.on_frame(FrameOutcome(p.frame, p.image, measurement, alert, jpeg, prob_map))
 
     def _post(self) -> None:
         while True:

@@ -31,9 +31,10 @@ import onnx
 import torch
 from torch import nn
 
-from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
-from export.metadata_io import save_onnx_atomic, write_metadata
+from contract.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from contract.onnx_file import save_onnx_atomic, write_metadata
 from export.parity import DEFAULT_TOLERANCE, ParityError, ParityResult, check_parity, parity_tiles
+from train.checkpoint import CheckpointError, load_model, metadata_from_checkpoint
 
 DEFAULT_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
@@ -52,31 +53,6 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.unet(image))
-
-
-def metadata_from_checkpoint(
-    checkpoint: dict, *, threshold: float | None = None, size: int | None = None, extra: dict[str, str] | None = None
-) -> ModelMetadata:
-    """The deployed model's :class:`ModelMetadata` from a checkpoint dict (``train.checkpoint`` format)."""
-    model, inp, data = checkpoint.get("model", {}), checkpoint.get("input", {}), checkpoint.get("data", {})
-    train_data = str(data.get("name") or "unknown")
-    if data.get("split"):
-        train_data += f" ({data['split']})"
-    return ModelMetadata(
-        arch=str(model.get("arch", "aelf-unet")),
-        width=int(model.get("width", 64)),
-        head=str(model.get("head", "deep")),
-        input_size=int(size or inp.get("size", 512)),
-        color_order=str(inp.get("color_order", "RGB")),
-        scale=float(inp.get("scale", 1.0 / 255.0)),
-        mean=tuple(float(v) for v in inp.get("mean", (0.0, 0.0, 0.0))),
-        std=tuple(float(v) for v in inp.get("std", (1.0, 1.0, 1.0))),
-        threshold=float(threshold if threshold is not None else checkpoint.get("threshold", 0.5)),
-        precision="fp32",
-        train_data=train_data,
-        train_commit=str(checkpoint.get("commit", "unknown")),
-        extra=dict(extra or {}),
-    )
 
 
 def to_onnx(
@@ -161,14 +137,12 @@ def export_checkpoint(
     exporter: str = "torchscript",
 ) -> ExportSummary:
     """Export a checkpoint, check parity against torch, then write ``out`` atomically (nothing on failure)."""
-    from train.checkpoint import load_model
-
     unet, payload = load_model(checkpoint, "cpu")
     meta = metadata_from_checkpoint(payload, threshold=threshold, size=size)
     model = to_onnx(unet, meta, opset=opset, dynamic_hw=dynamic_hw, simplify=simplify, exporter=exporter)
     serialized = model.SerializeToString()
     tiles, source = parity_tiles(meta, parity_images, n_tiles=parity_tiles_n)
-    parity = check_parity(ProbabilityModel(unet), serialized, tiles, tolerance, source)
+    parity = check_parity(unet, serialized, tiles, tolerance, source)
     path = save_onnx_atomic(model, out)
     return ExportSummary(path, path.stat().st_size, opset, len(model.graph.node), parity, meta)
 
@@ -190,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int, default=None, help="tile side in pixels, multiple of 16 (default: the checkpoint's input size)")
     parser.add_argument(
         "--parity-images", type=Path, default=None,
-        help="folder of images for the parity check (default: DeepCrack test images in ../shared/data, else random tiles)",
+        help="folder of images for the parity check (default: DeepCrack test images under $CRACK_DATA_ROOT, "
+        "../shared/data when unset; else random tiles)",
     )
     parser.add_argument("--parity-tiles", type=int, default=8, help="number of tiles in the parity check (default: %(default)s)")
     parser.add_argument(
@@ -209,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tolerance < 0:
         parser.error(f"--tolerance must be >= 0, got {args.tolerance}")
-    from train.checkpoint import CheckpointError
-
     try:
         summary = export_checkpoint(
             args.checkpoint, args.out, opset=args.opset, dynamic_hw=args.dynamic_hw, simplify=args.simplify,

@@ -9,12 +9,12 @@ Written against TensorRT 8.6 and 10.x (where they differ, both paths are here):
   ``node_operator()``; 8.6: the node index) and description;
 * one optimisation profile for input ``image``: batch 1 / max(1, max_batch // 2) / max_batch at the
   tile side recorded in the model metadata (512 by default);
-* ``BuilderFlag.FP16`` / ``BuilderFlag.INT8`` with :mod:`calibration.trt_calibrator`'s entropy
+* ``BuilderFlag.FP16`` / ``BuilderFlag.INT8`` with :mod:`export.trt_calibrator`'s entropy
   calibrator (a calibration cache makes a second build skip calibration);
 * ``config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, ...)``;
 * a timing cache loaded from and saved to ``--timing-cache``, so rebuilds skip tactic timing;
 * ``builder.build_serialized_network``.
-Beside the engine: ``<engine>.json`` (:mod:`edge.sidecar`) with the model metadata, TensorRT
+Beside the engine: ``<engine>.json`` (:mod:`contract.sidecar`) with the model metadata, TensorRT
 version, GPU name and compute capability, precision, build flags and the ONNX file's SHA-256.
 
 Unverified here: the development machine has no GPU and no TensorRT (docs/EXPORT.md).
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.metadata import INPUT_NAME, file_sha256
-from edge.sidecar import EngineCompatError, check_engine_compat, sidecar_path, write_sidecar
-from export.metadata_io import load_onnx, read_metadata
+from contract.metadata import INPUT_NAME, file_sha256
+from contract.onnx_file import load_onnx, read_metadata
+from contract.sidecar import EngineCompatError, check_engine_compat, sidecar_path, write_sidecar
 
 __all__ = ["EngineCompatError", "check_engine_compat", "build_engine", "main"]
 
@@ -152,7 +152,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, options: 
         flags.append("FP16")
     calibrator = None
     if options.precision == "int8":
-        from calibration.trt_calibrator import make_entropy_calibrator
+        from export.trt_calibrator import make_entropy_calibrator
 
         calibrator = make_entropy_calibrator(
             lambda: _calibration_tiles(options, meta), batch_size=options.calib_batch,
@@ -196,7 +196,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, options: 
 
 def _calibration_tiles(options: BuildOptions, meta):
     """Tiles for the INT8 calibrator, drawn only when TensorRT asks for them (not when a cache exists)."""
-    from calibration.dataset import draw_tiles
+    from contract.image_tiles import draw_tiles
 
     return draw_tiles(list(options.calib_images), meta, max_tiles=options.calib_max).tiles
 

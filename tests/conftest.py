@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from contract.data_root import DATA_ROOT_ENV, data_root
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data (DeepCrack, CrackForest); tests that need it skip when it is absent."""
-    if not (SHARED_DATA / "deepcrack" / "images").is_dir():
-        pytest.skip(f"real crack data not found at {SHARED_DATA} (see README: data sets)")
-    return SHARED_DATA
+    """The data-set root ($CRACK_DATA_ROOT, else ../shared/data: DeepCrack, CrackForest); tests that
+    need it skip when it is absent."""
+    root = data_root()
+    if not (root / "deepcrack" / "images").is_dir():
+        pytest.skip(f"real crack data not found at {root} (set {DATA_ROOT_ENV}; see README: data sets)")
+    return root
 
 
 def write_small_crackforest(shared_data: Path, root: Path, *, count: int = 12, image_ext: str = ".png") -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from contract.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 
 
 def darkness_model(path: Path, *, input_size: int = 64, cut: float = 0.35, gain: float = 40.0,

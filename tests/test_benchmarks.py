@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +9,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import bench_inference  # noqa: E402
-import bench_train  # noqa: E402
-from common import conv2d_flops, interleaved_latencies, quantile, unet_conv_flops  # noqa: E402
-
-from train.model import build_model  # noqa: E402
+from benchmarks import bench_inference, bench_train
+from benchmarks.common import conv2d_flops, interleaved_latencies, quantile, unet_conv_flops
+from train.model import build_model
 
 
 def test_conv_flops_match_a_hand_count() -> None:
@@ -72,7 +66,7 @@ def test_bench_inference_appends_its_table(shared_data: Path, tmp_path: Path, ca
             "--data", str(shared_data / "deepcrack"), "--results", str(results)]
     assert bench_inference.main(argv) == 0
     text = results.read_text()
-    assert "python benchmarks/bench_inference.py --widths 4" in text
+    assert "python -m benchmarks.bench_inference --widths 4" in text
     for variant in ("torch CPU eager fp32", "ORT CPU fp32", "ORT CPU int8"):
         assert sum(line.startswith(f"| 4 | {variant} |") for line in text.splitlines()) == 2  # batches 1 and 2
     assert "GOP/s (int8)" in text and "load average" in text

@@ -10,15 +10,14 @@ import onnx
 import pytest
 import torch
 
-from calibration.dataset import CalibrationDataError, draw_tiles, list_images
-from calibration.int8 import QuantSettings, compare, quantize
+from calibration.int8 import QuantSettings, compare, cpu_backend, quantize
 from calibration.int8 import main as int8_main
-from calibration.runtime import ort_session, run_tiles
-from calibration.threshold import choose_threshold
+from calibration.threshold import choose_pooled_threshold, choose_threshold
 from calibration.threshold import main as threshold_main
-from edge.metadata import ModelMetadata
-from export.metadata_io import read_metadata
-from train.metrics import ThresholdSweep
+from contract.image_tiles import ImageFolderError, draw_tiles, list_images
+from contract.metadata import ModelMetadata
+from contract.metrics import ThresholdSweep
+from contract.onnx_file import read_metadata
 
 SIZE = 64
 META = ModelMetadata(width=4, input_size=SIZE)
@@ -47,9 +46,9 @@ def test_cache_is_reused_only_for_the_same_draw(shared_data, tmp_path):
 
 
 def test_missing_split_and_empty_folder_are_named(shared_data, tmp_path):
-    with pytest.raises(CalibrationDataError, match=r"splits/val\.txt does not exist; available splits: \['test', 'train'\]"):
+    with pytest.raises(ImageFolderError, match=r"splits/val\.txt does not exist; available splits: \['test', 'train'\]"):
         draw_tiles(shared_data / "deepcrack", META, split="val", progress=False)
-    with pytest.raises(CalibrationDataError, match="no images"):
+    with pytest.raises(ImageFolderError, match="no images"):
         draw_tiles(tmp_path, META, progress=False)
 
 
@@ -59,7 +58,7 @@ def test_split_may_be_a_run_folders_split_file(shared_data, tmp_path):
     split_file.write_text("# held out by train.run\ntrain_11111\n\ntrain_11113  # second\n")
     images = list_images(shared_data / "deepcrack", str(split_file))
     assert [p.stem for p in images] == ["train_11111", "train_11113"]
-    with pytest.raises(CalibrationDataError, match="missing.txt does not exist"):
+    with pytest.raises(ImageFolderError, match="missing.txt does not exist"):
         list_images(shared_data / "deepcrack", str(tmp_path / "missing.txt"))
 
 
@@ -120,7 +119,7 @@ def test_int8_runs_and_stays_close_to_fp32_on_real_cracks(trained_onnx, shared_d
     f = {}
     for name, path in (("fp32", trained_onnx), ("int8", out)):
         sweep = ThresholdSweep()
-        for prob, mask in zip(run_tiles(ort_session(path), held_out.tiles)[:, 0], truth, strict=True):
+        for prob, mask in zip(cpu_backend(path).infer(held_out.tiles)[:, 0], truth, strict=True):
             sweep.update(prob, mask)
         f[name] = sweep.summary()["ods_f"]
     assert f["fp32"] > 0.2, f  # the model learned something, so the comparison means something
@@ -171,3 +170,24 @@ def test_threshold_cli_writes_the_printed_threshold(trained_onnx, shared_data, t
     printed = float(out.split("threshold ")[1].split(":")[0])
     assert read_metadata(model).threshold == pytest.approx(printed)
     assert "on 3 images" in out
+
+
+def test_pooled_threshold_lets_every_data_set_count_equally():
+    # big set: cracks at p=0.6, background 0.34 -> F = 1 for thresholds in (0.34, 0.6];
+    # small set: cracks at 0.33, background 0.05 -> F = 1 for thresholds in (0.05, 0.33].
+    # Pooled by pixels the big set wins (0.35); with each set counting equally, 0.06..0.33 give
+    # mean F (0.126 + 1) / 2 against (1 + 0) / 2 above 0.34, so the lowest of them, 0.06, is chosen.
+    big_prob = np.array([0.6] * 1000 + [0.34] * 9000, dtype=np.float32).reshape(100, 100)
+    big_target = np.array([True] * 1000 + [False] * 9000).reshape(100, 100)
+    small_prob = np.array([0.33] * 10 + [0.05] * 90, dtype=np.float32).reshape(10, 10)
+    small_target = np.array([True] * 10 + [False] * 90).reshape(10, 10)
+    sweeps = {"big": ThresholdSweep(), "small": ThresholdSweep()}
+    sweeps["big"].update(big_prob, big_target)
+    sweeps["small"].update(small_prob, small_target)
+    choice = choose_pooled_threshold(sweeps)
+    assert choice.threshold == pytest.approx(0.06) and choice.n_images == 2
+    assert choice.recall == pytest.approx(1.0) and choice.precision == pytest.approx((0.1 + 1.0) / 2)
+    merged = ThresholdSweep()
+    merged.update(big_prob, big_target)
+    merged.update(small_prob, small_target)
+    assert choose_threshold(merged).threshold == pytest.approx(0.35)

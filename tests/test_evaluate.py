@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import write_small_crackforest
 
-from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from contract.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 from train.checkpoint import load_model
 from train.evaluate import EvaluateError, evaluate_model
 from train.evaluate import main as evaluate_main

@@ -7,12 +7,13 @@ import onnx
 import pytest
 import torch
 
-from edge.metadata import INPUT_NAME, OUTPUT_NAME
-from export.metadata_io import read_metadata
-from export.onnx import ProbabilityModel, main, metadata_from_checkpoint, to_onnx
-from export.parity import ParityError, check_parity, torch_probabilities
-from train.checkpoint import load_model, save_checkpoint
+from contract.metadata import INPUT_NAME, OUTPUT_NAME
+from contract.onnx_file import read_metadata
+from export.onnx import main, to_onnx
+from export.parity import ParityError, check_parity
+from train.checkpoint import load_model, metadata_from_checkpoint, save_checkpoint
 from train.model import build_model
+from train.torch_backend import TorchBackend
 
 SIZE = 64
 
@@ -65,7 +66,7 @@ def test_metadata_round_trip_through_the_file(exported, checkpoint):
 def test_probabilities_match_torch_for_batch_1_and_3(exported, checkpoint):
     unet, _ = load_model(checkpoint)
     x = np.random.default_rng(1).random((3, 3, SIZE, SIZE), dtype=np.float32)
-    expected = torch_probabilities(ProbabilityModel(unet), x)
+    expected = TorchBackend.from_module(unet, whole_images=True).infer(x)
     session = _session(exported)
     batch3 = session.run(None, {INPUT_NAME: x})[0]
     batch1 = session.run(None, {INPUT_NAME: x[1:2]})[0]
@@ -83,7 +84,7 @@ def test_dynamic_hw_accepts_other_sides(checkpoint):
 
     out = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: x})[0]
     assert out.shape == (2, 1, 48, 96)
-    assert np.max(np.abs(out - torch_probabilities(ProbabilityModel(unet), x))) <= 1e-4
+    assert np.max(np.abs(out - TorchBackend.from_module(unet, whole_images=True).infer(x))) <= 1e-4
 
 
 def test_corrupted_weight_fails_parity_with_the_difference(checkpoint):
@@ -93,7 +94,7 @@ def test_corrupted_weight_fails_parity_with_the_difference(checkpoint):
         unet.head[-1].bias += 0.5  # the torch model no longer matches the exported graph
     tiles = np.random.default_rng(3).random((2, 3, SIZE, SIZE), dtype=np.float32)
     with pytest.raises(ParityError, match=r"max \|delta p\| = 0\.\d+.*above the tolerance 0\.0001"):
-        check_parity(ProbabilityModel(unet), serialized, tiles)
+        check_parity(unet, serialized, tiles)
 
 
 def test_zero_tolerance_is_enforced(checkpoint, tmp_path, capsys):

@@ -7,9 +7,9 @@ import importlib.util
 
 import pytest
 
-from calibration.trt_calibrator import read_cache, write_cache
-from edge.sidecar import EngineCompatError, check_engine_compat, read_sidecar, write_sidecar
+from contract.sidecar import EngineCompatError, check_engine_compat, read_sidecar, write_sidecar
 from export.trt import main
+from export.trt_calibrator import read_cache, write_cache
 
 SIDECAR = {"tensorrt_version": "8.6.2.3", "gpu_name": "Orin (nvgpu)", "precision": "fp16", "onnx_path": "m.onnx", "metadata": {}}
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from contract.tiling import extract_tiles, stitch, tile_grid
 from edge.measure import MeasureError, SeverityRules, measure_cracks
-from edge.tiling import extract_tiles, stitch, tile_grid
 
 
 def band(height: int, width: int, p0, p1, width_px: float, value: float = 0.9) -> np.ndarray:

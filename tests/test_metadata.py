@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.metadata import MetadataError, ModelMetadata
+from contract.metadata import MetadataError, ModelMetadata
 
 
 def test_props_round_trip():

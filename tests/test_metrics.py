@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from train.metrics import BETA2, ThresholdSweep, confusion, disc, plot_pr_curves, prf
+from contract.metrics import BETA2, ThresholdSweep, confusion, disc, prf
+from train.report import plot_pr_curves
 
 
 def test_confusion_hand_counted():

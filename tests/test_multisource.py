@@ -160,3 +160,24 @@ def test_init_starts_from_a_checkpoints_weights_and_refuses_another_shape(two_se
     assert run_main(["--data", str(cfd), *wider, "--epochs", "1", "--init", str(first / "best.pt"),
                      "--out", str(tmp_path / "second")]) == 2
     assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_synthetic_share_of_an_epoch_is_generated_and_deterministic(shared_data):
+    from train.data import list_samples, load_images
+    from train.synth import SynthSource
+
+    samples = list_samples(shared_data / "deepcrack")
+    stems = sorted(samples)[:6]
+    data = load_images(samples, stems)
+    synthetic = SynthSource.from_training_images([data], seed=0)
+    assert 0 < len(synthetic) <= 6
+    crops = TrainCrops(data, CropRecipe(64), seed=3, n_draws=40, synthetic=synthetic, synthetic_share=0.25)
+    crops.set_epoch(1)
+    generated = [d for d in range(len(crops)) if crops.source_of(d) == 1]
+    assert len(generated) == 10  # 25 % of 40 draws
+    first = crops.crop(generated[0])
+    again = TrainCrops(data, CropRecipe(64), seed=3, n_draws=40, synthetic=synthetic, synthetic_share=0.25)
+    again.set_epoch(1)
+    for a, b in zip(first, again.crop(generated[0]), strict=True):
+        assert np.array_equal(a, b)
+    assert first[0].shape == (64, 64, 3) and set(np.unique(first[1])) <= {0, 1} and first[2].all()

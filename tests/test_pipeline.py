@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from edge_helpers import crack_image, darkness_model, write_video
 
+from contract.tiling import tile_grid
 from edge.alerts import validate_alert
 from edge.config import EdgeConfig, SourceConfig, load_config
 from edge.daemon import build_pipeline, run_daemon
@@ -18,7 +19,6 @@ from edge.pipeline import PipelineError
 from edge.publish import LogPublisher
 from edge.sequence import SequenceCounter
 from edge.sources import CaptureSource
-from edge.tiling import tile_grid
 
 
 def make_config(tmp_path: Path, source: Path, **sets: object) -> EdgeConfig:

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from edge.metadata import ModelMetadata
-from edge.preprocess import PreprocessError, to_model_input
-from edge.tiling import TilingError, blend_window, extract_tiles, resize_to_gsd, stitch, tile_grid
+from contract.metadata import ModelMetadata
+from contract.preprocess import PreprocessError, to_model_input
+from contract.tiling import TilingError, blend_window, extract_tiles, resize_to_gsd, stitch, tile_grid
 
 # (height, width): smaller than a tile, exactly a tile, non-multiples, one side small, full HD.
 SIZES = [(1, 1), (100, 300), (512, 512), (513, 1000), (300, 1400), (1080, 1920)]

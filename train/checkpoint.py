@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from contract.metadata import MetadataError, ModelMetadata
 from train.model import ModelConfig, UNet
 
 FORMAT = "aelf-unet-checkpoint"
@@ -154,3 +155,40 @@ def initial_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
         raise CheckpointError(f"--init {path} does not fit this model (width/head): it {what}; "
                               "pass the --width and --head it was trained with")
     unwrap(model).load_state_dict({k: weights[k] for k in own})
+
+
+def metadata_from_checkpoint(
+    checkpoint: dict[str, Any],
+    *,
+    threshold: float | None = None,
+    size: int | None = None,
+    extra: dict[str, str] | None = None,
+    model_name: str | None = None,
+) -> ModelMetadata:
+    """The model contract (:class:`ModelMetadata`) of a checkpoint dict: what export writes into the
+    ONNX file and what the torch backend reports. ``threshold``/``size`` override the stored ones;
+    a value of the wrong type raises :class:`CheckpointError` naming it."""
+    model, inp, data = checkpoint.get("model") or {}, checkpoint.get("input") or {}, checkpoint.get("data") or {}
+    train_data = str(data.get("name") or "unknown")
+    if data.get("split"):
+        train_data += f" ({data['split']})"
+    try:
+        return ModelMetadata(
+            arch=str(model.get("arch", "aelf-unet")),
+            width=int(model.get("width", 64)),
+            head=str(model.get("head", "deep")),
+            input_size=int(size or inp.get("size", 512)),
+            color_order=str(inp.get("color_order", "RGB")),
+            scale=float(inp.get("scale", 1.0 / 255.0)),
+            mean=tuple(float(v) for v in inp.get("mean", (0.0, 0.0, 0.0))),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in inp.get("std", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
+            threshold=float(threshold if threshold is not None else checkpoint.get("threshold", 0.5)),
+            precision="fp32",
+            train_data=train_data,
+            train_commit=str(checkpoint.get("commit", "unknown")),
+            model_name=model_name or ModelMetadata.model_name,
+            extra=dict(extra or {}),
+        )
+    except (TypeError, ValueError) as exc:  # MetadataError is a ValueError
+        kind = "metadata" if isinstance(exc, MetadataError) else "input contract"
+        raise CheckpointError(f"checkpoint: cannot read its {kind} ({exc})") from exc

@@ -29,6 +29,7 @@ class TrainConfig:
     source_weights: str = "balanced"  # balanced | images | name=w,name=w (share of each source in an epoch)
     epoch_samples: int = 0  # crops per epoch; 0 = the training images of all sources together
     val_max_images: int = 0  # per source, seeded subset of its validation split; 0 = all
+    test_max_images: int = 0  # per source, seeded subset of its test split for the final test; 0 = all
     small_images: str = "mirror"  # images smaller than --size: mirror | pad | resize
     loss: str = "aelf"
     alpha: float = 1.0  # eqs. (6)-(7)
@@ -87,7 +88,7 @@ class TrainConfig:
             fail("synth_fraction", "a fraction in [0, 1)")
         if not (self.time_budget_min >= 0 and math.isfinite(self.time_budget_min)):
             fail("time_budget_min", ">= 0 minutes")
-        for name in ("epoch_samples", "val_max_images"):
+        for name in ("epoch_samples", "val_max_images", "test_max_images"):
             if getattr(self, name) < 0:
                 fail(name, ">= 0")
         if self.loss not in LOSS_NAMES:

@@ -469,7 +469,7 @@ class TrainCrops(Dataset):
         source, item = int(self._plan[0][draw]), int(self._plan[1][draw])
         r = self.recipe
         if source == len(self.sources):
-            image, mask = self.synthetic.sample(rng, r.size)
+            image, mask = self.synthetic.sample(item, rng, r.size)
             valid = np.ones(mask.shape, np.uint8)
         else:
             image, mask = self.sources[source].images[item], self.sources[source].masks[item]
@@ -500,3 +500,4 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    cv2.setNumThreads(1)  # one OpenCV thread per worker: its own pool fights the trainer for the cores

@@ -2,13 +2,17 @@
 
 Writes the same ``metrics.json``, ``pr_curve.png``/``.csv`` and ``overlays/`` as a training run.
 
-* ``.pt``: rebuilt with ``train.checkpoint.load_model``; whole images padded to a multiple of 16.
-* ``.onnx``: run with onnxruntime (imported here only), input ``image``, output ``probability``
-  (sigmoid inside), the input contract (colour order, scale, mean/std) from its metadata
-  (``edge.metadata.ModelMetadata``). A graph with dynamic height/width gets whole padded images; one
-  with a static tile (the export default, 512) is run exactly as the edge daemon runs it
-  (``edge.tiling``: overlapping tiles, mirrored fill of frames smaller than a tile, blended stitch),
-  so the score is the deployed model's.
+Both run through the backends and :func:`contract.predict.predict_frame`, the inference path of the
+edge daemon, calibration and the export parity check:
+
+* ``.pt``: the torch backend (``train.torch_backend``); whole images padded to a multiple of 16, as
+  the training loop validates.
+* ``.onnx``: the onnxruntime backend (``contract.backends.ort``), input ``image``, output
+  ``probability`` (sigmoid inside), the input contract (colour order, scale, mean/std) from its
+  metadata. A graph with dynamic height/width gets whole padded images; one with a static tile (the
+  export default, 512) is run exactly as the edge daemon runs it (overlapping tiles, mirrored fill of
+  frames smaller than a tile, blended stitch): the same probabilities, so the score is the deployed
+  model's.
 
 Which images: ``--splits DIR`` (a run folder with ``splits/*.txt``) when given; else, for a checkpoint,
 the run folder it sits in when that has ``splits/``; else the data set's own split rules with the seed
@@ -25,17 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from contract.metrics import pooled_summary
 from train.config import split_data_list
-from train.data import (
-    DatasetError,
-    Splits,
-    crop_to,
-    list_samples,
-    load_images,
-    pad_to_multiple,
-)
+from train.data import DatasetError, Splits, list_samples, load_images
 from train.inference import Predictor, sweep_images
-from train.metrics import pooled_summary
 from train.report import metrics_at_threshold, source_table, write_json, write_overlay, write_pr_curve
 from train.sources import recorded_splits, source_names, source_splits
 
@@ -48,67 +45,44 @@ class EvaluateError(RuntimeError):
 
 
 def checkpoint_predictor(path: Path, device: str = "auto") -> tuple[Predictor, dict[str, Any]]:
-    """Predictor of a ``.pt`` checkpoint and a description (threshold, train_config, ...)."""
+    """Predictor of a ``.pt`` checkpoint (whole images, as the training loop scores) and a description."""
     import torch
 
-    from train.checkpoint import load_model
-    from train.inference import torch_predictor
+    from train.checkpoint import load_model, metadata_from_checkpoint
+    from train.inference import backend_predictor
+    from train.torch_backend import TorchBackend
 
     resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                             ("cpu" if device == "auto" else device))
     model, payload = load_model(path, resolved)
+    backend = TorchBackend.from_module(model, metadata_from_checkpoint(payload, model_name=path.stem),
+                                       device=resolved, batch_size=1, whole_images=True)
     info = {"kind": "checkpoint", "threshold": float(payload.get("threshold", 0.5)),
             "train_config": payload.get("train_config") or {}, "device": str(resolved),
             "epoch": payload.get("epoch"), "model": payload.get("model")}
-    return torch_predictor(model, resolved), info
+    return backend_predictor(backend, whole_image=True), info
 
 
 def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4) -> tuple[Predictor, dict[str, Any]]:
-    """Predictor of an ``.onnx`` model run by onnxruntime (CUDA provider when present and asked for)."""
+    """Predictor of an ``.onnx`` model on the onnxruntime backend (CUDA provider when present and asked for)."""
+    from contract.backends import BackendError, MissingRuntimeError
+    from contract.backends.ort import OnnxRuntimeBackend, import_onnxruntime
+    from train.inference import backend_predictor
+
     try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise EvaluateError("evaluating .onnx models needs onnxruntime: pip install 'aelf-crack[export]'") from exc
-    from edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
-
-    available = ort.get_available_providers()
-    providers = ["CPUExecutionProvider"]
-    if device != "cpu" and "CUDAExecutionProvider" in available:
-        providers.insert(0, "CUDAExecutionProvider")
-    try:
-        session = ort.InferenceSession(str(path), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types for bad files
-        raise EvaluateError(f"{path} could not be loaded by onnxruntime: {exc}") from exc
-    meta = ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map), source=str(path))
-    inputs = {i.name: i for i in session.get_inputs()}
-    if INPUT_NAME not in inputs or OUTPUT_NAME not in {o.name for o in session.get_outputs()}:
-        raise EvaluateError(f"{path} must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r} (export.onnx contract)")
-    _, _, in_h, in_w = inputs[INPUT_NAME].shape
-    tile = in_h if isinstance(in_h, int) and isinstance(in_w, int) and in_h == in_w else None
-    mean = np.asarray(meta.mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(meta.std, np.float32).reshape(1, 3, 1, 1)
-    order = [0, 1, 2] if meta.color_order == "RGB" else [2, 1, 0]
-
-    def run(batch_rgb: np.ndarray) -> np.ndarray:
-        x = batch_rgb[..., order].transpose(0, 3, 1, 2).astype(np.float32) * np.float32(meta.scale)
-        x = (x - mean) / std
-        return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x)})[0][:, 0]
-
-    def predict(image: np.ndarray) -> np.ndarray:
-        if tile is None:
-            padded, size_hw = pad_to_multiple(image, 16)
-            return crop_to(run(padded[None])[0], size_hw).astype(np.float32)
-        # exactly as the edge daemon sees a frame: overlapping tiles, mirrored fill, blended stitch
-        from edge.tiling import default_overlap, extract_tiles, stitch, tile_grid
-
-        grid = tile_grid(image.shape[0], image.shape[1], tile=tile, overlap=default_overlap(tile))
-        tiles = extract_tiles(image, grid)
-        probs = np.concatenate([run(tiles[i : i + batch_size]) for i in range(0, len(tiles), batch_size)])
-        return stitch(probs, grid)
-
-    info = {"kind": "onnx", "threshold": float(meta.threshold), "train_config": {}, "device": providers[0],
-            "tile": tile, "metadata": meta.to_json_dict()}
-    return predict, info
+        available = import_onnxruntime().get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device != "cpu" and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        backend = OnnxRuntimeBackend(path, providers=providers, batch_size=batch_size, whole_images=True)
+    except MissingRuntimeError as exc:
+        raise EvaluateError(f"evaluating .onnx models needs onnxruntime: {exc}") from exc
+    except BackendError as exc:
+        raise EvaluateError(str(exc)) from exc
+    tile = None if backend.any_size else backend.input_shape[2]
+    info = {"kind": "onnx", "threshold": float(backend.metadata.threshold), "train_config": {},
+            "device": providers[0], "tile": tile, "metadata": backend.metadata.to_json_dict()}
+    return backend_predictor(backend, whole_image=backend.any_size), info
 
 
 def load_predictor(path: str | Path, device: str = "auto") -> tuple[Predictor, dict[str, Any]]:
@@ -185,7 +159,7 @@ def evaluate_sources(
 
     Several: ``out/<name>/`` gets each data set's own metrics.json, PR curve and overlays, and
     ``out/metrics.json`` the pooled metrics (every data set counts equally,
-    :func:`train.metrics.pooled_summary`) with the per-source table under ``sources``.
+    :func:`contract.metrics.pooled_summary`) with the per-source table under ``sources``.
     """
     started = time.perf_counter()
     model = Path(model)

@@ -1,8 +1,11 @@
 """Whole-image prediction and scoring: shared by validation, the final test and ``train.evaluate``.
 
 A *predictor* is any callable ``image RGB uint8 H x W x 3 -> crack probability float32 H x W``.
-:func:`torch_predictor` pads the image to a multiple of 16 (zeros, bottom/right), runs the network and
-crops the prediction back, so the padded area never reaches the metrics.
+Every predictor runs a backend through :func:`contract.predict.predict_frame`, the inference path
+the edge daemon shares: :func:`backend_predictor` for any backend (tiled, or whole images where the
+backend takes them), :func:`torch_predictor` for a network in memory (the training loop), which pads
+the image to a multiple of 16 (zeros, bottom/right), runs it whole and crops the prediction back, so
+the padded area never reaches the metrics.
 """
 
 from __future__ import annotations
@@ -12,30 +15,30 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from train.data import CrackImages, crop_to, pad_to_multiple, to_chw_float
-from train.metrics import ThresholdSweep
-from train.model import probabilities
+from contract.backends.base import Backend
+from contract.metrics import ThresholdSweep
+from contract.predict import predict_frame
+from train.data import CrackImages
+from train.torch_backend import TorchBackend
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
-def torch_predictor(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None = None) -> Predictor:
-    """A predictor running ``model`` (logits) on ``device``, under autocast when ``amp_dtype`` is set."""
+def backend_predictor(backend: Backend, *, whole_image: bool = False, overlap: int | None = None) -> Predictor:
+    """A predictor of RGB images through ``backend``: tiled as the edge daemon tiles (``overlap`` px,
+    default as :func:`contract.predict.predict_frame`), or whole images with ``whole_image``."""
 
-    @torch.no_grad()
-    def predict(image: np.ndarray) -> np.ndarray:
-        padded, size_hw = pad_to_multiple(image, 16)
-        x = torch.from_numpy(to_chw_float(padded))[None].to(device)
-        was_training = model.training
-        model.eval()
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x)
-        if was_training:
-            model.train()
-        prob = probabilities(logits.float())[0, 0].cpu().numpy()
-        return np.ascontiguousarray(crop_to(prob, size_hw), dtype=np.float32)
+    def predict(image_rgb: np.ndarray) -> np.ndarray:
+        # the contract's pre-processing takes BGR frames (OpenCV, cameras); the data sets load RGB
+        return predict_frame(backend, image_rgb[..., ::-1], overlap=overlap, whole_image=whole_image)
 
     return predict
+
+
+def torch_predictor(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None = None) -> Predictor:
+    """A whole-image predictor running ``model`` (logits) on ``device``, under autocast when ``amp_dtype`` is set."""
+    backend = TorchBackend.from_module(model, device=device, batch_size=1, amp_dtype=amp_dtype, whole_images=True)
+    return backend_predictor(backend, whole_image=True)
 
 
 def sweep_images(

@@ -15,7 +15,7 @@
 Best-epoch selection: the validation ``--select`` metric, ODS F-beta by default (the best F over one
 data-set-wide threshold), because the deployed threshold is chosen the same way; ``f_beta`` selects
 by F-beta at 0.5 instead. Ties keep the earlier epoch. With several data sets, validation pools
-their validation splits with every source counting equally (:func:`train.metrics.pooled_summary`:
+their validation splits with every source counting equally (:func:`contract.metrics.pooled_summary`:
 the mean over sources of F at one shared threshold), so the biggest set does not choose alone.
 
 ``--time-budget-min``: the run stops after the step that passes the budget, writes ``last.pt`` with
@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from contract.metrics import ThresholdSweep, merge_sweeps, pooled_summary
 from train import distributed
 from train.checkpoint import (
     CheckpointError,
@@ -51,7 +52,6 @@ from train.config import ConfigError, TrainConfig, parse_source_weights
 from train.data import CrackImages, CropRecipe, DatasetError, TrainCrops, load_images, seed_worker
 from train.inference import sweep_images, torch_predictor
 from train.losses import build_loss
-from train.metrics import ThresholdSweep, merge_sweeps, pooled_summary
 from train.model import build_model
 from train.report import (
     append_history,
@@ -305,7 +305,10 @@ def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list
     if config.photometric:
         from train.photometric import PhotometricConfig
 
-        photometric = PhotometricConfig.only(_groups(config.photometric))
+        try:
+            photometric = PhotometricConfig.from_groups(config.photometric)
+        except ValueError as exc:
+            raise ConfigError(f"--photometric: {exc}") from None
     recipe = CropRecipe(config.size, config.augment_config(), (config.scale_aug_min, config.scale_aug_max),
                         config.small_images, photometric)
     synthetic = None
@@ -315,18 +318,6 @@ def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list
         synthetic = SynthSource.from_training_images(train_sets, seed=config.seed)
     return TrainCrops(train_sets, recipe, seed=config.seed, shares=[shares[s.name] for s in sources],
                       n_draws=config.epoch_samples, synthetic=synthetic, synthetic_share=config.synth_fraction)
-
-
-def _groups(text: str) -> tuple[str, ...]:
-    from train.photometric import GROUPS
-
-    if text == "all":
-        return tuple(GROUPS)
-    groups = tuple(g.strip() for g in text.split(",") if g.strip())
-    unknown = [g for g in groups if g not in GROUPS]
-    if unknown:
-        raise ConfigError(f"--photometric: unknown group(s) {', '.join(unknown)}; valid: all or {', '.join(GROUPS)}")
-    return groups
 
 
 def _restore(payload: dict[str, Any] | None, model, optimizer, scaler) -> _Progress:
@@ -479,7 +470,8 @@ def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device:
     load = dict(scale=config.scale, binarize_masks=config.binarize_masks, progress=config.progress)
     sweeps = {}
     for source in sources:
-        test_data = load_images(source.samples, source.splits.test, desc=f"loading {source.name} test", **load)
+        stems = _capped(source.splits.test, config.test_max_images, config.seed)
+        test_data = load_images(source.samples, stems, desc=f"loading {source.name} test", **load)
         wanted = set(range(min(config.overlays, len(test_data))))
         prefix = f"{source.name}_" if len(sources) > 1 else ""
 
@@ -503,6 +495,7 @@ def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device:
         "width": config.width, "size": config.size, "epochs": config.epochs, "seed": config.seed,
         "checkpoint": str(out / "best.pt"), "device": str(device),
         "seconds": round(time.perf_counter() - started, 2),
+        **({"test_max_images": config.test_max_images} if config.test_max_images else {}),
     })
     write_json(out / "metrics.json", metrics)
     pooled = next(iter(sweeps.values())) if len(sweeps) == 1 else merge_sweeps(sweeps.values())

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from train.metrics import BETA2, ThresholdSweep, iou, plot_pr_curves, prf
+from contract.metrics import BETA2, ThresholdSweep, f_beta_from_pr, iou, prf
 
 HISTORY_FIELDS = (
     "epoch", "train_loss", "steps", "lr", "seconds",
@@ -228,6 +228,45 @@ def plot_grid_heatmap(scores: np.ndarray, gamma1: Sequence[float], gamma2: Seque
         bi, bj = np.unravel_index(np.nanargmax(scores), scores.shape)
         ax.add_patch(Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_pr_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    title: str = "",
+    beta2: float = BETA2,
+) -> Path:
+    """Write a PNG of precision-recall curves with iso-F-beta contours and each curve's best-F point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: plotting is optional
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(5.5, 5.0), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    grid_r, grid_p = np.meshgrid(np.linspace(0.001, 1, 200), np.linspace(0.001, 1, 200))
+    iso = (1 + beta2) * grid_p * grid_r / (beta2 * grid_p + grid_r)
+    contours = ax.contour(grid_r, grid_p, iso, levels=np.arange(0.1, 1.0, 0.1), colors="0.8", linewidths=0.7)
+    ax.clabel(contours, fmt="%.1f", fontsize=7)
+    for label, (precision, recall) in curves.items():
+        precision, recall = np.asarray(precision, float), np.asarray(recall, float)
+        if precision.shape != recall.shape:
+            raise ValueError(f"curve {label!r}: precision {precision.shape} and recall {recall.shape} differ")
+        f = f_beta_from_pr(precision, recall, beta2)
+        (line,) = ax.plot(recall, precision, label=f"{label} (best F={f.max():.3f})" if f.size else label)
+        if f.size:
+            k = int(np.argmax(f))
+            ax.plot(recall[k], precision[k], "o", color=line.get_color())
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title or f"precision-recall (iso-F contours, beta^2={beta2:g})")
+    ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -52,6 +52,8 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       "(default: %(default)s)")
     p("--val-max-images", type=int, help="validate on at most N images per data set (a seeded subset), 0 = all "
       "(default: %(default)s)")
+    p("--test-max-images", type=int, help="score the final test on at most N images per data set (a seeded "
+      "subset; quick comparisons only: metrics.json records it), 0 = all (default: %(default)s)")
     p("--small-images", choices=SMALL_IMAGE_POLICIES,
       help="images smaller than --size: mirror (reflect image and mask), pad (black, left out of the loss) or "
       "resize (enlarge; widens cracks) (default: %(default)s)")

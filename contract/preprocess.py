@@ -2,14 +2,14 @@
 
 The model's metadata says how it was trained: colour order, ``scale`` and per-channel ``mean``/``std``
 with ``x = (pixel * scale - mean) / std`` (RGB in [0, 1] by default). The runtime reads these from
-:class:`edge.metadata.ModelMetadata`; it never guesses.
+:class:`contract.metadata.ModelMetadata`; it never guesses.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from edge.metadata import ModelMetadata
+from contract.metadata import ModelMetadata
 
 
 class PreprocessError(ValueError):
@@ -43,7 +43,7 @@ def to_model_input(tiles_bgr_uint8: np.ndarray, meta: ModelMetadata) -> np.ndarr
         tiles = tiles[None]
     if tiles.ndim != 4 or tiles.shape[-1] != 3:
         raise PreprocessError(
-            f"tiles must be N x H x W x 3 (BGR, as from edge.tiling.extract_tiles), got shape {tiles.shape}"
+            f"tiles must be N x H x W x 3 (BGR, as from contract.tiling.extract_tiles), got shape {tiles.shape}"
         )
     if tiles.dtype != np.uint8 and not np.issubdtype(tiles.dtype, np.floating):
         raise PreprocessError(f"tiles must be uint8 (or float) pixels, got dtype {tiles.dtype}")

@@ -19,7 +19,6 @@ Pure numpy on HxW arrays (OpenCV only for the optional pixel tolerance). Convent
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import numpy as np
 
@@ -44,10 +43,11 @@ def _prf_arrays(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta2: float):
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
         recall = np.where(tp + fn > 0, tp / (tp + fn), 1.0)
-    return precision, recall, _f_from_pr(precision, recall, beta2)
+    return precision, recall, f_beta_from_pr(precision, recall, beta2)
 
 
-def _f_from_pr(precision: np.ndarray, recall: np.ndarray, beta2: float) -> np.ndarray:
+def f_beta_from_pr(precision: np.ndarray, recall: np.ndarray, beta2: float) -> np.ndarray:
+    """F-beta (eq. 10) elementwise from precision and recall arrays; 0 where both are 0."""
     denom = beta2 * precision + recall
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denom > 0, (1.0 + beta2) * precision * recall / denom, 0.0)
@@ -299,45 +299,3 @@ def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
     recall = np.asarray(recall, float)
     steps = recall - np.append(recall[1:], 0.0)
     return float(np.sum(steps * np.asarray(precision, float)))
-
-
-# ----------------------------------------------------------------------------- plot
-
-
-def plot_pr_curves(
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    path: str | Path,
-    title: str = "",
-    beta2: float = BETA2,
-) -> Path:
-    """Write a PNG of precision-recall curves with iso-F-beta contours and each curve's best-F point."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: plotting is optional
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(5.5, 5.0), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    grid_r, grid_p = np.meshgrid(np.linspace(0.001, 1, 200), np.linspace(0.001, 1, 200))
-    iso = (1 + beta2) * grid_p * grid_r / (beta2 * grid_p + grid_r)
-    contours = ax.contour(grid_r, grid_p, iso, levels=np.arange(0.1, 1.0, 0.1), colors="0.8", linewidths=0.7)
-    ax.clabel(contours, fmt="%.1f", fontsize=7)
-    for label, (precision, recall) in curves.items():
-        precision, recall = np.asarray(precision, float), np.asarray(recall, float)
-        if precision.shape != recall.shape:
-            raise ValueError(f"curve {label!r}: precision {precision.shape} and recall {recall.shape} differ")
-        f = _f_from_pr(precision, recall, beta2)
-        (line,) = ax.plot(recall, precision, label=f"{label} (best F={f.max():.3f})" if f.size else label)
-        if f.size:
-            k = int(np.argmax(f))
-            ax.plot(recall[k], precision[k], "o", color=line.get_color())
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title(title or f"precision-recall (iso-F contours, beta^2={beta2:g})")
-    ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    return path

@@ -8,7 +8,7 @@ device buffers, one stream: H2D copy, execute, D2H copy, synchronise).
 Before deserialising, :func:`check_engine_compat` compares the TensorRT version and GPU model the
 engine was built for (from the sidecar) with this device's, because an engine does not move between
 either; a mismatch is a sentence saying what to rebuild rather than a crash in the runtime. The check
-lives in :mod:`edge.sidecar` (stdlib only), shared with ``export.trt``, which writes the sidecar.
+lives in :mod:`contract.sidecar` (stdlib only), shared with ``export.trt``, which writes the sidecar.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.backends.base import BackendError, MissingRuntimeError, check_batch, chunks
-from edge.metadata import INPUT_NAME, OUTPUT_NAME, MetadataError, ModelMetadata
-from edge.sidecar import check_engine_compat, read_sidecar, sidecar_path
+from contract.backends.base import BackendError, MissingRuntimeError, check_batch, chunks
+from contract.metadata import INPUT_NAME, OUTPUT_NAME, MetadataError, ModelMetadata
+from contract.sidecar import check_engine_compat, read_sidecar, sidecar_path
 
-log = logging.getLogger("edge.backends.tensorrt")
+log = logging.getLogger("contract.backends.tensorrt")
 
 TRT_HINT = (
     "the TensorRT backend needs the tensorrt and pycuda Python packages: on Jetson they come with "
@@ -46,6 +46,7 @@ class TensorRTBackend:
     """A deserialized engine with one execution context, pinned host and device buffers, one stream."""
 
     name = "tensorrt"
+    any_size = False  # the engine's optimisation profile fixes H x W to the tile (export.trt)
 
     def __init__(self, path: str | os.PathLike, *, batch_size: int | None = None, device_index: int = 0) -> None:
         self.path = Path(path)

@@ -1,17 +1,30 @@
 """ONNX files and their model metadata: read, write, save atomically (no torch here).
 
-Kept apart from :mod:`export.onnx` so that :mod:`calibration` (INT8, threshold) can rewrite the
-metadata of an ONNX file without importing torch (``../shared/design/ARCHITECTURE.md``).
+``export`` writes the metadata, ``calibration`` rewrites it (INT8 precision, chosen threshold);
+neither needs torch for it. The ``onnx`` package is imported only when a function here runs: the
+edge daemon reads metadata through its runtime's session instead and need not install ``onnx``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
+from contract.metadata import ModelMetadata
 
-from edge.metadata import ModelMetadata
+if TYPE_CHECKING:
+    import onnx
+
+ONNX_HINT = "reading or writing ONNX files needs the onnx package: pip install 'aelf-crack[export]'"
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(ONNX_HINT) from exc
+    return onnx
 
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
@@ -19,15 +32,16 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} does not exist (export one with `python -m export.onnx`)")
+    onnx_lib = _onnx()
     try:
-        return onnx.load(str(path))
+        return onnx_lib.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError and others for a corrupt file
         raise ValueError(f"{path} is not a readable ONNX model: {exc}") from exc
 
 
 def read_metadata(model: onnx.ModelProto | str | os.PathLike, source: str | None = None) -> ModelMetadata:
     """The :class:`ModelMetadata` stored in an ONNX model's ``metadata_props``."""
-    if not isinstance(model, onnx.ModelProto):
+    if isinstance(model, (str, os.PathLike)):
         source = source or str(model)
         model = load_onnx(model)
     props = {p.key: p.value for p in model.metadata_props}
@@ -50,11 +64,10 @@ def save_onnx_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    onnx_lib = _onnx()
     try:
-        onnx.save(model, str(tmp))
+        onnx_lib.save(model, str(tmp))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-

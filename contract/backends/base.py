@@ -1,8 +1,10 @@
 """The backend protocol: a model file in, ``infer(N×3×H×W float32) -> N×1×H×W`` probabilities out.
 
-Every backend reports the model's :class:`edge.metadata.ModelMetadata` (read from the model file,
-never guessed), ``input_shape`` = (max_batch, 3, H, W) and ``precision``. ``infer`` accepts any
-batch size from 1 up; larger batches than ``max_batch`` are split into several runtime calls.
+Every backend reports the model's :class:`contract.metadata.ModelMetadata` (read from the model file,
+never guessed), ``input_shape`` = (max_batch, 3, H, W), ``precision`` and ``any_size``: whether
+``infer`` also takes whole images of any H x W that divide by 16, not only H x W tiles (where the
+network allows it and the caller asked for it when loading; the daemon never does). ``infer``
+accepts any batch size from 1 up; larger batches than ``max_batch`` are split into runtime calls.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from edge.metadata import ModelMetadata
+from contract.metadata import ModelMetadata
 
 EDGE_EXTRA = "pip install 'aelf-crack[edge]'"
+SIZE_MULTIPLE = 16  # the U-Net halves its input four times: whole images must divide by 2**4
 
 
 class BackendError(RuntimeError):
@@ -30,6 +33,7 @@ class Backend(Protocol):
 
     name: str
     metadata: ModelMetadata
+    any_size: bool  # True: infer() also takes N x 3 x H' x W' with H', W' multiples of SIZE_MULTIPLE
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -50,9 +54,24 @@ class Backend(Protocol):
         ...
 
 
-def check_batch(batch: np.ndarray, input_shape: tuple[int, int, int, int], model: str) -> np.ndarray:
-    """The batch as a C-contiguous float32 N×3×H×W array, or a BackendError naming both shapes."""
+def check_batch(
+    batch: np.ndarray, input_shape: tuple[int, int, int, int], model: str, any_size: bool = False
+) -> np.ndarray:
+    """The batch as a C-contiguous float32 N×3×H×W array, or a BackendError naming both shapes.
+
+    With ``any_size`` every H×W that divides by :data:`SIZE_MULTIPLE` is accepted, not only the tile.
+    """
     _, channels, height, width = input_shape
+    if (
+        any_size
+        and isinstance(batch, np.ndarray)
+        and batch.ndim == 4
+        and batch.shape[1] == channels
+        and batch.shape[2] % SIZE_MULTIPLE == 0
+        and batch.shape[3] % SIZE_MULTIPLE == 0
+        and min(batch.shape[2:]) > 0
+    ):
+        height, width = batch.shape[2:]
     if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (channels, height, width):
         raise BackendError(
             f"{model} takes float32 N×{channels}×{height}×{width} (tiles of {height}×{width}), "

@@ -2,7 +2,7 @@
 
 Written by ``export`` into ONNX ``metadata_props`` (flat string keys, see :meth:`ModelMetadata.to_props`)
 and into the JSON sidecar beside a TensorRT engine; read by the edge runtime, which never guesses.
-Kept here because the edge runtime must read it without torch, and export/calibration import it.
+Stdlib only: every stage reads it, the edge runtime on devices without torch.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Calibration / parity tiles drawn exactly as the edge runtime draws them (no torch here).
+"""Model-ready tiles drawn from image folders exactly as the edge runtime cuts frames (no torch here).
 
-Every image is read with OpenCV (BGR, as a camera frame), cut with :func:`edge.tiling.tile_grid` and
-:func:`edge.tiling.extract_tiles` (same tile side and overlap as the daemon) and normalised with
-:func:`edge.preprocess.to_model_input` using the model's own :class:`~edge.metadata.ModelMetadata`.
-So INT8 ranges are measured on the very inputs the deployed model will see, padding included.
+For INT8 calibration (``calibration.int8``, the TensorRT calibrator of ``export.trt``), the export
+parity check and the threshold search. Every image is read with OpenCV (BGR, as a camera frame) and
+cut and normalised by :func:`contract.predict.frame_tiles` (same tile side and overlap as the daemon,
+the model's own :class:`~contract.metadata.ModelMetadata`). So INT8 ranges are measured on the very
+inputs the deployed model will see, padding included.
 
 Selection is deterministic: images are sorted, shuffled with ``seed``, and at most
 ``ceil(max_tiles / n_images)`` tiles are taken from each (chosen with the same generator) until
@@ -22,20 +23,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from edge.metadata import ModelMetadata
-from edge.tiling import default_overlap
+from contract.metadata import ModelMetadata
+from contract.predict import frame_tiles
+from contract.tiling import default_overlap
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
-class CalibrationDataError(ValueError):
-    """A calibration folder, split file or image is missing or unreadable; the message names it."""
+class ImageFolderError(ValueError):
+    """An image folder, split file or image is missing or unreadable; the message names it."""
 
 
 @dataclass(frozen=True)
-class CalibrationSet:
+class TileSet:
     """Model-ready tiles (float32 N x 3 x S x S) and where each came from: (image path, y, x)."""
 
     tiles: np.ndarray
@@ -54,7 +55,7 @@ def image_folder(folder: str | os.PathLike) -> Path:
     """The folder holding the images: ``folder/images`` for a data set root (DeepCrack layout), else ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CalibrationDataError(f"image folder {folder} does not exist")
+        raise ImageFolderError(f"image folder {folder} does not exist")
     return folder / "images" if (folder / "images").is_dir() else folder
 
 
@@ -67,7 +68,7 @@ def read_split(root: str | os.PathLike, split: str) -> list[str]:
     path = given if split.endswith(".txt") else Path(root) / "splits" / f"{split}.txt"
     if not path.is_file():
         available = sorted(p.stem for p in (Path(root) / "splits").glob("*.txt"))
-        raise CalibrationDataError(
+        raise ImageFolderError(
             f"split file {path} does not exist; available splits: {available or 'none'} "
             "(pass a split file such as runs/<run>/splits/val.txt, or 'all' for every image)"
         )
@@ -87,7 +88,7 @@ def list_images(folders: Sequence[str | os.PathLike] | str | os.PathLike, split:
             wanted = set(read_split(folder, split))
             files = [p for p in files if p.stem in wanted]
         if not files:
-            raise CalibrationDataError(
+            raise ImageFolderError(
                 f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}" + (f" for split {split!r}" if split else "")
             )
         found.extend(files)
@@ -98,19 +99,8 @@ def read_bgr(path: str | os.PathLike) -> np.ndarray:
     """An image as an OpenCV BGR uint8 H x W x 3 array, as the edge runtime receives frames."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise CalibrationDataError(f"{path} could not be read as an image")
+        raise ImageFolderError(f"{path} could not be read as an image")
     return image
-
-
-def frame_tiles(frame_bgr: np.ndarray, meta: ModelMetadata, overlap: int | None = None):
-    """(grid, model-ready tiles N x 3 x S x S) of one BGR frame, as the edge daemon cuts it."""
-    if overlap is None:
-        overlap = default_overlap(meta.input_size)
-    from edge.preprocess import to_model_input
-    from edge.tiling import extract_tiles, tile_grid
-
-    grid = tile_grid(frame_bgr.shape[0], frame_bgr.shape[1], tile=meta.input_size, overlap=overlap)
-    return grid, to_model_input(extract_tiles(frame_bgr, grid), meta)
 
 
 def draw_tiles(
@@ -123,14 +113,14 @@ def draw_tiles(
     split: str | None = None,
     cache: str | os.PathLike | None = None,
     progress: bool = True,
-) -> CalibrationSet:
+) -> TileSet:
     """Draw up to ``max_tiles`` model-ready tiles from the images of ``folders`` (deterministic in ``seed``).
 
     With ``cache`` (an ``.npy`` path) the tiles are stored there with a ``.json`` key beside them and
     reused as long as the images, metadata, seed, limit and overlap are the same.
     """
     if max_tiles < 1:
-        raise CalibrationDataError(f"max_tiles must be at least 1, got {max_tiles}")
+        raise ImageFolderError(f"max_tiles must be at least 1, got {max_tiles}")
     files = list_images(folders, split)
     if overlap is None:
         overlap = default_overlap(meta.input_size)
@@ -139,6 +129,8 @@ def draw_tiles(
         cached = _read_cache(Path(cache), key)
         if cached is not None:
             return cached
+    from tqdm import tqdm  # lazy: only drawing tiles shows progress
+
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(files))
     per_image = math.ceil(max_tiles / len(files))
@@ -155,7 +147,7 @@ def draw_tiles(
                 y, x = grid.origins[t]
                 sources.append((str(files[index]), int(y), int(x)))
             bar.update(take)
-    result = CalibrationSet(np.ascontiguousarray(np.stack(tiles), dtype=np.float32), tuple(sources))
+    result = TileSet(np.ascontiguousarray(np.stack(tiles), dtype=np.float32), tuple(sources))
     if cache is not None:
         _write_cache(Path(cache), key, result)
     return result
@@ -171,17 +163,17 @@ def _cache_key(files: list[Path], meta: ModelMetadata, max_tiles: int, seed: int
     return digest.hexdigest()
 
 
-def _read_cache(path: Path, key: str) -> CalibrationSet | None:
+def _read_cache(path: Path, key: str) -> TileSet | None:
     side = path.with_suffix(".json")
     if not (path.is_file() and side.is_file()):
         return None
     info = json.loads(side.read_text())
     if info.get("key") != key:
         return None
-    return CalibrationSet(np.load(path), tuple(tuple(s) for s in info["sources"]))
+    return TileSet(np.load(path), tuple(tuple(s) for s in info["sources"]))
 
 
-def _write_cache(path: Path, key: str, data: CalibrationSet) -> None:
+def _write_cache(path: Path, key: str, data: TileSet) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npy")
     np.save(tmp, data.tiles)

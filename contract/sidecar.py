@@ -5,8 +5,8 @@ The sidecar ``<engine>.json`` records both (plus the model metadata and how it w
 runtime's TensorRT backend calls :func:`check_engine_compat` before deserializing, so a mismatch is
 a sentence saying what to rebuild, not a crash inside ``deserialize_cuda_engine``. No torch and no
 tensorrt import here: the edge runtime imports this module on devices that have neither torch nor
-(when the check fails) a matching TensorRT. Lives in edge/ (the right end of the dependency
-chain) so that both ``export.trt`` (writes it) and the TensorRT backend (checks it) share one copy.
+(when the check fails) a matching TensorRT. ``export.trt`` writes it and the TensorRT backend
+checks it: one copy in the contract that both import.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge.backends.base import BackendError
+from contract.backends.base import BackendError
 
 SIDECAR_VERSION = 1
 REQUIRED_KEYS = ("tensorrt_version", "gpu_name", "precision", "metadata")

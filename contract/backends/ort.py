@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends.base import EDGE_EXTRA, BackendError, MissingRuntimeError, check_batch, chunks
-from edge.metadata import INPUT_NAME, OUTPUT_NAME, MetadataError, ModelMetadata
+from contract.backends.base import EDGE_EXTRA, BackendError, MissingRuntimeError, check_batch, chunks
+from contract.metadata import INPUT_NAME, OUTPUT_NAME, MetadataError, ModelMetadata
 
-log = logging.getLogger("edge.backends.ort")
+log = logging.getLogger("contract.backends.ort")
 
 # Best first; only those this onnxruntime build offers are used.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -38,23 +38,31 @@ class OnnxRuntimeBackend:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | bytes,
         *,
         providers: list[str] | None = None,
         batch_size: int = 4,
         intra_op_threads: int = 0,
         allow_spinning: bool = False,
+        log_severity: int = 2,
+        whole_images: bool = False,
     ) -> None:
-        """Load ``path``; ``providers`` best first (default: TensorRT, CUDA, CPU as available);
+        """Load ``path`` (a file, or the serialized model as ``bytes``: the export checks a graph before
+        writing it); ``providers`` best first (default: TensorRT, CUDA, CPU as available);
         ``batch_size`` tiles per call when the model's batch dimension is dynamic;
         ``intra_op_threads`` CPU threads per operator (0 = onnxruntime's default, all cores);
         ``allow_spinning``: let idle intra-op threads busy-wait for the next operator. Off by default:
         in the daemon, decoding and post-processing threads share the cores with inference, and
-        spinning threads took CPU from them (benchmarks/bench_pipeline.py, 2 cores, 600-tile passes:
-        daemon/bare 0.900 with spinning, 0.915 without; the bare backend's own speed unchanged)."""
+        spinning threads took CPU from them (python -m benchmarks.bench_pipeline, 2 cores, 600-tile passes:
+        daemon/bare 0.900 with spinning, 0.915 without; the bare backend's own speed unchanged);
+        ``log_severity``: onnxruntime's own log level, 0 verbose .. 2 warnings (its default) .. 4 fatal;
+        3 hides the warnings expected of INT8 QDQ graphs (docs/EXPORT.md); ``whole_images``: also accept
+        whole images (any H x W dividing by 16) when the graph's height and width are dynamic
+        (``any_size``); off, a batch must be tiles of the model's input size, as the daemon sends."""
         ort = import_onnxruntime()
-        self.path = Path(path)
-        if not self.path.is_file():
+        source: str | bytes = path if isinstance(path, bytes) else str(path)
+        self.path = Path("<in-memory ONNX model>" if isinstance(path, bytes) else path)
+        if not isinstance(path, bytes) and not self.path.is_file():
             raise BackendError(f"ONNX model {self.path} does not exist (export one with `python -m export.onnx`)")
         available = ort.get_available_providers()
         if providers:
@@ -72,8 +80,9 @@ class OnnxRuntimeBackend:
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        options.log_severity_level = log_severity
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
+            self.session = ort.InferenceSession(source, sess_options=options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
             raise BackendError(f"onnxruntime cannot load {self.path}: {exc}") from exc
         self.providers = self.session.get_providers()
@@ -96,6 +105,8 @@ class OnnxRuntimeBackend:
             return value if isinstance(value, int) and value > 0 else default
 
         self._fixed_batch = isinstance(shape[0], int) and shape[0] > 0
+        # a graph exported with dynamic height and width (export.onnx --dynamic-hw) can take whole images
+        self.any_size = whole_images and not any(isinstance(d, int) and d > 0 for d in shape[2:])
         self._input_shape = (dim(shape[0], batch_size), dim(shape[1], 3), dim(shape[2], size), dim(shape[3], size))
         log.info("onnxruntime %s on %s: input %s, providers %s", ort.__version__, self.path.name,
                  self._input_shape, self.providers)
@@ -109,7 +120,7 @@ class OnnxRuntimeBackend:
         return self.metadata.precision
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = check_batch(batch, self._input_shape, str(self.path))
+        batch = check_batch(batch, self._input_shape, str(self.path), self.any_size)
         max_batch = self._input_shape[0]
         outputs = []
         for part in chunks(batch.shape[0], max_batch):
