@@ -24,7 +24,7 @@ from mqtt_fixtures import Daemon, make_alert, mqtt_section, outbox_at
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
 
-WAIT_S = 30.0  # upper bound of any wait for an event; scenarios normally finish in a few seconds
+WAIT_S = 60.0  # upper bound of any wait for an event (a loaded CI machine); scenarios take seconds
 FAST = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "keepalive_s": 5, "stats_interval_s": 0}
 
 
@@ -144,23 +144,17 @@ def daemon_sigkill_restart(workdir: Path) -> Tally:
         box = outbox_at(outbox)
         with contextlib.closing(box):
             left = len(box)
-        ids_file = _all_ids(outbox) | rx.sink.seen  # produced = stored by the first run
+        produced = {line.split()[1] for line in first.lines if line.startswith("alert ")}
         second = Daemon(broker.uri, outbox)
         try:
             second.wait_line("connected", WAIT_S)
-            rx.wait_for(ids_file)
+            rx.wait_for(produced)
         finally:
             second.kill()
-        return rx.tally("daemon SIGKILL + restart", ids_file, left_after_kill=left)
+        return rx.tally("daemon SIGKILL + restart", produced, left_after_kill=left)
     finally:
         rx.stop()
         broker.stop()
-
-
-def _all_ids(outbox: Path) -> set[str]:
-    box = outbox_at(outbox)
-    with contextlib.closing(box):
-        return {r.alert_id for r in box.pending(10_000)}
 
 
 # ----------------------------------------------------------------------------- storage faults

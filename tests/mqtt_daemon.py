@@ -26,7 +26,9 @@ def main() -> int:
     pub = MqttPublisher(args.device, mqtt_section(args.broker, args.outbox, keepalive_s=args.keepalive_s,
                                                   reconnect_min_s=0.2, reconnect_max_s=1.0))
     for i in range(args.alerts):
-        pub.publish_alert(make_alert(args.device, sequence=i))
+        alert = make_alert(args.device, sequence=i)
+        print(f"alert {alert['alert_id']}", flush=True)  # the test knows exactly what was produced
+        pub.publish_alert(alert)
     print(f"stored {args.alerts}", flush=True)
     while not pub.wait_connected(1.0):
         pass

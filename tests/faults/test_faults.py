@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import fault_scenarios as fs
+import mqtt_fixtures
 import pytest
 from mqtt_broker import find_mosquitto
 from mqtt_fixtures import REPO, make_alert, mqtt_section, outbox_at
@@ -22,7 +23,9 @@ from mqtt_fixtures import REPO, make_alert, mqtt_section, outbox_at
 from edge.mqtt import MqttPublisher
 from edge.outbox import OutboxError
 
-pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto binary not installed")
+pytestmark = [pytest.mark.faults, pytest.mark.mqtt,
+              pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto binary not installed")]
+log_watcher = mqtt_fixtures.log_watcher  # the fixture, under its name for the tests here
 
 
 def assert_exact(tally: fs.Tally, *, redelivery_allowed: bool = False) -> None:
