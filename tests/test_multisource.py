@@ -181,3 +181,27 @@ def test_synthetic_share_of_an_epoch_is_generated_and_deterministic(shared_data)
     for a, b in zip(first, again.crop(generated[0]), strict=True):
         assert np.array_equal(a, b)
     assert first[0].shape == (64, 64, 3) and set(np.unique(first[1])) <= {0, 1} and first[2].all()
+
+
+def test_aelf_at_a_high_lr_starts_with_bce_and_resumes_at_the_same_switch(two_sets, tmp_path, capsys):
+    from train.config import TrainConfig
+    from train.loop import bce_warmup_steps
+    from train.losses import WarmupLoss, build_loss
+
+    config = TrainConfig(data=("x",), loss="aelf", lr=1e-3)
+    assert bce_warmup_steps(config, 30) == 30  # auto: one epoch
+    assert bce_warmup_steps(config.with_(lr=1e-4), 30) == 0
+    assert bce_warmup_steps(config.with_(loss="bce"), 30) == 0
+    assert bce_warmup_steps(config.with_(bce_warmup_steps=5), 30) == 5
+    logits = torch.randn(1, 1, 8, 8)
+    target = (torch.rand(1, 1, 8, 8) > 0.8).float()
+    loss = WarmupLoss(build_loss("aelf"), warmup_steps=2)
+    values = [float(loss(logits, target)) for _ in range(3)]
+    assert values[0] == values[1] == pytest.approx(float(build_loss("bce")(logits, target)))
+    assert values[2] == pytest.approx(float(build_loss("aelf")(logits, target)))
+    resumed = WarmupLoss(build_loss("aelf"), warmup_steps=2, start_step=2)
+    assert float(resumed(logits, target)) == pytest.approx(values[2])
+    cfd, _ = two_sets
+    assert run_main(["--data", str(cfd), *[a for a in TINY if a != "--no-progress"], "--loss", "aelf", "--epochs", "1",
+                     "--max-steps-per-epoch", "2", "--out", str(tmp_path / "aelf")]) == 0
+    assert "BCE for the first 2 steps, then aelf" in capsys.readouterr().out

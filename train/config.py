@@ -66,6 +66,7 @@ class TrainConfig:
     scale_aug_max: float = 1.0
     photometric: str = ""  # comma list of train.photometric groups, "all", or "" for none
     synth_fraction: float = 0.0  # share of each epoch drawn from train.synth (hairlines, distractors, negatives)
+    bce_warmup_steps: int = -1  # BCE for the first N steps; -1 = auto (one epoch for losses on probabilities)
     init: str = ""  # start from these weights (.pt checkpoint or exported .onnx of the same width/head)
     time_budget_min: float = 0.0  # stop cleanly after the step that passes this wall-clock budget; 0 = none
 
@@ -88,6 +89,8 @@ class TrainConfig:
             fail("synth_fraction", "a fraction in [0, 1)")
         if not (self.time_budget_min >= 0 and math.isfinite(self.time_budget_min)):
             fail("time_budget_min", ">= 0 minutes")
+        if self.bce_warmup_steps < -1:
+            fail("bce_warmup_steps", ">= 0, or -1 for auto")
         for name in ("epoch_samples", "val_max_images", "test_max_images"):
             if getattr(self, name) < 0:
                 fail(name, ">= 0")

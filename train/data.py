@@ -500,4 +500,3 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)  # one OpenCV thread per worker: its own pool fights the trainer for the cores

@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -51,7 +52,7 @@ from train.checkpoint import (
 from train.config import ConfigError, TrainConfig, parse_source_weights
 from train.data import CrackImages, CropRecipe, DatasetError, TrainCrops, load_images, seed_worker
 from train.inference import sweep_images, torch_predictor
-from train.losses import build_loss
+from train.losses import WarmupLoss, build_loss
 from train.model import build_model
 from train.report import (
     append_history,
@@ -247,6 +248,29 @@ def _steps_per_epoch(n_draws: int, config: TrainConfig, world_size: int) -> int:
     return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
 
 
+SATURATING_LOSSES = ("aelf", "exp", "l1", "l2")  # bounded losses on probabilities: no gradient past a saturated sigmoid
+
+
+def bce_warmup_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Steps of BCE before ``--loss`` (``--bce-warmup-steps``; -1 = the automatic rule in its help)."""
+    if config.bce_warmup_steps >= 0:
+        return config.bce_warmup_steps
+    risky = config.loss in SATURATING_LOSSES and config.lr > 1e-4 and not config.init
+    return steps_per_epoch if risky else 0
+
+
+def _loss(config: TrainConfig, steps_per_epoch: int, start_step: int, progress: bool):
+    """The training loss, behind a BCE warm-up when one applies; says so once."""
+    loss = build_loss(config.loss, **config.loss_kwargs())
+    warmup = bce_warmup_steps(config, steps_per_epoch)
+    if not warmup:
+        return loss
+    if progress and start_step < warmup:
+        print(f"loss: BCE for the first {warmup} steps, then {config.loss} (--bce-warmup-steps; {config.loss} on "
+              "probabilities can saturate to 'no crack' from a random start)", flush=True)
+    return WarmupLoss(loss, warmup, start_step)
+
+
 def _open_resume(resume, out) -> tuple[dict[str, Any] | None, Path | None]:
     """The resume checkpoint (or None) and the run folder it implies."""
     if resume is None:
@@ -365,6 +389,9 @@ def _stop_rule(config: TrainConfig, started: float, ctx: distributed.DistContext
 
 def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -> RunResult:
     started = time.perf_counter()
+    # one OpenCV thread, set before any DataLoader worker is forked: OpenCV's pool fights the trainer for
+    # the cores, and changing the pool inside a forked worker can wait forever on the parent's lock
+    cv2.setNumThreads(1)
     device = distributed.resolve_device(config.device, ctx)
     resume_payload, out = _open_resume(resume, out)
     out = Path(ctx.broadcast(str(out if out else default_out(config))))
@@ -376,7 +403,6 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    loss_fn = build_loss(config.loss, **config.loss_kwargs())
     if config.init and resume_payload is None:
         initial_weights(config.init, model)
     state = _restore(resume_payload, model, optimizer, scaler)
@@ -390,13 +416,15 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     dataset = _training_crops(config, sources, train_sets)
+    steps_per_epoch = _steps_per_epoch(len(dataset), config, ctx.world_size)
+    loss_fn = _loss(config, steps_per_epoch, state.epoch * steps_per_epoch + state.step, progress)
     saved = dict(size=config.size, train_config=config.to_dict(), data=_data_record(config, sources, "train"))
     should_stop = _stop_rule(config, started, ctx)
 
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
             t0 = time.perf_counter()
-            epoch_steps = _steps_per_epoch(len(dataset), config, ctx.world_size)
+            epoch_steps = steps_per_epoch
             loader = _epoch_loader(dataset, config, epoch, ctx, device, start_step=state.step)
             mean_loss, steps = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype,
                                                epoch=epoch, max_steps=epoch_steps - state.step, progress=progress,
@@ -453,6 +481,10 @@ def _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, 
                           "metrics": dict(val or {})}
             save_checkpoint(out / "best.pt", model, threshold=threshold, epoch=epoch, metrics=val, **saved)
         _save_last(out, model, optimizer, scaler, epoch, val, _Progress(best=state.best), saved)
+        if val is not None and val["ods_f"] < 0.02 and epoch >= 2:
+            print(f"warning: epoch {epoch}: validation finds almost no cracks (ODS F-beta {val['ods_f']:.3f}): the "
+                  f"network may have saturated to 'no crack'; with --loss {config.loss} try --bce-warmup-steps N, "
+                  "a lower --lr (1e-4) or --init from a BCE model", flush=True)
         if progress:
             shown = f" val {config.select} {val[config.select]:.4f}" if val else ""
             print(f"epoch {epoch}/{config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)

@@ -325,3 +325,24 @@ def build_loss(
         raise ValueError(f"loss option focal_alpha must be in [0, 1], got {values['focal_alpha']}")
     params = {k: (None if values[k] is None else float(values[k])) for k in _USES[key]}
     return Loss(key, params)
+
+
+class WarmupLoss:
+    """BCE for the first ``warmup_steps`` optimizer steps, then ``loss`` (``--bce-warmup-steps``).
+
+    The losses on probabilities (AELF, Exp, L1, L2) pass almost no gradient through a saturated
+    sigmoid: from a random start at a high learning rate the network can settle on "no crack
+    anywhere" and stay there. A short BCE start puts the crack pixels where those losses have a
+    gradient. ``step`` counts calls (one per optimizer step) and starts at ``start_step`` so a
+    resumed run switches at the same step as an uninterrupted one.
+    """
+
+    def __init__(self, loss: Loss, warmup_steps: int, start_step: int = 0) -> None:
+        self.loss, self.warmup, self.step = loss, int(warmup_steps), int(start_step)
+        self.bce = build_loss("bce")
+        self.name = loss.name
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        chosen = self.bce if self.step < self.warmup else self.loss
+        self.step += 1
+        return chosen(logits, target, valid)

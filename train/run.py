@@ -104,6 +104,10 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
     p("--synth-fraction", type=float,
       help="share of each epoch made by train.synth: hairline cracks on crack-free surfaces of the training images, "
       "distractors (joints, straight lines, edges, paint) labelled background, plain negatives (default: %(default)s)")
+    p("--bce-warmup-steps", type=int,
+      help="train with BCE for the first N optimizer steps, then with --loss: the losses on probabilities "
+      "(aelf, exp, l1, l2) can otherwise saturate to 'no crack' from a random start at a high --lr; -1 = auto: "
+      "one epoch for those losses at --lr above 1e-4 without --init, 0 otherwise (default: %(default)s)")
     p("--init", metavar="MODEL",
       help="start from the weights of a .pt checkpoint or an exported .onnx model of the same --width/--head "
       "(fine-tuning, e.g. the shipped model on your own data); empty = He-normal init (default: %(default)r)")
