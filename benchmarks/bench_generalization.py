@@ -1,6 +1,6 @@
 """Generalization across crack data sets: leave-one-source-out training, and one model scored per source.
 
-``python benchmarks/bench_generalization.py --loso [--train-args "..."] [--work DIR]``
+``python -m benchmarks.bench_generalization --loso [--train-args "..."] [--work DIR]``
     For each source S of ``--sources``: train on all the other sources (``python -m train.run``, each
     source with its own splits) and score on S's test split (held-out); plus one model trained on all
     sources and scored on each one's test split (in-source). Table: source | in-source ODS/OIS/AP |
@@ -11,7 +11,7 @@
     in pieces: it exits with status 3 while runs are left; run the same command again until it
     publishes (status 0). Scores are cached per run and source.
 
-``python benchmarks/bench_generalization.py --model runs/x/best.pt`` (or ``model.onnx``)
+``python -m benchmarks.bench_generalization --model runs/x/best.pt`` (or ``model.onnx``)
     One trained model on every source's test split: ODS/OIS/AP at each tolerance, recall at the
     model's threshold by crack width (<= 2, 2-5, > 5 px, widths from the masks' distance transform,
     ``train.generalization``), and the alert-level figures: on crack-free tiles cut from the test
@@ -50,11 +50,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python benchmarks/bench_generalization.py`
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     add_results_args,
     command_line,
     data_root,
@@ -62,7 +58,7 @@ from benchmarks.common import (  # noqa: E402
     publish,
     section_header,
 )
-from train.generalization import (  # noqa: E402
+from train.generalization import (
     DEFAULT_WIDTH_EDGES_PX,
     WidthRecall,
     crack_free_tiles,
@@ -71,6 +67,8 @@ from train.generalization import (  # noqa: E402
     side_summary,
     width_bins_of_mask,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 SOURCES = ("deepcrack", "crackforest_cfd", "crack500", "gaps384", "aiglern_trimm", "shadowcrack")
 DEFAULT_WORK = REPO / "runs" / "generalization"
@@ -140,12 +138,14 @@ class AlertDecider:
         measurement = measure_cracks(
             prob, self.threshold, min_area_px=measure.min_area_px, gsd_mm_per_px=self.config.tiling.gsd_mm_per_px,
             rules=measure.severity.rules(), open_px=measure.open_px, close_px=measure.close_px,
+            min_length_px=measure.min_length_px, link_gap_px=measure.link_gap_px,
         )
         return AlertPolicy(self.config.alerts).decide(measurement, now_s=0.0, source="tile")
 
     def describe(self) -> str:
         m, a = self.config.measure, self.config.alerts
-        return (f"threshold {self.threshold:.2f}, min_area_px {m.min_area_px}, open/close {m.open_px}/{m.close_px} px, "
+        return (f"threshold {self.threshold:.2f}, min_area_px {m.min_area_px}, min_length_px {m.min_length_px:g}, "
+                f"link_gap_px {m.link_gap_px}, open/close {m.open_px}/{m.close_px} px, "
                 f"min_severity {a.min_severity}, min_coverage {a.min_coverage}")
 
 
@@ -503,7 +503,7 @@ def _edges(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python benchmarks/bench_generalization.py",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_generalization",
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])

@@ -14,6 +14,10 @@ import logging
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
 
 EXIT_CONFIG = 2  # invalid configuration / arguments
 EXIT_RUNTIME = 1  # model, source or runtime failure
@@ -57,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # paho's packet log (CONNECT, PUBLISH, PUBACK ...) only when DEBUG is asked for.
+    logging.getLogger("edge.mqtt.paho").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+
+
+def delivery_summary(config: EdgeConfig, stats: dict) -> str:
+    """The closing line: frames, alerts, and where alerts not yet acknowledged by the broker wait.
+
+    ``stats`` is what ``run_daemon`` returns: its ``alerts_queued`` / ``alerts_queued_in`` come from the
+    publisher's own backlog after it closed.
+    """
+    line = f"stopped after {stats['frames']} frames, {stats['alerts']} alerts"
+    if config.mqtt is None:
+        return line + " (printed on stdout)"
+    queued = stats["alerts_queued"]
+    if not queued:
+        return line + f"; all delivered to {config.mqtt.broker_uri}"
+    return (line + f"; {queued} alert(s) not yet acknowledged by {config.mqtt.broker_uri} are queued in "
+            f"{stats['alerts_queued_in']} and are sent at the next start")
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -110,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BackendError, SourceError, PipelineError, SequenceError, OutboxError, ValueError, ImportError) as exc:
         logging.getLogger("edge").error("%s", exc)
         return EXIT_RUNTIME
-    queued = (f"; {stats['alerts_queued']} not yet delivered, kept in {stats['alerts_queued_in']} "
-              "(sent at the next start)" if stats["alerts_queued"] else "; none left undelivered")
-    logging.getLogger("edge").info("stopped after %d frames, %d alerts%s", stats["frames"], stats["alerts"], queued)
+    logging.getLogger("edge").info("%s", delivery_summary(config, stats))
     return 0
 
 

@@ -71,7 +71,8 @@ def build_alert(
     frame_size: Mapping[str, int] | Sequence[int],
     model_info: Mapping[str, Any],
     gsd_mm_per_px: float | None = None,
-    geo: Mapping[str, float] | None = None,
+    gsd_error_mm_per_px: float | None = None,
+    geo: Mapping[str, Any] | None = None,
     snapshot: Mapping[str, str] | None = None,
     max_cracks: int = MAX_CRACKS,
     alert_id: str | None = None,
@@ -81,7 +82,9 @@ def build_alert(
     ``created_at`` / ``capture_time``: timezone-aware datetimes, written as UTC ISO 8601.
     ``frame_size``: ``(width, height)`` or ``{"width", "height"}`` in pixels of the camera frame.
     ``model_info``: ``{"name", "sha256", "threshold", "precision"}`` (see :func:`model_info`).
-    ``gsd_mm_per_px``: defaults to the measurement's. ``geo``: ``{"lat", "lon"[, "alt_m", "heading_deg"]}``.
+    ``gsd_mm_per_px``: defaults to the measurement's; ``gsd_error_mm_per_px``: its error bound when it
+    comes from camera geometry. ``geo``: ``{"lat", "lon"[, "alt_m", "heading_deg", "source", "age_s", ...]}``
+    (``edge.geo.Position.to_alert_geo``).
     ``snapshot``: ``{"path"[, "topic"]}`` of the overlay JPEG. ``cracks`` keeps the first
     ``max_cracks`` (<= 256) of the measurement's, which come most severe first, then longest.
     ``alert_id``: pass one from :func:`new_alert_id` when the snapshot is saved under it first.
@@ -106,6 +109,7 @@ def build_alert(
         "severity": measurement.severity,
         "coverage": round(float(measurement.coverage), 6),
         "gsd_mm_per_px": None if gsd_mm_per_px is None else float(gsd_mm_per_px),
+        **({} if gsd_error_mm_per_px is None else {"gsd_error_mm_per_px": round(float(gsd_error_mm_per_px), 6)}),
         "cracks": [crack.to_dict() for crack in measurement.cracks[:max_cracks]],
         "geo": None if geo is None else dict(geo),
         "snapshot": None if snapshot is None else dict(snapshot),

@@ -94,7 +94,7 @@ class TilingConfig(_Section):
     @classmethod
     def _multiple_of_16(cls, value: int | None) -> int | None:
         if value is not None and value % 16:
-            raise ValueError(f"must be a multiple of 16 (the U-Net halves it 4 times), got {value}")
+            raise ValueError("must be a multiple of 16 (the U-Net halves it 4 times)")
         return value
 
     @model_validator(mode="after")
@@ -144,6 +144,8 @@ class MeasureConfig(_Section):
     """Mask clean-up and crack measurement (edge/measure.py)."""
 
     min_area_px: int = Field(20, ge=1, description="cracks smaller than this many pixels are ignored")
+    min_length_px: float = Field(40.0, ge=0, description="pieces with a shorter skeleton are specks, not cracks, px (0 = off)")
+    link_gap_px: int = Field(30, ge=0, description="pieces closer than this are one crack, px (0 = off)")
     open_px: int = Field(0, ge=0, description="morphological opening of the mask, px (0 = off)")
     close_px: int = Field(0, ge=0, description="morphological closing of the mask, px (0 = off)")
     severity: SeverityConfig = SeverityConfig()
@@ -167,13 +169,48 @@ class AlertsConfig(_Section):
     @classmethod
     def _known_severity(cls, value: str) -> str:
         if value not in SEVERITY_LEVELS:
-            raise ValueError(f"must be one of {', '.join(SEVERITY_LEVELS)}, got {value!r}")
+            raise ValueError(f"must be one of {', '.join(SEVERITY_LEVELS)}")
         return value
 
     @field_validator("snapshot_dir")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+
+class GeoConfig(_Section):
+    """Where each frame was taken (edge/geo/): the source of positions and how old one may be."""
+
+    source: Literal["none", "fixed", "exif", "gpsd", "mavlink"] = Field(
+        "none", description="none | fixed (lat/lon below) | exif (image files' GPS) | gpsd | mavlink"
+    )
+    max_age_s: float = Field(2.0, gt=0, description="a position further than this from the capture time is flagged stale, s")
+    track_keep_s: float = Field(120.0, gt=0, description="gpsd/MAVLink fixes kept for matching by capture time, s")
+    lat: float | None = Field(None, ge=-90, le=90, description="fixed: latitude, degrees (WGS 84)")
+    lon: float | None = Field(None, ge=-180, le=180, description="fixed: longitude, degrees (WGS 84)")
+    alt_m: float | None = Field(None, description="fixed: altitude above sea level, m")
+    heading_deg: float | None = Field(None, ge=0, lt=360, description="fixed: camera heading, degrees from north")
+    gpsd_host: str = Field("127.0.0.1", description="gpsd: host")
+    gpsd_port: int = Field(2947, ge=1, le=65535, description="gpsd: TCP port")
+    mavlink_url: str = Field("udpin:0.0.0.0:14550", description="mavlink: pymavlink connection string")
+    mavlink_baud: int = Field(57600, ge=1, description="mavlink: serial baud rate (serial ports only)")
+
+    @model_validator(mode="after")
+    def _fixed_needs_position(self) -> GeoConfig:
+        if self.source == "fixed" and (self.lat is None or self.lon is None):
+            raise ValueError('source = "fixed" needs lat and lon')
+        return self
+
+
+class CameraConfig(_Section):
+    """Camera geometry for the GSD of each frame (edge/gsd.py); EXIF fills what is unset here."""
+
+    focal_length_mm: float | None = Field(None, gt=0, description="lens focal length, mm (default: EXIF)")
+    sensor_width_mm: float | None = Field(None, gt=0, description="sensor width along the image width, mm (default: EXIF)")
+    distance_m: float | None = Field(None, gt=0, description="fixed camera-to-surface distance, m (default: the height from geo)")
+    ground_alt_m: float | None = Field(None, description="surface altitude above sea level, m, when geo gives only alt_m")
+    distance_error_m: float = Field(0.5, ge=0, description="worst-case error of that distance/height, m")
+    max_tilt_deg: float = Field(5.0, ge=0, lt=60, description="bound on the camera's tilt from the surface normal when no attitude is known, degrees")
 
 
 class TlsConfig(_Section):
@@ -228,7 +265,7 @@ class MqttConfig(_Section):
     @classmethod
     def _scheme(cls, value: str) -> str:
         if not value.startswith(("mqtt://", "mqtts://")):
-            raise ValueError(f"must start with mqtt:// or mqtts://, got {value!r}")
+            raise ValueError("must start with mqtt:// or mqtts://")
         parse_broker_uri(value)  # host, port, no credentials in the URI
         return value
 
@@ -284,6 +321,8 @@ class EdgeConfig(_Section):
     tiling: TilingConfig = TilingConfig()
     measure: MeasureConfig = MeasureConfig()
     alerts: AlertsConfig = AlertsConfig()
+    geo: GeoConfig = GeoConfig()
+    camera: CameraConfig = CameraConfig()
     mqtt: MqttConfig | None = None
     logging: LoggingConfig = LoggingConfig()
 
@@ -328,12 +367,40 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any, item: str) -> N
     node[path[-1]] = value
 
 
+# Options that name files: relative values in a config file are relative to that file's folder.
+PATH_FIELDS = (
+    ("source", "uri"), ("model", "path"), ("alerts", "snapshot_dir"), ("alerts", "state_path"),
+    ("mqtt", "outbox", "path"), ("mqtt", "password_file"),
+    ("mqtt", "tls", "ca_file"), ("mqtt", "tls", "certfile"), ("mqtt", "tls", "keyfile"),
+)
+
+
+def _is_relative_path(value: object) -> bool:
+    """True for a relative file path; False for URIs (rtsp://, v4l2://, csi://, gst:), camera indexes, empty."""
+    if not isinstance(value, str) or not value or value.isdigit() or "://" in value or value.startswith("gst:"):
+        return False
+    return not Path(value).expanduser().is_absolute()
+
+
+def resolve_relative_paths(tree: dict[str, Any], folder: Path) -> None:
+    """Make the file paths of a config tree read from a file in ``folder`` relative to it (in place)."""
+    for keys in PATH_FIELDS:
+        node: Any = tree
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and _is_relative_path(node.get(keys[-1])):
+            node[keys[-1]] = str(folder / node[keys[-1]])
+
+
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | None = None,
     **flags: Any,
 ) -> EdgeConfig:
     """Read ``path`` (TOML; None = defaults), apply ``--set`` ``overrides`` then ``flags``, validate once.
+
+    Relative file paths in the file (``PATH_FIELDS``) are relative to the file's folder; those given
+    by ``overrides`` and ``flags`` are relative to the working directory, as on any command line.
 
     ``flags`` are the CLI short-cuts, applied last: ``source``, ``model``, ``backend``, ``device_id``,
     ``broker`` (None values are ignored; ``broker`` enables the mqtt section).
@@ -350,6 +417,7 @@ def load_config(
             raise ConfigError(f"config file {file}: cannot read it ({exc.strerror})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+        resolve_relative_paths(tree, file.resolve().parent)
     for item in overrides or []:
         keys, value = parse_override(item)
         _set_path(tree, keys, value, item)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from contract.backends import load_backend
 from contract.metadata import file_sha256
 from edge.config import EdgeConfig
+from edge.geo import FrameLocator
 from edge.pipeline import FrameOutcome, Pipeline
 from edge.publish import LogPublisher, Publisher
 from edge.snapshots import SnapshotStore
@@ -44,7 +45,8 @@ def build_pipeline(
     if config.alerts.snapshot_dir:
         snapshots = SnapshotStore(config.alerts.snapshot_dir, int(config.alerts.snapshot_max_mb * 1024 * 1024))
     return Pipeline(config, source=source, backend=backend, publisher=publisher or make_publisher(config),
-                    snapshots=snapshots, model_sha256=file_sha256(config.model.path), on_frame=on_frame)
+                    snapshots=snapshots, model_sha256=file_sha256(config.model.path), on_frame=on_frame,
+                    locator=FrameLocator.from_config(config).start())
 
 
 def run_daemon(config: EdgeConfig, stop: threading.Event | None = None, *, publisher: Publisher | None = None) -> dict:
@@ -54,6 +56,7 @@ def run_daemon(config: EdgeConfig, stop: threading.Event | None = None, *, publi
         stats = pipeline.run(stop)
     finally:
         pipeline.source.close()
+        pipeline.locator.close()
         pipeline.publisher.close()
         close = getattr(pipeline.backend, "close", None)
         if close is not None:

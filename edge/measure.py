@@ -6,7 +6,14 @@ distance is configured):
 * **mask**: ``prob >= threshold`` (the model's decision threshold, as in ``contract/metrics.py``), then
   optional morphological closing/opening, then removal of components smaller than ``min_area_px``.
 * **crack**: one 8-connected component of the mask (``cv2.connectedComponentsWithStats``): a crack
-  is a thin line, and a 1-pixel diagonal line is only 8-connected.
+  is a thin line, and a 1-pixel diagonal line is only 8-connected. Two optional steps make a count
+  of cracks mean what an inspector means (the daemon turns both on, ``edge.config.MeasureConfig``):
+  components whose skeleton is shorter than ``min_length_px`` are dropped (texture specks: a speck
+  has a blob's area but hardly any length), then the remaining components less than
+  ``link_gap_px`` apart are one crack (a crack that the model sees as a broken line): its box,
+  area and length are those of all its fragments (the gaps are not counted), its width their
+  maximum. On the bundled demo image ``deepcrack_test_IMG_6516-2.jpg`` this turns 95 components
+  into 4 cracks with the daemon's defaults (40 px, 30 px).
 * **bbox**: ``(x, y, w, h)`` of the component, pixels; **area_px**: its pixel count.
 * **length**: length of the component's skeleton (scikit-image ``skeletonize``, Zhang's thinning),
   walked as a pixel chain: a horizontal or vertical step counts 1, a diagonal step sqrt(2) (the
@@ -236,47 +243,55 @@ def binary_mask(prob: np.ndarray, threshold: float, *, open_px: int = 0, close_p
     return mask
 
 
-def measure_cracks(
-    prob: np.ndarray,
-    threshold: float,
-    *,
-    min_area_px: int = 20,
-    gsd_mm_per_px: float | None = None,
-    rules: SeverityRules = SeverityRules(),  # noqa: B008 - frozen, immutable default
-    open_px: int = 0,
-    close_px: int = 0,
-) -> FrameMeasurement:
-    """Every crack of a probability map ``prob`` (H x W, values in [0, 1]) with its measurements.
+@dataclass(frozen=True)
+class _Components:
+    """The mask's pieces: ``labels`` (H x W int32, 0 = background) numbered 1..n-1, and ``n``.
 
-    ``threshold``: decision threshold on the probability; ``min_area_px``: components with fewer
-    pixels are dropped as noise; ``gsd_mm_per_px``: ground sampling distance (millimetres of
-    surface per pixel) to add millimetre sizes and apply the mm severity limits; ``open_px`` /
-    ``close_px``: see :func:`binary_mask`. The definitions are in this module's docstring.
+    ``stats`` / ``centroids``: OpenCV's per-label box, area and centroid (row = label) while the
+    labels are still OpenCV's components; None once pieces are dropped or linked (then recomputed).
     """
-    _check_inputs(prob, threshold, min_area_px, gsd_mm_per_px)
-    height, width = prob.shape
-    mask = binary_mask(prob, threshold, open_px=open_px, close_px=close_px)
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
-    areas = stats[:, cv2.CC_STAT_AREA]
-    keep = areas >= min_area_px
-    keep[0] = False
-    if n > 1 and not keep[1:].all():
-        lut = np.where(keep, np.arange(n), 0).astype(np.int32)
-        labels = lut[labels]
-        mask = (labels > 0).astype(np.uint8)
-    ids = np.flatnonzero(keep)
-    if ids.size == 0:
-        empty = np.zeros((height, width), dtype=bool)
-        return FrameMeasurement(
-            height, width, float(threshold), gsd_mm_per_px, (), 0.0, empty, np.zeros((height, width), np.int32), empty
-        )
 
+    labels: np.ndarray
+    n: int
+    stats: np.ndarray | None = None
+    centroids: np.ndarray | None = None
+
+
+def label_components(mask: np.ndarray, min_area_px: int) -> _Components:
+    """8-connected components of ``mask`` with at least ``min_area_px`` pixels, renumbered 1..n-1."""
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area_px
+    keep[0] = False
+    if keep[1:].all():
+        return _Components(labels, n, stats, centroids)
+    kept = _renumber(labels, keep)
+    rows = np.concatenate([[0], np.flatnonzero(keep)])
+    return _Components(kept.labels, kept.n, stats[rows], centroids[rows])
+
+
+def _renumber(labels: np.ndarray, keep: np.ndarray) -> _Components:
+    """Labels with ``keep[label]`` renumbered 1.., the others set to background."""
+    lut = np.zeros(keep.size, dtype=np.int32)
+    lut[np.flatnonzero(keep)] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return _Components(lut[labels], int(keep.sum()) + 1)
+
+
+@dataclass(frozen=True)
+class _SkeletonSamples:
+    """Per skeleton pixel: its row/column, its share of the chain length and its width (pixels)."""
+
+    skeleton: np.ndarray  # H x W bool
+    ys: np.ndarray
+    xs: np.ndarray
+    step_length: np.ndarray
+    width: np.ndarray
+
+
+def sample_skeleton(mask: np.ndarray) -> _SkeletonSamples:
+    """Skeleton of ``mask`` with each pixel's length share and width (definitions in the module docstring)."""
     skeleton = _skeletonize(mask.astype(bool))
     distance = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-
-    # Per skeleton pixel: its crack, its width, its share of the chain length (see module docstring).
     sy, sx = np.nonzero(skeleton)
-    skel_label = labels[sy, sx]
     padded = np.pad(skeleton, 1).astype(np.uint8)
     padded_distance = np.pad(distance, 1)
     code = np.zeros(sy.size, dtype=np.intp)
@@ -284,37 +299,131 @@ def measure_cracks(
     for bit, (dy, dx) in enumerate(_OFFSETS):
         code |= padded[sy + 1 + dy, sx + 1 + dx].astype(np.intp) << bit
         np.maximum(ridge, padded_distance[sy + 1 + dy, sx + 1 + dx], out=ridge)
-    skel_width = 2.0 * ridge.astype(np.float64) - 1.0
-    length = np.bincount(skel_label, weights=_HALF_LENGTH[code] - CORNER_CORRECTION_PX * _CORNER[code], minlength=n)
-    skel_count = np.bincount(skel_label, minlength=n)
-    mean_w = np.bincount(skel_label, weights=skel_width, minlength=n) / np.maximum(skel_count, 1)
-    max_w = np.zeros(n, dtype=np.float64)
-    np.maximum.at(max_w, skel_label, skel_width)
-    crack_pixels = mask.astype(bool)
-    prob_sum = np.bincount(labels[crack_pixels], weights=prob[crack_pixels], minlength=n)
+    step = _HALF_LENGTH[code] - CORNER_CORRECTION_PX * _CORNER[code]
+    return _SkeletonSamples(skeleton, sy, sx, step, 2.0 * ridge.astype(np.float64) - 1.0)
 
+
+def _lengths(components: _Components, samples: _SkeletonSamples) -> np.ndarray:
+    label = components.labels[samples.ys, samples.xs]
+    return np.maximum(np.bincount(label, weights=samples.step_length, minlength=components.n), 0.0)
+
+
+def drop_short(components: _Components, samples: _SkeletonSamples, min_length_px: float) -> _Components:
+    """Components whose skeleton is shorter than ``min_length_px`` removed (texture specks, not cracks)."""
+    if min_length_px <= 0 or components.n <= 1:
+        return components
+    keep = _lengths(components, samples) >= min_length_px
+    keep[0] = False
+    return components if keep[1:].all() else _renumber(components.labels, keep)
+
+
+def link_fragments(components: _Components, link_gap_px: int) -> _Components:
+    """Components closer than ``link_gap_px`` (pixels, through the background) become one crack.
+
+    Each component is grown by ``link_gap_px / 2`` (an elliptical dilation); components whose grown
+    areas touch share a crack label. Mask pixels are not changed: the gap is not counted as crack.
+    """
+    if link_gap_px <= 0 or components.n <= 2:
+        return components
+    radius = (int(link_gap_px) + 1) // 2
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    grown = cv2.dilate((components.labels > 0).astype(np.uint8), kernel)
+    n, grown_labels = cv2.connectedComponents(grown, connectivity=8, ltype=cv2.CV_32S)
+    linked = np.where(components.labels > 0, grown_labels, 0).astype(np.int32)
+    keep = np.zeros(n, dtype=bool)
+    keep[np.unique(linked[linked > 0])] = True
+    return _renumber(linked, keep)
+
+
+def crack_records(
+    prob: np.ndarray, components: _Components, samples: _SkeletonSamples, rules: SeverityRules,
+    gsd_mm_per_px: float | None,
+) -> list[Crack]:
+    """One :class:`Crack` per component: box, area, length, widths, mean probability, severity, centroid."""
+    from scipy import ndimage  # scikit-image's own dependency
+
+    n, labels = components.n, components.labels
+    skel_label = labels[samples.ys, samples.xs]
+    length = _lengths(components, samples)
+    skel_count = np.bincount(skel_label, minlength=n)
+    mean_w = np.bincount(skel_label, weights=samples.width, minlength=n) / np.maximum(skel_count, 1)
+    max_w = np.zeros(n, dtype=np.float64)
+    np.maximum.at(max_w, skel_label, samples.width)
+    crack_pixels = labels > 0
+    prob_sum = np.bincount(labels[crack_pixels], weights=prob[crack_pixels], minlength=n)
+    if components.stats is not None:  # OpenCV's components, unchanged: their stats hold
+        boxes = [tuple(int(v) for v in row[:4]) for row in components.stats]
+        area = components.stats[:, cv2.CC_STAT_AREA]
+        cx, cy = components.centroids[:, 0], components.centroids[:, 1]
+    else:
+        ys, xs = np.nonzero(crack_pixels)
+        pixel_label = labels[ys, xs]
+        area = np.bincount(pixel_label, minlength=n)
+        cx = np.bincount(pixel_label, weights=xs, minlength=n) / np.maximum(area, 1)
+        cy = np.bincount(pixel_label, weights=ys, minlength=n) / np.maximum(area, 1)
+        boxes = [None] + [None if b is None else (b[1].start, b[0].start, b[1].stop - b[1].start, b[0].stop - b[0].start)
+                          for b in ndimage.find_objects(labels, max_label=n - 1)]
     cracks = []
-    for k in ids:
-        x, y, w, h, area = (int(v) for v in stats[k])
-        length_px = max(0.0, float(length[k]))
-        cracks.append(
-            Crack(
-                label=int(k),
-                bbox=(x, y, w, h),
-                area_px=area,
-                length_px=length_px,
-                max_width_px=float(max_w[k]),
-                mean_width_px=float(mean_w[k]),
-                mean_probability=float(prob_sum[k] / area),
-                severity=rules.classify(float(max_w[k]), length_px, gsd_mm_per_px),
-                centroid_xy=(float(centroids[k, 0]), float(centroids[k, 1])),
-                length_mm=None if gsd_mm_per_px is None else length_px * gsd_mm_per_px,
-                max_width_mm=None if gsd_mm_per_px is None else float(max_w[k]) * gsd_mm_per_px,
-                mean_width_mm=None if gsd_mm_per_px is None else float(mean_w[k]) * gsd_mm_per_px,
-            )
-        )
+    for k in range(1, n):
+        if boxes[k] is None or area[k] == 0:
+            continue
+        length_px = float(length[k])
+        cracks.append(Crack(
+            label=k,
+            bbox=boxes[k],
+            area_px=int(area[k]),
+            length_px=length_px,
+            max_width_px=float(max_w[k]),
+            mean_width_px=float(mean_w[k]),
+            mean_probability=float(prob_sum[k] / area[k]),
+            severity=rules.classify(float(max_w[k]), length_px, gsd_mm_per_px),
+            centroid_xy=(float(cx[k]), float(cy[k])),
+            length_mm=None if gsd_mm_per_px is None else length_px * gsd_mm_per_px,
+            max_width_mm=None if gsd_mm_per_px is None else float(max_w[k]) * gsd_mm_per_px,
+            mean_width_mm=None if gsd_mm_per_px is None else float(mean_w[k]) * gsd_mm_per_px,
+        ))
     cracks.sort(key=lambda c: (-severity_rank(c.severity), -c.length_px, c.label))
-    coverage = float(areas[ids].sum()) / (height * width)
+    return cracks
+
+
+def measure_cracks(
+    prob: np.ndarray,
+    threshold: float,
+    *,
+    min_area_px: int = 20,
+    min_length_px: float = 0.0,
+    link_gap_px: int = 0,
+    gsd_mm_per_px: float | None = None,
+    rules: SeverityRules = SeverityRules(),  # noqa: B008 - frozen, immutable default
+    open_px: int = 0,
+    close_px: int = 0,
+) -> FrameMeasurement:
+    """Every crack of a probability map ``prob`` (H x W, values in [0, 1]) with its measurements.
+
+    Steps: threshold and clean the mask (:func:`binary_mask`), keep components of at least
+    ``min_area_px`` pixels (:func:`label_components`), drop those whose skeleton is shorter than
+    ``min_length_px`` (:func:`drop_short`), join fragments less than ``link_gap_px`` apart into one
+    crack (:func:`link_fragments`), measure each crack (:func:`crack_records`). ``gsd_mm_per_px``:
+    ground sampling distance (mm of surface per pixel) for millimetre sizes and the mm severity limits.
+    The length and gap steps are off (0) here; the daemon's defaults are in ``edge.config.MeasureConfig``.
+    The definitions are in this module's docstring.
+    """
+    _check_inputs(prob, threshold, min_area_px, gsd_mm_per_px)
+    height, width = prob.shape
+    mask = binary_mask(prob, threshold, open_px=open_px, close_px=close_px)
+    components = label_components(mask, min_area_px)
+    if components.n <= 1:
+        empty = np.zeros((height, width), dtype=bool)
+        return FrameMeasurement(
+            height, width, float(threshold), gsd_mm_per_px, (), 0.0, empty, np.zeros((height, width), np.int32), empty
+        )
+    samples = sample_skeleton((components.labels > 0).astype(np.uint8))
+    components = link_fragments(drop_short(components, samples, min_length_px), link_gap_px)
+    crack_pixels = components.labels > 0
+    cracks = crack_records(prob, components, samples, rules, gsd_mm_per_px)
+    coverage = float(crack_pixels.sum()) / (height * width)
+    skeleton = samples.skeleton & crack_pixels
     return FrameMeasurement(
-        height, width, float(threshold), gsd_mm_per_px, tuple(cracks), coverage, crack_pixels, labels, skeleton
+        height, width, float(threshold), gsd_mm_per_px, tuple(cracks), coverage, crack_pixels, components.labels,
+        skeleton,
     )

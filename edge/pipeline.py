@@ -37,6 +37,7 @@ from contract.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
 from edge.config import EdgeConfig
 from edge.frame_guard import fit_frame
+from edge.geo import FrameLocator
 from edge.measure import FrameMeasurement, measure_cracks
 from edge.publish import Publisher
 from edge.sequence import SequenceCounter
@@ -119,8 +120,10 @@ class Pipeline:
         snapshots: SnapshotStore | None = None,
         model_sha256: str | None = None,
         on_frame: Callable[[FrameOutcome], None] | None = None,
+        locator: FrameLocator | None = None,
     ) -> None:
         self.config = config
+        self.locator = locator or FrameLocator.from_config(config)  # position + GSD per frame (edge/geo/)
         self.source = source
         self.backend = backend
         self.publisher = publisher
@@ -268,9 +271,12 @@ class Pipeline:
     def _post_one(self, item: Inferred) -> None:
         p = item.prepared
         prob_map = stitch(item.probs, p.grid)
+        where = self.locator.locate(p.frame, p.image.shape[1])
+        gsd = where.gsd.gsd_mm_per_px if where.gsd else p.gsd_mm_per_px
         measurement = measure_cracks(
-            prob_map, self.threshold, min_area_px=self.config.measure.min_area_px, gsd_mm_per_px=p.gsd_mm_per_px,
+            prob_map, self.threshold, min_area_px=self.config.measure.min_area_px, gsd_mm_per_px=gsd,
             rules=self.rules, open_px=self.config.measure.open_px, close_px=self.config.measure.close_px,
+            min_length_px=self.config.measure.min_length_px, link_gap_px=self.config.measure.link_gap_px,
         )
         alert, jpeg = None, None
         if measurement.cracks and self.policy.decide(measurement, p.frame.capture_time.timestamp(), p.frame.source_id):
@@ -285,7 +291,8 @@ class Pipeline:
                 measurement, device_id=self.config.device_id, sequence=self.sequence.take(),
                 created_at=datetime.now(timezone.utc), capture_time=p.frame.capture_time,
                 source=p.frame.source_id, frame_index=p.frame.index, frame_size=(width, height),
-                model_info=self.model_info, gsd_mm_per_px=p.gsd_mm_per_px, snapshot=snapshot_ref, alert_id=alert_id,
+                model_info=self.model_info, gsd_mm_per_px=gsd, snapshot=snapshot_ref, alert_id=alert_id,
+                geo=where.alert_geo(), gsd_error_mm_per_px=where.gsd.error_mm_per_px if where.gsd else None,
             )
             self.publisher.publish_alert(alert, jpeg)
             self.stats.alerts += 1

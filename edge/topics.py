@@ -38,7 +38,7 @@ def topic_part_problem(name: str, value: str) -> str | None:
         return "must not be empty (it is an MQTT topic level)"
     if any(c in value for c in forbidden):
         shown = "'#' or '+'" if name == "topic_prefix" else "'/', '#' or '+'"
-        return f"must not contain {shown} (it is an MQTT topic level), got {value!r}"
+        return f"must not contain {shown} (it is an MQTT topic level)"
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,28 @@ def test_config_error_exits_2_and_names_the_field(tmp_path: Path, capsys) -> Non
     assert main(["run", "--config", str(path)]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert f"{path}: source.queue_size" in err
+
+
+def test_exit_line_says_how_many_alerts_wait_in_the_outbox_and_where(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), crack_image(seed=1))
+    model = darkness_model(tmp_path / "m.onnx", input_size=128)
+    with socket.socket() as probe:  # a port where no broker listens: the alert cannot be delivered
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    outbox = tmp_path / "outbox.sqlite3"
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--source", str(folder), "--model", str(model),
+         "--broker", f"mqtt://127.0.0.1:{port}", "--set", f"mqtt.outbox.path={json.dumps(str(outbox))}",
+         "--set", f"alerts.state_path={json.dumps(str(tmp_path / 's.json'))}", "--set", "alerts.snapshot_dir="],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (f"stopped after 1 frames, 1 alerts; 1 alert(s) not yet acknowledged by mqtt://127.0.0.1:{port} "
+            f"are queued in outbox {outbox} and are sent at the next start") in result.stderr
+    assert "edge.mqtt.paho" not in result.stderr  # paho's packet log only at DEBUG
+    assert "DEBUG" not in result.stderr, "paho's packet trace must not show at INFO"
 
 
 def test_run_prints_alerts_as_json_lines(tmp_path: Path) -> None:
@@ -116,22 +139,7 @@ def test_demo_with_the_shipped_model_alerts_on_the_deepcrack_cracks_and_not_on_t
     assert stats["frames"] == len(samples) and len(deepcrack_cracks) == 3 and len(crack_free) == 1
     assert deepcrack_cracks <= alerted
     assert not crack_free & alerted
-
-
-def test_exit_line_says_how_many_alerts_are_still_queued_and_where(tmp_path: Path) -> None:
-    from mqtt_broker import free_port
-
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    cv2.imwrite(str(folder / "a.png"), crack_image(seed=1))
-    model = darkness_model(tmp_path / "m.onnx", input_size=128)
-    outbox = tmp_path / "outbox.sqlite3"
-    result = subprocess.run(
-        [sys.executable, "-m", "edge", "run", "--source", str(folder), "--model", str(model), "--device-id", "cli",
-         "--broker", f"mqtt://127.0.0.1:{free_port()}", "--set", f"mqtt.outbox.path={json.dumps(str(outbox))}",
-         "--set", f"alerts.state_path={json.dumps(str(tmp_path / 's.json'))}", "--set", "alerts.snapshot_dir=''"],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert f"stopped after 1 frames, 1 alerts; 1 not yet delivered, kept in outbox {outbox}" in result.stderr
-    assert "DEBUG" not in result.stderr, "paho's packet trace must not show at INFO"
+    # A crack count an inspector would agree with: each sample shows one to a few cracks, not the
+    # dozens of texture specks and fragments that raw connected components give (95 on IMG_6516-2).
+    counts = {samples[r["frame_index"]]: len(r["cracks"]) for r in records if r["type"] == "alert"}
+    assert all(1 <= n <= 6 for n in counts.values()), counts

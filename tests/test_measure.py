@@ -178,3 +178,27 @@ def test_full_hd_map_with_twenty_cracks_is_measured_fast():
     print(f"measure_cracks 1920x1080, {len(m.cracks)} cracks: {min(times) * 1e3:.1f} ms (best of 3)")
     assert len(m.cracks) >= 15
     assert min(times) < 0.5  # generous for a shared 2-core CI machine; ~40 ms when idle
+
+
+def test_specks_are_dropped_and_fragments_of_one_crack_are_one_crack():
+    rng = np.random.default_rng(3)
+    prob = band(300, 400, (20, 150), (380, 150), 3)  # one crack, 360 px long ...
+    prob[:, 140:146] = 0.0  # ... broken by the model in two places (6 and 10 px gaps)
+    prob[:, 250:260] = 0.0
+    for _ in range(30):  # texture specks: 5 x 5 blobs, area 25 px >= min_area_px, length ~4 px
+        y, x = rng.integers(0, 120), rng.integers(0, 395)
+        prob[y:y + 5, x:x + 5] = 0.9
+    raw = measure_cracks(prob, 0.5)
+    assert len(raw.cracks) >= 30  # what a count of connected components says
+    m = measure_cracks(prob, 0.5, min_length_px=40, link_gap_px=30)
+    assert len(m.cracks) == 1  # what an inspector says
+    crack = m.cracks[0]
+    x, y, w, h = crack.bbox
+    assert x <= 20 and x + w >= 380 and 145 <= y <= 150
+    assert crack.length_px == pytest.approx(360 - 6 - 10 - 3, abs=8)  # fragments' centre lines, gaps not counted
+    assert crack.area_px == int(m.mask.sum()) and not m.mask[:120].any()  # specks gone from the mask too
+    assert (m.labels[m.mask] == crack.label).all()
+    # a short crack far from others survives when it is long enough, and is its own crack
+    prob[250:253, 30:90] = 0.9
+    assert len(measure_cracks(prob, 0.5, min_length_px=40, link_gap_px=30).cracks) == 2
+    assert len(measure_cracks(prob, 0.5, min_length_px=70, link_gap_px=30).cracks) == 1

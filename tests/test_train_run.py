@@ -129,7 +129,7 @@ def test_bad_flags_give_a_message_not_a_traceback(tiny_cfd, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_grid_search_then_retrain_and_repeats(tiny_cfd, tmp_path):
+def test_grid_search_then_retrain_and_repeats(tiny_cfd, tmp_path, capsys):
     out = tmp_path / "grid"
     args = ["--data", str(tiny_cfd), *TINY, "--epochs", "1", "--max-steps-per-epoch", "2", "--overlays", "0"]
     assert run_main([*args, "--grid-search", "--grid=-0.07,0.07", "--repeats", "2", "--out", str(out)]) == 0
@@ -138,6 +138,7 @@ def test_grid_search_then_retrain_and_repeats(tiny_cfd, tmp_path):
     assert {(float(r["gamma1"]), float(r["gamma2"])) for r in grid} == {(a, b) for a in (-0.07, 0.07) for b in (-0.07, 0.07)}
     best = json.loads((out / "grid.json").read_text())
     assert best["val_score"] == pytest.approx(max(float(r["val_score"]) for r in grid), abs=1e-6)
+    assert f"best gamma1={best['gamma1']:g}, gamma2={best['gamma2']:g}" in capsys.readouterr().out
     assert cv2.imread(str(out / "grid.png")) is not None
     summary = json.loads((out / "final" / "summary.json").read_text())
     assert summary["seeds"] == [0, 1] and summary["metrics"]["ods_f"]["n"] == 2
@@ -178,3 +179,11 @@ def test_torchrun_two_cpu_processes(tiny_cfd, tmp_path):
     history = rows_without_seconds(out / "history.csv")
     assert len(history) == 1 and int(history[0]["steps"]) == 5  # 9 training images split over 2 ranks, batch 1
     assert done.stdout.count("test: precision") == 1  # only rank 0 reports
+
+
+def test_ablation_help_offers_only_flags_it_has(capsys):
+    with pytest.raises(SystemExit):
+        ablation_main(["--help"])
+    text = capsys.readouterr().out
+    assert "--resume" not in text and "--time-budget-min" not in text
+    assert "--data" in text and "--baselines" in text

@@ -114,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the paper's Table 6 rows (shallow head, deep head, deep + Exp, deep + AELF; BCE for "
         "the rows without the paper's loss) on one data set and write ablation.md / ablation.json.",
     )
-    add_training_flags(parser, exclude=frozenset({"loss", "head"}))
+    # --time-budget-min stops one run for train.run --resume; an ablation is many runs and has no --resume.
+    add_training_flags(parser, exclude=frozenset({"loss", "head", "time_budget_min"}))
+    for action in parser._actions:  # the shared --data help speaks of train.run's --resume
+        if action.dest == "data":
+            action.help = action.help.replace("; required unless --resume", " (required)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/ablation-<YYYYmmdd-HHMMSS>)")
     parser.add_argument("--repeats", type=int, default=1, help="seeds per row, mean ± std (paper: 5) (default: %(default)s)")
     parser.add_argument("--baselines", default="", help="extra deep-head rows, comma-separated losses, e.g. "

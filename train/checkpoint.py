@@ -102,6 +102,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix.lower() in (".onnx", ".engine", ".plan"):
+        raise CheckpointError(f"{path} is an exported model ({path.suffix}), not a checkpoint: pass the .pt file "
+                              "written by `python -m train.run` (e.g. runs/<name>/best.pt)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a corrupt file

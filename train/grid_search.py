@@ -62,6 +62,8 @@ def grid_search(config: TrainConfig, out: str | Path, grid: Sequence[float] = PA
     if np.isfinite(scores).any():
         bi, bj = np.unravel_index(np.nanargmax(scores), scores.shape)
         best.update(gamma1=float(grid[bi]), gamma2=float(grid[bj]), val_score=float(scores[bi, bj]))
+        print(f"grid search: best gamma1={best['gamma1']:g}, gamma2={best['gamma2']:g} "
+              f"(validation {config.select} {best['val_score']:.4f}); table in {out / 'grid.csv'}", flush=True)
         write_text_atomic(out / "grid.csv", "\n".join(lines) + "\n")
         write_json(out / "grid.json", best)
         plot_grid_heatmap(scores, grid, grid, out / "grid.png",

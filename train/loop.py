@@ -399,12 +399,7 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
     seed_everything(config.seed)
     sources, train_sets, val_sets = _open_data(config, out, resume_payload is not None, ctx, device, progress)
 
-    model = build_model(config.width, config.head).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    amp_dtype = amp_dtype_for(config.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    if config.init and resume_payload is None:
-        initial_weights(config.init, model)
+    model, optimizer, scaler, amp_dtype = _build_training(config, device, resume_payload is None)
     state = _restore(resume_payload, model, optimizer, scaler)
     if ctx.is_main:
         if resume_payload is not None:
@@ -433,12 +428,7 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
             state.step += steps
             state.seconds += time.perf_counter() - t0
             if state.step < epoch_steps:  # the budget ran out inside the epoch
-                if ctx.is_main:
-                    _save_last(out, model, optimizer, scaler, epoch - 1, None, state, saved)
-                    print(f"time budget of {config.time_budget_min:g} min reached at epoch {epoch} step {state.step}"
-                          f"/{epoch_steps}: continue with --resume {out / 'last.pt'}", flush=True)
-                ctx.barrier()
-                return RunResult(out=out, stopped=True)
+                return _stop_inside_epoch(out, model, optimizer, scaler, epoch, epoch_steps, state, saved, config, ctx)
             _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, config, state, saved, out,
                           ctx, progress)
             state = _Progress(epoch=epoch, best=state.best)
@@ -461,6 +451,28 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
         result.best_val = dict(state.best.get("metrics") or {})
     ctx.barrier()
     return result
+
+
+def _build_training(config: TrainConfig, device: torch.device, fresh: bool):
+    """Model (``--init`` weights on a fresh run), Adam, GradScaler and the autocast dtype."""
+    model = build_model(config.width, config.head).to(device)
+    if config.init and fresh:
+        initial_weights(config.init, model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    amp_dtype = amp_dtype_for(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return model, optimizer, scaler, amp_dtype
+
+
+def _stop_inside_epoch(out: Path, model, optimizer, scaler, epoch: int, epoch_steps: int, state: _Progress,
+                       saved, config: TrainConfig, ctx) -> RunResult:
+    """The budget ran out inside an epoch: last.pt records the step reached; say how to go on."""
+    if ctx.is_main:
+        _save_last(out, model, optimizer, scaler, epoch - 1, None, state, saved)
+        print(f"time budget of {config.time_budget_min:g} min reached at epoch {epoch} step {state.step}"
+              f"/{epoch_steps}: continue with --resume {out / 'last.pt'}", flush=True)
+    ctx.barrier()
+    return RunResult(out=out, stopped=True)
 
 
 def _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, config: TrainConfig,

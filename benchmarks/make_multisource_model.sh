@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Make the multi-source candidate for edge/assets/demo_model.onnx (+ its INT8 sibling), in one command
+# that may be run again and again until it is done (each call trains for at most BUDGET minutes):
+#
+#   bash benchmarks/make_multisource_model.sh     # run it again while it exits 75 ("budget used")
+#
+# train on the train splits of all six data sets, balanced by source, with the robustness recipe
+#   -> export to ONNX (512 x 512 tiles, the edge daemon's tile; dynamic batch; sigmoid inside)
+#   -> decision threshold on the pooled validation splits (every data set counting equally)
+#   -> INT8 (QDQ) sibling calibrated on training images, FP32 vs INT8 on the validation splits
+#   -> test per data set (FP32 and INT8), both through the daemon's tiler (2 px, alert rates, recall by
+#      width: python -m benchmarks.bench_generalization --model edge/assets/demo_model.onnx)
+#   -> copy into edge/assets/ with a provenance JSON
+#
+# Environment overrides (defaults in brackets):
+#   ROOT    folder holding the six data sets   [$CRACK_DATA_ROOT or ../shared/data]
+#   RUN     run folder of every output         [runs/demo_model]
+#   INIT    weights to start from: "" = from scratch; "git:<commit>" = edge/assets/demo_model.onnx of that
+#           commit (the earlier DeepCrack-only model), or a .pt/.onnx path   [git:69bec3e]
+#   EPOCHS  epochs of EPOCH_SAMPLES crops      [12]
+#   EPOCH_SAMPLES                              [480]
+#   BUDGET  minutes of training per call (0 = no limit)   [50]
+#   RECIPE  robustness flags of train.run      [see below]
+#   INSTALL 1 = copy into edge/assets/ (only once the model meets docs/DEMO_MODEL.md's ship criteria)  [0]
+# docs/DEMO_MODEL.md ("The multi-source candidate") has the measured results and why it is not shipped yet.
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+ROOT="${ROOT:-${CRACK_DATA_ROOT:-../shared/data}}"
+RUN="${RUN:-runs/demo_model}"
+INIT="${INIT-git:69bec3e}"
+EPOCHS="${EPOCHS:-12}"
+EPOCH_SAMPLES="${EPOCH_SAMPLES:-480}"
+BUDGET="${BUDGET:-50}"
+RECIPE="${RECIPE:---scale-aug-min 0.5 --scale-aug-max 1.5 --photometric all --synth-fraction 0.25}"
+INSTALL="${INSTALL:-0}"
+PY="${PYTHON:-python3}"
+SETS=(deepcrack crackforest_cfd crack500 gaps384 aiglern_trimm shadowcrack)
+DATA=()
+for s in "${SETS[@]}"; do
+    [[ -d "$ROOT/$s/images" ]] || { echo "make_multisource_model: $ROOT/$s/images not found; set ROOT" >&2; exit 2; }
+    DATA+=("$ROOT/$s")
+done
+ALL="$(IFS=,; echo "${DATA[*]}")"
+step() { echo; echo "== $(date +%H:%M:%S) $*"; }
+mkdir -p "$RUN"
+
+# 1. train (resumable)
+if [[ ! -f "$RUN/metrics.json" ]]; then
+    if [[ -f "$RUN/last.pt" ]]; then
+        step "1/6 train: resume $RUN/last.pt (budget $BUDGET min)"
+        "$PY" -m train.run --resume "$RUN/last.pt" --time-budget-min "$BUDGET" --no-progress
+    else
+        init_args=()
+        if [[ "$INIT" == git:* ]]; then
+            git show "${INIT#git:}:edge/assets/demo_model.onnx" > "$RUN/init.onnx" || exit 2
+            init_args=(--init "$RUN/init.onnx")
+        elif [[ -n "$INIT" ]]; then
+            init_args=(--init "$INIT")
+        fi
+        # 128-px crops: the four crop sets are 120-240 px, so a 256 crop is mostly mirror fill, and 128 gives
+        # 4x the crops per CPU-second (w16: ~1 img/s at 256 vs ~4-5 at 128 on the 2-core VM)
+        TRAIN_ARGS=(--data "$ALL" --width 16 --head deep --size 128 --batch 8 --lr 5e-4 --loss bce
+                    --epochs "$EPOCHS" --epoch-samples "$EPOCH_SAMPLES" --val-max-images 60 --seed 0
+                    --workers 1 --overlays 2 $RECIPE "${init_args[@]}" --out "$RUN")
+        echo "python -m train.run ${TRAIN_ARGS[*]}" > "$RUN/train_command.txt"
+        step "1/6 train: $(cat "$RUN/train_command.txt") --time-budget-min $BUDGET"
+        "$PY" -m train.run "${TRAIN_ARGS[@]}" --time-budget-min "$BUDGET" --no-progress
+    fi
+    code=$?
+    if [[ $code == 75 ]]; then echo "make_multisource_model: budget used; run the same command again to resume"; exit 75; fi
+    [[ $code == 0 ]] || exit $code
+fi
+
+set -e
+step "2/6 export: $RUN/best.pt -> $RUN/demo_model.onnx (512 x 512 tiles)"
+"$PY" -m export.onnx --checkpoint "$RUN/best.pt" --out "$RUN/demo_model.onnx" --size 512
+
+step "3/6 threshold on the pooled validation splits (recorded in $RUN/splits/)"
+"$PY" -m calibration.threshold --model "$RUN/demo_model.onnx" $(printf -- '--data %s ' "${DATA[@]}") \
+    --split val --run "$RUN" --write | tee "$RUN/threshold.txt"
+
+step "4/6 INT8 sibling, calibrated on 16 training images per data set"
+"$PY" - "$RUN" "${DATA[@]}" <<'EOF'
+"""A calibration folder of symlinks to a seeded sample of each data set's training images (never test)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+run, roots = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
+folder = run / "int8_calibration" / "images"
+folder.mkdir(parents=True, exist_ok=True)
+for root in roots:
+    recorded = run / "splits" / root.name / "train.txt"
+    stems = recorded.read_text().split()
+    rng = np.random.default_rng(0)
+    for stem in rng.choice(stems, size=min(16, len(stems)), replace=False):
+        image = next((root / "images").glob(stem + ".*"))
+        link = folder / f"{root.name}_{image.name}"
+        if not link.exists():
+            link.symlink_to(image.resolve())
+EOF
+"$PY" -m calibration.int8 --model "$RUN/demo_model.onnx" --images "$RUN/int8_calibration" \
+    --out "$RUN/demo_model.int8.onnx" --max-tiles 96 | tee "$RUN/int8.txt"
+
+step "5/6 test per data set: FP32 and INT8 through the daemon's tiler"
+for m in demo_model demo_model.int8; do
+    "$PY" -m train.evaluate --model "$RUN/$m.onnx" --data "$ALL" --split test --splits "$RUN" --no-progress \
+        --overlays 3 --out "$RUN/eval-$m-test" | tee "$RUN/eval-$m-test.txt"
+done
+# 2-px tolerance, alert rates and recall by crack width: python -m benchmarks.bench_generalization --model
+
+step "6/6 provenance: $RUN/demo_model.json"
+"$PY" - "$RUN" <<'EOF'
+"""The provenance record of the shipped model: how it was made and how it scores, per data set."""
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from contract.onnx_file import read_metadata
+
+run = Path(sys.argv[1])
+model, int8 = run / "demo_model.onnx", run / "demo_model.int8.onnx"
+meta = read_metadata(model)
+train = json.loads((run / "metrics.json").read_text())
+history = list(csv.DictReader(open(run / "history.csv")))
+keys = ("ods_f", "ois_f", "ap", "f_beta", "precision", "recall")
+
+
+def per_source(folder: Path) -> dict:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    rows = {name: {k: m.get(k) for k in ("n_images", *keys)} | {"at_threshold": m["at_threshold"]}
+            for name, m in metrics["sources"].items()}
+    return {"pooled": {k: metrics.get(k) for k in ("ods_f", "ods_threshold", "mean_ods_f", "ois_f", "ap")},
+            "sources": rows}
+
+
+record = {
+    "file": "edge/assets/demo_model.onnx",
+    "sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+    "size_bytes": model.stat().st_size,
+    "int8_file": "edge/assets/demo_model.int8.onnx",
+    "int8_sha256": hashlib.sha256(int8.read_bytes()).hexdigest(),
+    "int8_size_bytes": int8.stat().st_size,
+    "recipe": "bash benchmarks/make_multisource_model.sh",
+    "train_command": (run / "train_command.txt").read_text().strip(),
+    "train_epochs_s": round(sum(float(r["seconds"]) for r in history)),
+    "train_device": train.get("device"),
+    "best_epoch": train.get("best_epoch"),
+    "train_commit": meta.train_commit,
+    "data": {"sources": train["data"], "train": "each data set's train split (DeepCrack, CrackForest: minus the "
+             "validation images recorded in the run's splits/)", "test": "each data set's test split"},
+    "model": {"arch": meta.arch, "width": meta.width, "head": meta.head, "input_size": meta.input_size,
+              "precision": meta.precision, "threshold": meta.threshold},
+    "threshold_choice": (run / "threshold.txt").read_text().strip().splitlines(),
+    "test_fp32": per_source(run / "eval-demo_model-test"),
+    "test_int8": per_source(run / "eval-demo_model.int8-test"),
+}
+(run / "demo_model.json").write_text(json.dumps(record, indent=2) + "\n")
+print(json.dumps(record["test_fp32"], indent=2))
+EOF
+
+if [[ "$INSTALL" == "1" ]]; then
+    cp "$RUN/demo_model.onnx" "$RUN/demo_model.int8.onnx" "$RUN/demo_model.json" edge/assets/
+    step "installed edge/assets/demo_model.onnx ($(du -h edge/assets/demo_model.onnx | cut -f1)) and the INT8 sibling; try: $PY -m edge demo"
+fi
+echo "make_multisource_model: done; outputs in $RUN"

@@ -1,0 +1,69 @@
+"""``python -m edge.report``: an offline inspection report from crack alerts.
+
+    python -m edge.report alerts.jsonl [outbox.sqlite3 ...] --out report/ [--snapshots DIR]
+
+Writes ``report.html`` (self-contained: snapshots, sizes, severity, time, position, sortable table,
+track plot), ``cracks.geojson`` and ``cracks.csv``. Thin: parse flags, call ``write_report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from edge.report.build import write_report
+from edge.report.load import ReportInputError
+from edge.report.records import DedupOptions
+
+DEFAULTS = DedupOptions()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m edge.report",
+        description="Inspection report from crack alerts: report.html (self-contained), cracks.geojson, cracks.csv. "
+        "The same crack seen in consecutive frames is listed once (rules: docs/REPORT.md).",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                        help="alerts as JSON lines (python -m edge.subscribe --out, the demo's alerts.jsonl) or a "
+                        "daemon's outbox .sqlite3 (its queued alerts and snapshots)")
+    parser.add_argument("--out", type=Path, default=Path("report"), metavar="DIR",
+                        help="folder for the three files (default: %(default)s)")
+    parser.add_argument("--snapshots", type=Path, action="append", default=[], metavar="DIR",
+                        help="folder of <alert_id>.jpg overlays, repeatable (default: each alert's snapshot.path, "
+                        "and a snapshots/ folder beside each input)")
+    parser.add_argument("--title", default="Crack inspection report", help="report title (default: %(default)s)")
+    parser.add_argument("--max-gap-s", type=float, default=DEFAULTS.max_gap_s, metavar="S",
+                        help="same crack only if seen again within this many seconds (default: %(default)s s)")
+    parser.add_argument("--max-distance-m", type=float, default=DEFAULTS.max_distance_m, metavar="M",
+                        help="same crack only if its positions are this close, metres (default: %(default)s m)")
+    parser.add_argument("--min-overlap", type=float, default=DEFAULTS.min_overlap, metavar="F",
+                        help="without positions: same crack if the boxes overlap by this fraction of the smaller "
+                        "(default: %(default)s)")
+    parser.add_argument("--min-scene-correlation", type=float, default=DEFAULTS.min_scene_correlation, metavar="R",
+                        help="without positions: same crack only if the two frames' snapshots correlate this well, "
+                        "-1..1 (default: %(default)s)")
+    parser.add_argument("--margin-px", type=float, default=DEFAULTS.margin_px, metavar="PX",
+                        help="boxes grow by this before the overlap test, pixels (default: %(default)s px)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    dedup = DedupOptions(args.max_gap_s, args.max_distance_m, args.min_overlap, args.margin_px,
+                         args.min_scene_correlation)
+    try:
+        files = write_report(args.inputs, args.out, snapshot_dirs=args.snapshots, title=args.title, dedup=dedup)
+    except (ReportInputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{files.cracks} crack(s) from {files.observations} observation(s) in {files.alerts} alert(s): "
+          f"{files.html}, {files.geojson}, {files.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""``python -m edge.report``: dedup of the same crack across frames, GeoJSON/CSV that GIS tools read,
+and the HTML opened in a real headless Chromium (rows, decoded snapshots, sorting, a screenshot)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.alerts import build_alert, model_info, validate_alert
+from edge.measure import measure_cracks
+from edge.report import DedupOptions, group_cracks
+from edge.report.__main__ import main as report_main
+from edge.report.records import METRES_PER_DEGREE_LAT, crack_position
+from edge.snapshots import render_overlay
+
+T0 = datetime(2026, 6, 1, 10, 0, 0, tzinfo=timezone.utc)
+
+
+def _prob(image: np.ndarray) -> np.ndarray:
+    return (cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) < 90).astype(np.float32) * 0.98 + 0.01
+
+
+def make_alert(image: np.ndarray, seq: int, t_s: float, *, geo: dict | None = None, gsd: float | None = None,
+               source: str = "rtsp://cam/road", snapshot_dir: Path | None = None) -> dict:
+    measurement = measure_cracks(_prob(image), 0.5, gsd_mm_per_px=gsd)
+    alert = build_alert(
+        measurement, device_id="truck-07", sequence=seq, created_at=T0 + timedelta(seconds=t_s),
+        capture_time=T0 + timedelta(seconds=t_s), source=source, frame_index=seq,
+        frame_size=(image.shape[1], image.shape[0]), model_info=model_info("m", "0" * 64, 0.5, "fp32"), geo=geo,
+    )
+    if snapshot_dir is not None:
+        snapshot_dir.mkdir(exist_ok=True)
+        (snapshot_dir / f"{alert['alert_id']}.jpg").write_bytes(
+            render_overlay(image, measurement.mask, measurement.cracks))
+    assert validate_alert(alert) == []
+    return alert
+
+
+def two_crack_image(seed: int = 0, shift: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = np.full((240, 320, 3), 170, np.uint8) + rng.integers(0, 20, (240, 320, 3), dtype=np.uint8)
+    cv2.line(image, (20 + shift, 30), (140 + shift, 110), (30, 30, 30), 3)
+    cv2.line(image, (200, 150), (300, 225), (30, 30, 30), 5)
+    return image
+
+
+def geo_at(north_m: float, *, heading: float = 0.0) -> dict:
+    return {"lat": 48.0 + north_m / METRES_PER_DEGREE_LAT, "lon": 11.0, "heading_deg": heading, "source": "gpsd",
+            "age_s": 0.1, "stale": False, "interpolated": True}
+
+
+# ---------------------------------------------------------------- dedup
+def test_fixed_camera_same_crack_in_consecutive_frames_is_one_crack(tmp_path: Path) -> None:
+    alerts = [make_alert(two_crack_image(i, shift=i), i, i * 0.5) for i in range(4)]  # same scene, 2 s
+    groups = group_cracks(alerts)
+    assert len(groups) == 2  # two cracks, each seen in 4 frames
+    assert sorted(len(g.observations) for g in groups) == [4, 4]
+    assert groups[0].worst.crack["max_width_px"] > groups[1].worst.crack["max_width_px"]  # worst first
+    # too far apart in time: not the same sighting
+    late = alerts + [make_alert(two_crack_image(9), 9, 60.0)]
+    assert len(group_cracks(late)) == 4
+
+
+def test_moving_vehicle_cracks_are_merged_by_position_not_by_box(tmp_path: Path) -> None:
+    gsd = 2.0  # mm/px: the 240-px frame spans 0.48 m along the road, image top = north (heading 0)
+    # Driving north at 0.2 m per frame: the same crack moves down the image by 100 px per frame.
+    alerts = []
+    for i in range(3):
+        image = np.full((240, 320, 3), 170, np.uint8)
+        y = 20 + 100 * i
+        cv2.line(image, (60, y - 5), (200, y + 5), (30, 30, 30), 3)
+        if i == 0:
+            cv2.line(image, (270, 20), (275, 220), (30, 30, 30), 3)  # another crack, only in frame 0
+        alerts.append(make_alert(image, i, i * 0.2, geo=geo_at(0.2 * i), gsd=gsd))
+    groups = group_cracks(alerts, DedupOptions(max_distance_m=0.1))
+    assert sorted(len(g.observations) for g in groups) == [1, 3]
+    moving = next(g for g in groups if len(g.observations) == 3)
+    for obs in moving.observations:  # 100 px above the centre in frame 0 = 0.2 m north of the camera
+        assert obs.located_in_frame and (obs.lat - 48.0) * METRES_PER_DEGREE_LAT == pytest.approx(0.2, abs=0.02)
+    first = alerts[0]
+    crack = next(c for c in first["cracks"] if c["bbox"][2] > 100)
+    assert crack_position(first, crack)[2] is True
+    # the same frames without a GSD: positions are the frames', 0.2 m apart: three sightings
+    for alert in alerts:
+        alert["gsd_mm_per_px"] = None
+    assert sorted(len(g.observations) for g in group_cracks(alerts, DedupOptions(max_distance_m=0.1))) == [1, 1, 1, 1]
+
+
+def test_a_folder_of_unrelated_photos_is_not_merged_by_box_overlap(tmp_path: Path) -> None:
+    snaps = tmp_path / "snapshots"
+    a = make_alert(two_crack_image(1), 0, 0.0, source="/data/photos", snapshot_dir=snaps)
+    other = np.full((240, 320, 3), 60, np.uint8)
+    other[:, 160:] = 220  # a different scene with a crack at the same place
+    cv2.line(other, (20, 30), (140, 110), (0, 0, 0), 3)
+    b = make_alert(other, 1, 0.1, source="/data/photos", snapshot_dir=snaps)
+    out = tmp_path / "rep"
+    jsonl = tmp_path / "alerts.jsonl"
+    jsonl.write_text("".join(json.dumps(x) + "\n" for x in (a, b)))
+    assert report_main([str(jsonl), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "cracks.csv")))
+    assert len(rows) == 3 and all(r["frames"] == "1" for r in rows)
+
+
+# ---------------------------------------------------------------- files + browser
+def flight(tmp_path: Path) -> tuple[Path, Path]:
+    """A daemon-style stdout file (with a stats line) of 6 alerts along a track, and their snapshots."""
+    snaps = tmp_path / "snapshots"
+    lines = []
+    for i in range(6):
+        scene = two_crack_image(100 + i // 3)  # two places, three frames each
+        alert = make_alert(scene, i, i * 0.5, geo=geo_at(0.05 * i + 40.0 * (i // 3)), gsd=None,
+                           snapshot_dir=snaps)
+        lines.append(json.dumps({"type": "alert", **alert}))
+    lines.append(json.dumps({"type": "stats", "frames": 6}))
+    lines.append("not json")
+    path = tmp_path / "alerts.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path, snaps
+
+
+def test_geojson_and_csv_exports(tmp_path: Path) -> None:
+    jsonl, _ = flight(tmp_path)
+    out = tmp_path / "report"
+    assert report_main([str(jsonl), "--out", str(out)]) == 0
+    collection = json.loads((out / "cracks.geojson").read_text())
+    assert collection["type"] == "FeatureCollection"
+    points = [f for f in collection["features"] if f["geometry"]["type"] == "Point"]
+    (line,) = [f for f in collection["features"] if f["geometry"]["type"] == "LineString"]
+    assert len(points) == 4  # 2 cracks x 2 places, each seen in 3 frames
+    assert all(f["properties"]["frames"] == 3 for f in points)
+    lon, lat = points[0]["geometry"]["coordinates"]  # GeoJSON order: lon, lat
+    assert lon == pytest.approx(11.0) and 48.0 <= lat < 48.001
+    assert len(line["geometry"]["coordinates"]) == 6
+    rows = list(csv.DictReader(open(out / "cracks.csv", newline="")))
+    assert len(rows) == 4 and {r["position"] for r in rows} == {"frame"}
+    assert rows[0]["severity"] in ("low", "medium", "high") and float(rows[0]["max_width_px"]) > 0
+
+
+def test_outbox_is_an_input_with_its_snapshots(tmp_path: Path) -> None:
+    from edge.config import OutboxConfig
+    from edge.outbox import Outbox
+
+    alert = make_alert(two_crack_image(3), 0, 0.0)
+    jpeg = render_overlay(two_crack_image(3), np.zeros((240, 320), bool), [])
+    box = Outbox(OutboxConfig(path=str(tmp_path / "outbox.sqlite3")))
+    box.put(alert, jpeg)
+    box.close()
+    out = tmp_path / "r"
+    assert report_main([str(tmp_path / "outbox.sqlite3"), "--out", str(out)]) == 0
+    assert out.joinpath("report.html").read_text().count("data:image/jpeg;base64,") == 2
+    assert report_main([str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 1
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="needs Chromium + chromedriver (Debian packages chromium, chromium-driver)")
+def test_html_report_renders_rows_images_sorting_in_headless_chromium(tmp_path: Path) -> None:
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (extra [dev])")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    jsonl, _ = flight(tmp_path)
+    out = tmp_path / "report"
+    assert report_main([str(jsonl), "--out", str(out), "--title", "Bridge B12 inspection"]) == 0
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get((out / "report.html").resolve().as_uri())
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "images").text != "")
+        assert driver.title == "Bridge B12 inspection"
+        rows = driver.find_elements(By.CSS_SELECTOR, "#cracks tbody tr")
+        assert len(rows) == 4
+        assert driver.find_element(By.ID, "images").text == "4 of 4 snapshots shown"
+        for img in driver.find_elements(By.CSS_SELECTOR, "#cracks img"):
+            assert driver.execute_script("return arguments[0].naturalWidth", img) > 0
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#track circle.crack")) == 4
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#track polyline")) == 1
+
+        def column(index: int) -> list[float]:
+            cells = driver.find_elements(By.CSS_SELECTOR, f"#cracks tbody tr td:nth-child({index})")
+            return [float(c.text) for c in cells]
+
+        header = driver.find_elements(By.CSS_SELECTOR, "#cracks th")[2]  # "Length px"
+        header.click()
+        assert column(3) == sorted(column(3))
+        header.click()
+        assert column(3) == sorted(column(3), reverse=True)
+        driver.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        driver.quit()
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    shutil.copy(tmp_path / "report.png", out / "report.png")
