@@ -132,20 +132,15 @@ class AlertDecider:
 
     def fires(self, prob: np.ndarray) -> bool:
         from edge.alerts import AlertPolicy
-        from edge.measure import SeverityRules, measure_cracks
+        from edge.measure import measure_cracks
 
-        measure, alerts = self.config.measure, self.config.alerts
+        measure = self.config.measure
         measurement = measure_cracks(
             prob, self.threshold, min_area_px=measure.min_area_px, gsd_mm_per_px=self.config.tiling.gsd_mm_per_px,
-            rules=SeverityRules(**measure.severity.rules_kwargs()), open_px=measure.open_px, close_px=measure.close_px,
+            rules=measure.severity.rules(), open_px=measure.open_px, close_px=measure.close_px,
             min_length_px=measure.min_length_px, link_gap_px=measure.link_gap_px,
         )
-        policy = AlertPolicy(
-            min_severity=alerts.min_severity, min_coverage=alerts.min_coverage, cooldown_s=alerts.cooldown_s,
-            match_overlap=alerts.match_overlap, match_margin_px=alerts.match_margin_px,
-            source_cooldown_s=alerts.source_cooldown_s,
-        )
-        return policy.decide(measurement, now_s=0.0, source="tile")
+        return AlertPolicy(self.config.alerts).decide(measurement, now_s=0.0, source="tile")
 
     def describe(self) -> str:
         m, a = self.config.measure, self.config.alerts

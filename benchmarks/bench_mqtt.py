@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import add_results_args, command_line, publish, section_header
+from edge.config import MqttConfig, OutboxConfig
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
 from tests.mqtt_broker import Mosquitto  # the tests' private-broker runner (tests/ is a namespace package)
@@ -92,8 +93,9 @@ def run_phase(workdir: Path, name: str, rate: float, duration_s: float, outage_s
                      on_line=lambda line: None).start()
     if not sub.subscribed.wait(10):
         raise RuntimeError("subscriber did not subscribe")
-    pub = MqttPublisher("bench", broker.uri, outbox_path=workdir / f"outbox-{name}.sqlite3", max_inflight=100,
-                        reconnect_min_s=0.2, reconnect_max_s=2.0, stats_interval_s=0)
+    section = MqttConfig(broker_uri=broker.uri, max_inflight=100, reconnect_min_s=0.2, reconnect_max_s=2.0,
+                         stats_interval_s=0, outbox=OutboxConfig(path=str(workdir / f"outbox-{name}.sqlite3")))
+    pub = MqttPublisher("bench", section)
     pub.wait_connected(10)
     during = []
     if outage_s > 0:

@@ -32,7 +32,7 @@ from benchmarks.common import DATA_HELP, add_results_args, command_line, dataset
 from contract.backends import load_backend
 from contract.preprocess import to_model_input
 from contract.tiling import extract_tiles, tile_grid
-from edge.config import load_config
+from edge.config import SourceConfig, load_config
 from edge.pipeline import Pipeline
 from edge.publish import LogPublisher
 from edge.sources import open_source
@@ -68,7 +68,7 @@ def config_for(args: argparse.Namespace, video: Path, tmp: Path, loop: bool = Fa
 
 
 def bare_tiles_per_s(backend, video: Path, meta, tile: int, overlap: int, batch: int) -> tuple[float, int]:
-    source = open_source(video)
+    source = open_source(SourceConfig(uri=str(video)))
     inputs = []
     for frame in source:
         grid = tile_grid(*frame.image.shape[:2], tile, overlap)
@@ -81,7 +81,7 @@ def bare_tiles_per_s(backend, video: Path, meta, tile: int, overlap: int, batch:
 
 
 def daemon_tiles_per_s(backend, config) -> tuple[float, int]:
-    source = open_source(config.source.uri)
+    source = open_source(config.source)
     with open(os.devnull, "w") as devnull:
         pipeline = Pipeline(config, source=source, backend=backend, publisher=LogPublisher(stream=devnull))
         t0 = time.perf_counter()
@@ -91,7 +91,7 @@ def daemon_tiles_per_s(backend, config) -> tuple[float, int]:
 
 
 def memory_run(backend, config, frames: int) -> list[tuple[int, float]]:
-    source = open_source(config.source.uri, loop=True)
+    source = open_source(config.source.model_copy(update={"loop": True}))
     stop = threading.Event()
     samples: list[tuple[int, float]] = []
     every = max(1, frames // 50)

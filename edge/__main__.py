@@ -66,21 +66,19 @@ def setup_logging(level: str) -> None:
 
 
 def delivery_summary(config: EdgeConfig, stats: dict) -> str:
-    """The closing line: frames, alerts, and where alerts not yet acknowledged by the broker wait."""
+    """The closing line: frames, alerts, and where alerts not yet acknowledged by the broker wait.
+
+    ``stats`` is what ``run_daemon`` returns: its ``alerts_queued`` / ``alerts_queued_in`` come from the
+    publisher's own backlog after it closed.
+    """
     line = f"stopped after {stats['frames']} frames, {stats['alerts']} alerts"
     if config.mqtt is None:
         return line + " (printed on stdout)"
-    from edge.outbox import Outbox
-
-    outbox = Outbox(config.mqtt.outbox_path)
-    try:
-        queued = len(outbox)
-    finally:
-        outbox.close()
+    queued = stats["alerts_queued"]
     if not queued:
         return line + f"; all delivered to {config.mqtt.broker_uri}"
     return (line + f"; {queued} alert(s) not yet acknowledged by {config.mqtt.broker_uri} are queued in "
-            f"{config.mqtt.outbox_path} and are sent at the next start")
+            f"{stats['alerts_queued_in']} and are sent at the next start")
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -122,13 +120,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(args.log_level or config.logging.level)
-    from edge.pipeline import PipelineError, run_daemon
+    from edge.daemon import run_daemon
+    from edge.outbox import OutboxError
+    from edge.pipeline import PipelineError
+    from edge.sequence import SequenceError
 
     stop = threading.Event()
     install_stop_handlers(stop)
     try:
         stats = run_daemon(config, stop)
-    except (BackendError, SourceError, PipelineError, ValueError, ImportError) as exc:
+    except (BackendError, SourceError, PipelineError, SequenceError, OutboxError, ValueError, ImportError) as exc:
         logging.getLogger("edge").error("%s", exc)
         return EXIT_RUNTIME
     logging.getLogger("edge").info("%s", delivery_summary(config, stats))

@@ -18,7 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edge.measure import SEVERITY_LEVELS, FrameMeasurement, severity_rank
+from edge.config import AlertsConfig
+from edge.measure import FrameMeasurement, severity_rank
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "alert.schema.json"
@@ -193,7 +194,6 @@ class _SourceState:
     last_alert_rank: int = 0
 
 
-@dataclass
 class AlertPolicy:
     """Decides which frames raise an alert; call :meth:`decide` once per measured frame.
 
@@ -214,33 +214,14 @@ class AlertPolicy:
     across the frame as the vehicle moves stays the same crack. Cracks unseen for ``cooldown_s``
     are forgotten. ``now_s`` is seconds on any non-decreasing clock (the pipeline passes the
     frame's capture time, so a video replayed faster than real time is judged in its own time).
-    ``last_reason`` says why the last decision went the way it did (for the log).
+    ``last_reason`` says why the last decision went the way it did (for the log). The thresholds are
+    the fields of ``config`` (edge/config.py's AlertsConfig, validated there).
     """
 
-    min_severity: str = "low"
-    min_coverage: float = 0.0
-    cooldown_s: float = 60.0
-    match_overlap: float = 0.5
-    match_margin_px: float = 16.0
-    source_cooldown_s: float = 0.0
-    max_tracks_per_source: int = 1024
-    last_reason: str = field(default="", init=False)
-    _sources: dict[str, _SourceState] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.min_severity not in SEVERITY_LEVELS:
-            raise AlertError(f"alert policy min_severity must be one of {', '.join(SEVERITY_LEVELS)}, got {self.min_severity!r}")
-        checks = (
-            ("min_coverage", 0.0 <= self.min_coverage <= 1.0, "in [0, 1]"),
-            ("cooldown_s", self.cooldown_s >= 0.0, ">= 0 seconds"),
-            ("match_overlap", 0.0 < self.match_overlap <= 1.0, "in (0, 1]"),
-            ("match_margin_px", self.match_margin_px >= 0.0, ">= 0 pixels"),
-            ("source_cooldown_s", self.source_cooldown_s >= 0.0, ">= 0 seconds"),
-            ("max_tracks_per_source", self.max_tracks_per_source >= 1, ">= 1"),
-        )
-        for name, ok, expected in checks:
-            if not ok:
-                raise AlertError(f"alert policy {name} must be {expected}, got {getattr(self, name)!r}")
+    def __init__(self, config: AlertsConfig) -> None:
+        self.config = config
+        self.last_reason = ""
+        self._sources: dict[str, _SourceState] = {}
 
     def reset(self) -> None:
         """Forget every crack and cool-down (e.g. when the camera is re-aimed)."""
@@ -249,14 +230,14 @@ class AlertPolicy:
     def decide(self, measurement: FrameMeasurement, now_s: float, source: str) -> bool:
         """True when this frame should raise an alert; updates the policy's memory either way."""
         state = self._sources.setdefault(source, _SourceState())
-        state.tracks = [t for t in state.tracks if now_s - t.seen_s < self.cooldown_s]
-        floor = severity_rank(self.min_severity)
+        state.tracks = [t for t in state.tracks if now_s - t.seen_s < self.config.cooldown_s]
+        floor = severity_rank(self.config.min_severity)
         cracks = [c for c in measurement.cracks if severity_rank(c.severity) >= floor]
         if not cracks:
-            self.last_reason = f"no crack of severity >= {self.min_severity}"
+            self.last_reason = f"no crack of severity >= {self.config.min_severity}"
             return False
-        if measurement.coverage < self.min_coverage:
-            self.last_reason = f"coverage {measurement.coverage:.5f} < min_coverage {self.min_coverage}"
+        if measurement.coverage < self.config.min_coverage:
+            self.last_reason = f"coverage {measurement.coverage:.5f} < min_coverage {self.config.min_coverage}"
             return False
 
         matches: list[tuple[Any, _Track | None]] = []
@@ -265,18 +246,18 @@ class AlertPolicy:
             track = self._best_match(state.tracks, crack.bbox)
             matches.append((crack, track))
             rank = severity_rank(crack.severity)
-            if track is None or rank > track.rank or now_s - track.alerted_s >= self.cooldown_s:
+            if track is None or rank > track.rank or now_s - track.alerted_s >= self.config.cooldown_s:
                 fresh.append(crack)
         frame_rank = max(severity_rank(c.severity) for c in cracks)
 
         alert = bool(fresh)
         if not alert:
-            self.last_reason = f"{len(cracks)} crack(s) already alerted within cooldown_s={self.cooldown_s}"
-        elif now_s - state.last_alert_s < self.source_cooldown_s and frame_rank <= state.last_alert_rank:
+            self.last_reason = f"{len(cracks)} crack(s) already alerted within cooldown_s={self.config.cooldown_s}"
+        elif now_s - state.last_alert_s < self.config.source_cooldown_s and frame_rank <= state.last_alert_rank:
             alert = False
             self.last_reason = (
                 f"source {source!r} alerted {now_s - state.last_alert_s:.2f} s ago "
-                f"(< source_cooldown_s={self.source_cooldown_s}) and severity did not increase"
+                f"(< source_cooldown_s={self.config.source_cooldown_s}) and severity did not increase"
             )
         else:
             self.last_reason = f"{len(fresh)} new or worse crack(s)"
@@ -289,17 +270,17 @@ class AlertPolicy:
             track.bbox, track.seen_s = tuple(crack.bbox), now_s
             if alert:
                 track.rank, track.alerted_s = max(track.rank, rank), now_s
-        if len(state.tracks) > self.max_tracks_per_source:
+        if len(state.tracks) > self.config.max_tracks_per_source:
             state.tracks.sort(key=lambda t: t.seen_s)
-            del state.tracks[: len(state.tracks) - self.max_tracks_per_source]
+            del state.tracks[: len(state.tracks) - self.config.max_tracks_per_source]
         if alert:
             state.last_alert_s, state.last_alert_rank = now_s, frame_rank
         return alert
 
     def _best_match(self, tracks: list[_Track], bbox: Sequence[int]) -> _Track | None:
-        best, best_overlap = None, self.match_overlap
+        best, best_overlap = None, self.config.match_overlap
         for track in tracks:
-            overlap = box_overlap(track.bbox, bbox, self.match_margin_px)
+            overlap = box_overlap(track.bbox, bbox, self.config.match_margin_px)
             if overlap >= best_overlap:
                 best, best_overlap = track, overlap
         return best

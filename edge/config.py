@@ -15,10 +15,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.broker import parse_broker_uri
+from edge.measure import SEVERITY_LEVELS, SeverityRules
+from edge.topics import topic_part_problem
+
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10 (pyproject pins tomli there)
     import tomli as tomllib  # type: ignore[no-redef]
+
+
+_RULES = SeverityRules()  # the severity defaults live in the pure rules dataclass
 
 
 class ConfigError(ValueError):
@@ -40,6 +47,16 @@ class SourceConfig(_Section):
     reconnect_min_s: float = Field(0.5, gt=0, description="first back-off after a live source is lost, seconds")
     reconnect_max_s: float = Field(30.0, gt=0, description="largest back-off between reconnect attempts, seconds")
     queue_size: int = Field(4, ge=1, le=1024, description="frames buffered between capture and inference")
+    max_bad_frames: int = Field(25, ge=1, description="a video ends after this many undecodable frames in a row")
+    max_frame_pixels: int = Field(
+        16_777_216, ge=4096, description="largest frame (width x height) processed as is; default 4096x4096"
+    )
+    oversize: Literal["downscale", "reject"] = Field(
+        "downscale", description="a larger frame is shrunk to max_frame_pixels, or skipped (both logged)"
+    )
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="after SIGTERM, frames in flight still not inferred after this are abandoned, s"
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> SourceConfig:
@@ -90,20 +107,26 @@ class TilingConfig(_Section):
 
 
 class SeverityConfig(_Section):
-    """Width/length limits of the severity classes (edge/measure.py's SeverityRules, same defaults).
+    """Width/length limits of the severity classes: the fields, defaults and checks of
+    edge/measure.py's :class:`SeverityRules` (its dataclass is the one home of both).
 
     Millimetre limits apply when tiling.gsd_mm_per_px is set, else the ``*_px`` limits; a length
     limit of 0 disables that length rule.
     """
 
-    medium_width_mm: float = Field(1.0, gt=0)
-    high_width_mm: float = Field(3.0, gt=0)
-    medium_length_mm: float = Field(300.0, ge=0)
-    high_length_mm: float = Field(1000.0, ge=0)
-    medium_width_px: float = Field(3.0, gt=0)
-    high_width_px: float = Field(8.0, gt=0)
-    medium_length_px: float = Field(150.0, ge=0)
-    high_length_px: float = Field(600.0, ge=0)
+    medium_width_mm: float = Field(_RULES.medium_width_mm, description="max width >= this is medium, mm")
+    high_width_mm: float = Field(_RULES.high_width_mm, description="max width >= this is high, mm")
+    medium_length_mm: float = Field(_RULES.medium_length_mm, ge=0, description="length >= this is medium, mm")
+    high_length_mm: float = Field(_RULES.high_length_mm, ge=0, description="length >= this is high, mm")
+    medium_width_px: float = Field(_RULES.medium_width_px, description="without a GSD: medium width, px")
+    high_width_px: float = Field(_RULES.high_width_px, description="without a GSD: high width, px")
+    medium_length_px: float = Field(_RULES.medium_length_px, ge=0, description="without a GSD: medium length, px")
+    high_length_px: float = Field(_RULES.high_length_px, ge=0, description="without a GSD: high length, px")
+
+    @model_validator(mode="after")
+    def _valid_rules(self) -> SeverityConfig:
+        self.rules()  # SeverityRules checks its own limits; its message names the field
+        return self
 
     def rules_kwargs(self) -> dict[str, float | None]:
         """Keyword arguments for ``edge.measure.SeverityRules`` (0 length limits become None)."""
@@ -111,6 +134,10 @@ class SeverityConfig(_Section):
         for key in ("medium_length_mm", "high_length_mm", "medium_length_px", "high_length_px"):
             data[key] = data[key] or None
         return data
+
+    def rules(self) -> SeverityRules:
+        """The pure rules object that ``measure_cracks`` applies."""
+        return SeverityRules(**self.rules_kwargs())
 
 
 class MeasureConfig(_Section):
@@ -127,7 +154,7 @@ class MeasureConfig(_Section):
 class AlertsConfig(_Section):
     """Which frames raise an alert, and the local snapshots (edge/alerts.py, edge/snapshots.py)."""
 
-    min_severity: Literal["low", "medium", "high"] = "low"
+    min_severity: str = Field("low", description="low | medium | high: smaller cracks never alert")
     min_coverage: float = Field(0.0, ge=0, le=1, description="fraction of frame pixels that must be crack")
     cooldown_s: float = Field(60.0, ge=0, description="suppress repeats of the same crack for this long, s")
     match_overlap: float = Field(0.5, gt=0, le=1, description="box overlap at which two cracks are the same")
@@ -136,6 +163,14 @@ class AlertsConfig(_Section):
     snapshot_dir: str | None = Field("snapshots", description="JPEG overlays; empty disables them")
     snapshot_max_mb: float = Field(512.0, gt=0, description="oldest snapshots are deleted beyond this, MB")
     state_path: str = Field("edge_state.json", description="alert sequence counter that survives restarts")
+    max_tracks_per_source: int = Field(1024, ge=1, description="cracks remembered per source for the cool-down")
+
+    @field_validator("min_severity")
+    @classmethod
+    def _known_severity(cls, value: str) -> str:
+        if value not in SEVERITY_LEVELS:
+            raise ValueError(f"must be one of {', '.join(SEVERITY_LEVELS)}")
+        return value
 
     @field_validator("snapshot_dir")
     @classmethod
@@ -186,30 +221,84 @@ class TlsConfig(_Section):
     keyfile: str | None = Field(None, description="client private key")
 
 
+class OutboxConfig(_Section):
+    """The durable SQLite outbox of unacknowledged alerts (edge/outbox.py)."""
+
+    path: str = Field("outbox.sqlite3", description="SQLite file (WAL); put it on persistent storage")
+    max_alerts: int = Field(10_000, ge=1, description="beyond this, lowest-severity then oldest alerts are dropped")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1, description="payload + snapshot bytes, same drop order, bytes")
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL", description="NORMAL survives a process kill; FULL also a power loss (fsync per alert)"
+    )
+    memory_max_alerts: int = Field(
+        1000, ge=0, description="while the file cannot be written, hold at most this many alerts in memory"
+    )
+
+
 class MqttConfig(_Section):
-    """MQTT delivery (edge/mqtt.py's MqttPublisher.from_config reads exactly these names)."""
+    """MQTT delivery (edge/mqtt.py's MqttPublisher takes this section as it is)."""
 
     broker_uri: str = Field("mqtt://localhost:1883", description="mqtt://host:port or mqtts://host:port")
-    topic_prefix: str = "crack"
+    topic_prefix: str = Field("crack", description="first topic level(s): <prefix>/<device_id>/alert")
     client_id: str | None = Field(None, description="default aelf-<device_id>")
     username: str | None = None
     password_file: str | None = Field(None, description="first line is the password (else $AELF_MQTT_PASSWORD)")
     tls: TlsConfig = TlsConfig()
     allow_insecure_credentials: bool = Field(False, description="allow a password over plain mqtt://")
-    keepalive_s: int = Field(30, ge=5, le=65535)
-    qos: Literal[1, 2] = 1
-    outbox_path: str = Field("outbox.sqlite3", description="durable SQLite outbox of unacknowledged alerts")
-    outbox_max_alerts: int = Field(10_000, ge=1)
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="auto = MQTT 5, falling back to 3.1.1 when the broker refuses 5"
+    )
+    keepalive_s: int = Field(30, ge=1, le=65535, description="the broker publishes 'offline' ~1.5x this after a loss")
+    qos: Literal[1, 2] = Field(1, description="alert QoS; the outbox deletes an alert on the broker's acknowledgement")
+    max_inflight: int = Field(20, ge=1, le=1000, description="alerts sent and not yet acknowledged, at most")
+    reconnect_min_s: float = Field(0.5, gt=0, description="first back-off after the broker is lost, seconds")
+    reconnect_max_s: float = Field(30.0, gt=0, description="largest back-off; refused alerts are retried this often, s")
+    echo_timeout_s: float = Field(
+        10.0, gt=0, description="MQTT 3.1.1: an alert counts as accepted when the broker echoes it within this, s"
+    )
     stats_interval_s: float = Field(30.0, ge=0, description="publish stats at least this often, 0 = never")
     publish_snapshots: bool = Field(True, description="publish overlay JPEGs on <prefix>/<device>/snapshot/<id>")
-    max_payload_bytes: int = Field(256 * 1024, ge=1024)
+    max_payload_bytes: int = Field(256 * 1024, ge=1024, description="larger alerts lose their smallest cracks")
+    outbox: OutboxConfig = OutboxConfig()
 
     @field_validator("broker_uri")
     @classmethod
     def _scheme(cls, value: str) -> str:
         if not value.startswith(("mqtt://", "mqtts://")):
             raise ValueError("must start with mqtt:// or mqtts://")
+        parse_broker_uri(value)  # host, port, no credentials in the URI
         return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _topic_level("topic_prefix", value.strip("/"))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s ({self.reconnect_min_s})"
+            )
+        tls_uri = self.broker_uri.startswith("mqtts://")
+        for name in ("ca_file", "certfile", "keyfile"):
+            if getattr(self.tls, name) is not None and not tls_uri:
+                raise ValueError(f"tls.{name} is set but broker_uri {self.broker_uri!r} is not mqtts://")
+        if self.tls.keyfile and not self.tls.certfile:
+            raise ValueError("tls.keyfile is set without tls.certfile (the client certificate)")
+        if self.username and not tls_uri and not self.allow_insecure_credentials:
+            raise ValueError(
+                f"refusing to send MQTT credentials (user {self.username!r}) over plain TCP to {self.broker_uri}: "
+                "use mqtts:// with a CA file, or set allow_insecure_credentials = true on a trusted network"
+            )
+        return self
+
+
+def _topic_level(name: str, value: str) -> str:
+    problem = topic_part_problem(name, value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 class LoggingConfig(_Section):
@@ -240,9 +329,7 @@ class EdgeConfig(_Section):
     @field_validator("device_id")
     @classmethod
     def _topic_safe(cls, value: str) -> str:
-        if any(c in value for c in "/#+\0"):
-            raise ValueError("must not contain '/', '#' or '+' (it is an MQTT topic level)")
-        return value
+        return _topic_level("device_id", value)
 
 
 def format_validation_error(exc: ValidationError, origin: str) -> str:
@@ -283,7 +370,7 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any, item: str) -> N
 # Options that name files: relative values in a config file are relative to that file's folder.
 PATH_FIELDS = (
     ("source", "uri"), ("model", "path"), ("alerts", "snapshot_dir"), ("alerts", "state_path"),
-    ("mqtt", "outbox_path"), ("mqtt", "password_file"),
+    ("mqtt", "outbox", "path"), ("mqtt", "password_file"),
     ("mqtt", "tls", "ca_file"), ("mqtt", "tls", "certfile"), ("mqtt", "tls", "keyfile"),
 )
 

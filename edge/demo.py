@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TextIO
 
 from edge.config import EdgeConfig, load_config
-from edge.pipeline import FrameOutcome, build_pipeline
+from edge.daemon import build_pipeline
+from edge.pipeline import FrameOutcome
 from edge.publish import LogPublisher
 from edge.snapshots import render_overlay
 

@@ -1,4 +1,4 @@
-"""Durable alert outbox: SQLite in WAL mode, written before an alert is published, emptied on PUBACK.
+"""Durable alert outbox: SQLite in WAL mode, written before an alert is published, emptied on acceptance.
 
 Guarantees (see docs/MQTT.md "Outbox"):
 - `put` returns only after the row is committed. With WAL and ``synchronous=NORMAL`` (the default) a
@@ -6,25 +6,35 @@ Guarantees (see docs/MQTT.md "Outbox"):
   the operating system. Only a power loss / kernel crash can lose the last few transactions; choose
   ``synchronous="FULL"`` to fsync every commit when that matters more than write latency.
 - Rows come out in insertion order (`pending`), so the backlog is re-sent in order after a reconnect
-  or a restart. A row is deleted only by `ack` (the publisher calls it on the broker's PUBACK).
+  or a restart. A row is deleted only by `ack` (the publisher calls it when the broker accepted the
+  alert). Every row remembers the device that raised it; `pending(device_id=...)` returns only that
+  device's rows, so a device-id change never publishes an alert under another device's name.
 - The outbox is bounded by `max_alerts` rows and `max_bytes` of payload. When a new alert would exceed
   either bound, rows are dropped lowest severity first ("low", then "medium", then "high"), oldest
   first within a severity. Dropped rows are counted in a persistent counter (`dropped`).
+- A damaged file (not a database, or failing SQLite's quick_check) is moved aside to
+  ``<path>.damaged-<UTC time>`` when it is opened; every row that can still be read is copied into a
+  fresh outbox (`recovered`), the unreadable rest is counted (`unrecoverable`) and logged once.
 
+Errors are :class:`OutboxError` with a hint that names the cause (full disk, read-only file, damage).
 Thread-safe: one connection guarded by one lock (paho's network thread acks, the pipeline puts).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
-SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+from edge.config import OutboxConfig
+from edge.measure import SEVERITY_LEVELS
+
+log = logging.getLogger("edge.outbox")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -34,16 +44,38 @@ CREATE TABLE IF NOT EXISTS alerts (
     queued_at REAL NOT NULL,
     payload BLOB NOT NULL,
     snapshot BLOB,
-    size_bytes INTEGER NOT NULL
+    size_bytes INTEGER NOT NULL,
+    device_id TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_drop_order ON alerts (severity_rank, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped', 0);
 """
+_COLUMNS = "id, alert_id, severity_rank, queued_at, payload, snapshot, size_bytes, device_id"
 
 
 class OutboxError(RuntimeError):
-    """The outbox file cannot be opened or an alert cannot be stored."""
+    """The outbox file cannot be opened, read or written; the message names the file and the cause."""
+
+
+def storage_hint(exc: BaseException) -> str:
+    """A short hint for a SQLite / OS error: what is probably wrong with the outbox file and the fix."""
+    text = str(exc).lower()
+    if "full" in text or "no space" in text:
+        return "the file system is full: free space on it or move [mqtt.outbox] path"
+    if "readonly" in text or "read-only" in text or "permission" in text:
+        return "the file or its directory is read-only for this user: fix its owner/permissions"
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return "the file is damaged"
+    if "unable to open" in text or "no such file" in text or "not a directory" in text:
+        return "the directory does not exist or is not writable"
+    if "locked" in text or "busy" in text:
+        return "another process holds the file: two daemons must not share one outbox"
+    return "a storage error"
+
+
+def _is_damage(exc: BaseException) -> bool:
+    return storage_hint(exc) == "the file is damaged"
 
 
 @dataclass(frozen=True)
@@ -56,41 +88,142 @@ class OutboxRow:
     snapshot: bytes | None
 
 
+def _device_of(payload: bytes) -> str | None:
+    try:
+        value = json.loads(payload).get("device_id")
+    except (ValueError, AttributeError):
+        return None
+    return str(value) if value is not None else None
+
+
 class Outbox:
-    """SQLite-backed queue of alerts waiting for the broker's acknowledgement."""
+    """SQLite-backed queue of alerts waiting for the broker to accept them."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        max_alerts: int = 10_000,
-        max_bytes: int = 256 * 1024 * 1024,
-        synchronous: str = "NORMAL",
-    ) -> None:
-        """Open (or create) the outbox at `path`.
+    def __init__(self, config: OutboxConfig) -> None:
+        """Open (or create) the outbox at ``config.path``; a damaged file is moved aside and salvaged.
 
-        `max_alerts` / `max_bytes` bound the backlog (payload + snapshot bytes); `synchronous` is
-        "NORMAL" (survives process kill) or "FULL" (also survives power loss, slower).
+        ``config.max_alerts`` / ``max_bytes`` bound the backlog (payload + snapshot bytes);
+        ``synchronous`` is "NORMAL" (survives process kill) or "FULL" (also survives power loss, slower).
         """
-        if max_alerts < 1:
-            raise ValueError(f"outbox max_alerts must be >= 1, got {max_alerts}")
-        if max_bytes < 1:
-            raise ValueError(f"outbox max_bytes must be >= 1, got {max_bytes}")
-        mode = synchronous.upper()
-        if mode not in SYNCHRONOUS_MODES:
-            raise ValueError(f"outbox synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
-        self.path = Path(path)
-        self.max_alerts = max_alerts
-        self.max_bytes = max_bytes
+        self.config = config
+        self.path = Path(config.path)
+        self.max_alerts = config.max_alerts
+        self.max_bytes = config.max_bytes
+        self.recovered = 0
+        self.unrecoverable = 0
+        self.damaged_copy: Path | None = None
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={mode}")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"cannot open outbox {self.path}: {exc} (is the directory writable?)") from exc
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise OutboxError(f"cannot open outbox {self.path}: {exc} ({self._open_hint(exc)})") from exc
+            self._db = self._salvage(exc)
+        except OSError as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc} ({self._open_hint(exc)})") from exc
+
+    def _open_hint(self, exc: BaseException) -> str:
+        """SQLite says "unable to open" for a missing directory and a read-only one alike: look which."""
+        folder = self.path.parent
+        if folder.is_dir() and (not os.access(folder, os.W_OK) or
+                                (self.path.exists() and not os.access(self.path, os.W_OK))):
+            return "the file or its directory is read-only for this user (or the file system is mounted " \
+                   "read-only): fix its owner/permissions or move [mqtt.outbox] path"
+        return storage_hint(exc)
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.config.synchronous}")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed (quick_check: {check})")
+            db.executescript(_SCHEMA)
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Outboxes written before rows carried their device get the column, filled from the payloads."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(alerts)")}
+        if "device_id" in columns:
+            return
+        db.execute("ALTER TABLE alerts ADD COLUMN device_id TEXT")
+        for row_id, payload in db.execute("SELECT id, payload FROM alerts").fetchall():
+            db.execute("UPDATE alerts SET device_id = ? WHERE id = ?", (_device_of(bytes(payload)), row_id))
+
+    def _salvage(self, cause: BaseException) -> sqlite3.Connection:
+        """Move the damaged file aside, copy every readable row into a fresh outbox, log the counts once."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.damaged_copy = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        try:
+            self.path.rename(self.damaged_copy)
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    side.rename(self.damaged_copy.with_name(self.damaged_copy.name + suffix))
+        except OSError as exc:
+            raise OutboxError(
+                f"outbox {self.path} is damaged ({cause}) and cannot be moved aside ({exc.strerror}): "
+                f"move or delete it by hand"
+            ) from exc
+        rows = self._readable_rows(self.damaged_copy)
+        db = self._open()
+        for row in rows:
+            db.execute(f"INSERT OR IGNORE INTO alerts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        self.recovered = len(rows)
+        log.error("outbox %s was damaged (%s): moved to %s; %d alerts recovered, %d unreadable",
+                  self.path, cause, self.damaged_copy.name, self.recovered, self.unrecoverable)
+        return db
+
+    def _readable_rows(self, path: Path) -> list[tuple]:
+        """Rows of a damaged outbox that SQLite can still read, one at a time; unreadable ones are counted."""
+        try:
+            old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return []
+        rows: list[tuple] = []
+        try:
+            try:
+                ids = [r[0] for r in old.execute("SELECT id FROM alerts ORDER BY id")]
+            except sqlite3.DatabaseError:
+                try:
+                    top = old.execute("SELECT seq FROM sqlite_sequence WHERE name = 'alerts'").fetchone()
+                except sqlite3.DatabaseError:
+                    top = None
+                ids = list(range(1, int(top[0]) + 1)) if top else []
+            columns = {r[1] for r in old.execute("PRAGMA table_info(alerts)")} if ids else set()
+            select = _COLUMNS if "device_id" in columns else _COLUMNS.replace("device_id", "NULL")
+            for row_id in ids:
+                try:
+                    row = old.execute(f"SELECT {select} FROM alerts WHERE id = ?", (row_id,)).fetchone()
+                except sqlite3.DatabaseError:
+                    self.unrecoverable += 1
+                    continue
+                if row is not None:
+                    row = (*row[:7], row[7] if row[7] is not None else _device_of(bytes(row[4])))
+                    rows.append(row)
+        except sqlite3.DatabaseError:
+            pass
+        finally:
+            old.close()
+        return rows
+
+    def _fail(self, what: str, exc: BaseException) -> OutboxError:
+        return OutboxError(f"{what} in outbox {self.path}: {exc} ({storage_hint(exc)})")
+
+    def _rollback(self) -> None:
+        """Undo an open transaction, if any (a failed BEGIN leaves none; ROLLBACK would mask the cause)."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def put(self, alert: dict, snapshot: bytes | None = None) -> int:
         """Store `alert` (and its optional JPEG snapshot); return its row id after the commit.
@@ -100,9 +233,11 @@ class Outbox:
         alert_id = str(alert.get("alert_id", ""))
         if not alert_id:
             raise OutboxError("alert has no 'alert_id': cannot store it in the outbox")
-        rank = SEVERITY_RANK.get(str(alert.get("severity")), 0)
+        severity = str(alert.get("severity"))
+        rank = SEVERITY_LEVELS.index(severity) if severity in SEVERITY_LEVELS else 0  # drop order: low first
         payload = json.dumps(alert, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         size = len(payload) + (len(snapshot) if snapshot else 0)
+        device = alert.get("device_id")
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -111,16 +246,16 @@ class Outbox:
                     self._db.execute("COMMIT")
                     return int(row[0])
                 cur = self._db.execute(
-                    "INSERT INTO alerts (alert_id, severity_rank, queued_at, payload, snapshot, size_bytes)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (alert_id, rank, time.time(), payload, snapshot, size),
+                    "INSERT INTO alerts (alert_id, severity_rank, queued_at, payload, snapshot, size_bytes, device_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (alert_id, rank, time.time(), payload, snapshot, size, None if device is None else str(device)),
                 )
                 row_id = int(cur.lastrowid)
                 self._enforce_bounds()
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise OutboxError(f"cannot store alert {alert_id} in {self.path}: {exc}") from exc
+                self._rollback()
+                raise self._fail(f"cannot store alert {alert_id}", exc) from exc
         return row_id
 
     def _enforce_bounds(self) -> None:
@@ -138,39 +273,129 @@ class Outbox:
         if dropped:
             self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'dropped'", (dropped,))
 
-    def pending(self, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[OutboxRow]:
-        """The oldest `limit` stored alerts whose row id is not in `exclude` (those already in flight)."""
+    def pending(
+        self, limit: int, exclude: set[int] | frozenset[int] = frozenset(), device_id: str | None = None
+    ) -> list[OutboxRow]:
+        """The oldest `limit` stored alerts not in `exclude` (those in flight); only `device_id`'s when given."""
         if limit <= 0:
             return []
+        where, args = ("WHERE device_id = ?", [device_id]) if device_id is not None else ("", [])
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, alert_id, payload, snapshot FROM alerts ORDER BY id LIMIT ?",
-                (limit + len(exclude),),
-            ).fetchall()
+            try:
+                rows = self._db.execute(
+                    f"SELECT id, alert_id, payload, snapshot FROM alerts {where} ORDER BY id LIMIT ?",
+                    (*args, limit + len(exclude)),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail("cannot read alerts", exc) from exc
         out = [OutboxRow(int(r[0]), r[1], bytes(r[2]), None if r[3] is None else bytes(r[3])) for r in rows]
         return [r for r in out if r.row_id not in exclude][:limit]
 
-    def ack(self, row_id: int) -> None:
-        """Delete the row the broker acknowledged (a row already dropped or acked is ignored)."""
+    def other_devices(self, device_id: str) -> dict[str, int]:
+        """Alerts stored for devices other than `device_id`: {device: count} (None-device rows as "?")."""
         with self._lock:
-            self._db.execute("DELETE FROM alerts WHERE id = ?", (row_id,))
+            try:
+                rows = self._db.execute(
+                    "SELECT COALESCE(device_id, '?'), COUNT(*) FROM alerts"
+                    " WHERE device_id IS NULL OR device_id != ? GROUP BY 1", (device_id,)
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail("cannot read alerts", exc) from exc
+        return {str(d): int(n) for d, n in rows}
+
+    def ack(self, row_id: int) -> None:
+        """Delete the row the broker accepted (a row already dropped or acked is ignored)."""
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM alerts WHERE id = ?", (row_id,))
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._fail(f"cannot delete delivered alert row {row_id}", exc) from exc
+
+    def count(self, device_id: str | None = None) -> int:
+        """Stored alerts (of `device_id` only, when given)."""
+        where, args = ("WHERE device_id = ?", (device_id,)) if device_id is not None else ("", ())
+        with self._lock:
+            try:
+                return int(self._db.execute(f"SELECT COUNT(*) FROM alerts {where}", args).fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._fail("cannot count alerts", exc) from exc
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0])
+        return self.count()
 
     def size_bytes(self) -> int:
         """Total payload + snapshot bytes stored."""
         with self._lock:
-            return int(self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM alerts").fetchone()[0])
+            try:
+                return int(self._db.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM alerts").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._fail("cannot sum alert sizes", exc) from exc
 
     @property
     def dropped(self) -> int:
         """Alerts dropped by the bound policy since the outbox file was created (persists across restarts)."""
         with self._lock:
-            return int(self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0])
+            try:
+                return int(self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise self._fail("cannot read the dropped counter", exc) from exc
 
     def close(self) -> None:
         """Close the database (committed rows stay on disk)."""
         with self._lock:
             self._db.close()
+
+
+class MemoryHold:
+    """Where alerts wait while the outbox file cannot be written (full disk, damaged, read-only).
+
+    Same reading interface as :class:`Outbox` (``pending``/``ack``/``len``); row ids are negative so
+    they never collide with the file's. Bounded by ``max_alerts``: beyond it the lowest-severity, then
+    oldest alert is dropped and counted in ``lost`` (the caller logs it). Not durable: a daemon
+    restart loses what is held (the publisher says so at exit).
+    """
+
+    def __init__(self, max_alerts: int) -> None:
+        self.max_alerts = max_alerts
+        self.lost = 0
+        self._rows: dict[int, tuple[int, OutboxRow]] = {}  # row id -> (severity rank, row)
+        self._next_id = -1
+        self._lock = threading.Lock()
+
+    def put(self, alert: dict, snapshot: bytes | None = None) -> OutboxRow | None:
+        """Hold `alert`; return the alert dropped to make room (None when nothing was dropped)."""
+        severity = str(alert.get("severity"))
+        rank = SEVERITY_LEVELS.index(severity) if severity in SEVERITY_LEVELS else 0
+        payload = json.dumps(alert, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        with self._lock:
+            row = OutboxRow(self._next_id, str(alert.get("alert_id", "")), payload, snapshot)
+            self._next_id -= 1
+            self._rows[row.row_id] = (rank, row)
+            if len(self._rows) <= self.max_alerts:
+                return None
+            victim_id = min(self._rows, key=lambda rid: (self._rows[rid][0], -rid))  # lowest rank, oldest
+            self.lost += 1
+            return self._rows.pop(victim_id)[1]
+
+    def pending(self, limit: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[OutboxRow]:
+        """The oldest `limit` held alerts not in `exclude`."""
+        with self._lock:
+            rows = [row for rid, (_, row) in sorted(self._rows.items(), reverse=True) if rid not in exclude]
+        return rows[:max(0, limit)]
+
+    def ack(self, row_id: int) -> None:
+        """Forget an alert the broker accepted."""
+        with self._lock:
+            self._rows.pop(row_id, None)
+
+    def take_all(self) -> list[OutboxRow]:
+        """Remove and return every held alert, oldest first (to store them in the file at shutdown)."""
+        with self._lock:
+            rows = [row for _, (_, row) in sorted(self._rows.items(), reverse=True)]
+            self._rows.clear()
+        return rows
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows)

@@ -14,38 +14,36 @@ stops capture; frames already captured (the one in flight and at most the queue'
 finished and their alerts published, then ``run`` returns. The CLI installs the SIGINT/SIGTERM
 handlers that set the event; the library never touches signals.
 
-Alert sequence numbers come from a small JSON state file written atomically after every alert,
-so they keep increasing across restarts (schema: ``sequence`` "survives restarts").
+Alert sequence numbers come from edge/sequence.py, the stats from edge/stats.py; edge/daemon.py
+wires a pipeline from a config.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from contract.backends import Backend, load_backend
-from contract.metadata import file_sha256
+from contract.backends import Backend
 from contract.preprocess import to_model_input
 from contract.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile_grid
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
 from edge.config import EdgeConfig
+from edge.frame_guard import fit_frame
 from edge.geo import FrameLocator
-from edge.measure import FrameMeasurement, SeverityRules, measure_cracks
-from edge.publish import LogPublisher, Publisher
+from edge.measure import FrameMeasurement, measure_cracks
+from edge.publish import Publisher
+from edge.sequence import SequenceCounter
 from edge.snapshots import SnapshotStore, render_overlay
-from edge.sources import Frame, FrameSource, open_source
+from edge.sources import Frame, FrameSource
+from edge.stats import PipelineStats
 
 log = logging.getLogger("edge.pipeline")
 
@@ -86,72 +84,27 @@ class FrameOutcome:
     probability: np.ndarray  # H x W float32: the stitched crack probability the measurement thresholded
 
 
-class SequenceCounter:
-    """Per-device alert sequence numbers that keep increasing across restarts (a JSON state file)."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._next = 0
-        if self.path.is_file():
-            try:
-                self._next = int(json.loads(self.path.read_text())["next_sequence"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise PipelineError(
-                    f"alert state file {self.path} is unreadable ({exc}); delete it to restart numbering at 0"
-                ) from exc
-
-    def take(self) -> int:
-        """The next sequence number, persisted before it is returned (atomic rename)."""
-        value = self._next
-        self._next += 1
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"next_sequence": self._next}))
-        os.replace(tmp, self.path)
-        return value
-
-
-
-
-def percentile_ms(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)) * 1000.0, 2) if values else None
-
-
-@dataclass
-class PipelineStats:
-    """Counters since start; ``snapshot()`` adds rates and latency percentiles over the last window."""
-
-    started_s: float = field(default_factory=time.monotonic)
-    frames_captured: int = 0
-    frames_done: int = 0
-    frames_dropped: int = 0  # by the pipeline's own queue (live sources)
-    tiles: int = 0
-    alerts: int = 0
-    errors: int = 0
-    latencies_s: deque = field(default_factory=lambda: deque(maxlen=2048))  # capture -> post-processed
-    alert_latencies_s: deque = field(default_factory=lambda: deque(maxlen=2048))  # capture -> published
-    _window: tuple[float, int, int] = (0.0, 0, 0)  # (time, frames_done, tiles) at the last snapshot
-
-    def snapshot(self, **extra: Any) -> dict[str, Any]:
-        now = time.monotonic()
-        t0, frames0, tiles0 = self._window if self._window[0] else (self.started_s, 0, 0)
-        elapsed = max(now - t0, 1e-9)
-        lat, alat = list(self.latencies_s), list(self.alert_latencies_s)
-        self._window = (now, self.frames_done, self.tiles)
-        return {
-            "uptime_s": round(now - self.started_s, 1),
-            "frames": self.frames_done,
-            "fps": round((self.frames_done - frames0) / elapsed, 2),
-            "tiles_per_s": round((self.tiles - tiles0) / elapsed, 2),
-            "latency_ms_p50": percentile_ms(lat, 50),
-            "latency_ms_p95": percentile_ms(lat, 95),
-            "latency_ms_p99": percentile_ms(lat, 99),
-            "alert_latency_ms_p50": percentile_ms(alat, 50),
-            "alert_latency_ms_p99": percentile_ms(alat, 99),
-            "alerts": self.alerts,
-            "errors": self.errors,
-            **extra,
-        }
+def check_model_input(backend: Backend, tile: int | None) -> int:
+    """The tile side to cut frames into; PipelineError when the model's graph input cannot take the
+    pipeline's tiles (3-channel RGB, square, the size its metadata records and ``tiling.tile`` asks for)."""
+    _, channels, tile_h, tile_w = backend.input_shape
+    meta = backend.metadata
+    if channels != 3:
+        raise PipelineError(
+            f"the model's input has {channels} channel(s) but the edge pipeline feeds 3-channel RGB tiles "
+            f"(the model contract, docs/CONTRACTS.md): export the model with 3 input channels"
+        )
+    if tile_h != tile_w or tile_h != meta.input_size:
+        raise PipelineError(
+            f"the model's graph input is {tile_h}×{tile_w} but its metadata says input_size {meta.input_size}: "
+            f"the metadata does not describe this graph; re-export the model (or fix its metadata)"
+        )
+    if tile is not None and tile != tile_h:
+        raise PipelineError(
+            f"tiling.tile = {tile} but the model takes {tile_h}×{tile_w} tiles: "
+            f"leave tiling.tile unset or set it to {tile_h}"
+        )
+    return tile_h
 
 
 class Pipeline:
@@ -177,37 +130,50 @@ class Pipeline:
         self.snapshots = snapshots
         self.on_frame = on_frame
         meta = backend.metadata
-        max_batch, _, tile_h, tile_w = backend.input_shape
-        self.tile = config.tiling.tile or tile_h
-        if self.tile != tile_h or tile_h != tile_w:
-            raise PipelineError(
-                f"tiling.tile = {self.tile} but the model takes {tile_h}×{tile_w} tiles: "
-                f"leave tiling.tile unset or set it to {tile_h}"
-            )
+        max_batch = backend.input_shape[0]
+        self.tile = check_model_input(backend, config.tiling.tile)
         if config.tiling.overlap >= self.tile:
             raise PipelineError(f"tiling.overlap ({config.tiling.overlap}) must be smaller than the tile ({self.tile})")
         self.batch_size = max(1, min(config.model.batch_size, max_batch))
         self.threshold = config.model.threshold or meta.threshold
-        self.rules = SeverityRules(**config.measure.severity.rules_kwargs())
-        alerts = config.alerts
-        self.policy = AlertPolicy(
-            min_severity=alerts.min_severity, min_coverage=alerts.min_coverage, cooldown_s=alerts.cooldown_s,
-            match_overlap=alerts.match_overlap, match_margin_px=alerts.match_margin_px,
-            source_cooldown_s=alerts.source_cooldown_s,
-        )
-        self.sequence = SequenceCounter(alerts.state_path)
+        self.rules = config.measure.severity.rules()
+        self.policy = AlertPolicy(config.alerts)
+        self.sequence = SequenceCounter(config.alerts.state_path)
         self.model_info = model_info(meta.model_name, model_sha256 or "0" * 64, self.threshold, backend.precision)
         self.stats = PipelineStats()
         queue_size = config.source.queue_size
         self._frames: queue.Queue = queue.Queue(maxsize=queue_size)
         self._results: queue.Queue = queue.Queue(maxsize=max(2, queue_size))
         self._grids: dict[tuple[int, int], TileGrid] = {}
+        self._oversize_seen: set[tuple[int, int]] = set()
         self._failure: BaseException | None = None
         self._next_stats_s = 0.0
 
     # ------------------------------------------------------------------ capture thread
-    def _prepare(self, frame: Frame) -> Prepared:
-        image, gsd = frame.image, self.config.tiling.gsd_mm_per_px
+    def _guard_size(self, frame: Frame) -> tuple[np.ndarray | None, float | None]:
+        """The frame within source.max_frame_pixels (downscaled, GSD adjusted), or None when rejected."""
+        src, gsd = self.config.source, self.config.tiling.gsd_mm_per_px
+        height, width = frame.image.shape[:2]
+        image = fit_frame(frame.image, src.max_frame_pixels, src.oversize)
+        if image is frame.image:
+            return image, gsd
+        self.stats.frames_oversized += 1
+        first = (height, width) not in self._oversize_seen
+        self._oversize_seen.add((height, width))
+        if image is None:
+            log.warning("frame %d of %s is %dx%d = %d px > source.max_frame_pixels=%d: rejected (source.oversize)",
+                        frame.index, frame.source_id, width, height, width * height, src.max_frame_pixels)
+            return None, gsd
+        if first:
+            log.warning("frames of %s are %dx%d = %d px > source.max_frame_pixels=%d: downscaled to %dx%d "
+                        "(logged once per size)", frame.source_id, width, height, width * height,
+                        src.max_frame_pixels, image.shape[1], image.shape[0])
+        return image, None if gsd is None else gsd * width / image.shape[1]
+
+    def _prepare(self, frame: Frame) -> Prepared | None:
+        image, gsd = self._guard_size(frame)
+        if image is None:
+            return None
         target = self.config.tiling.target_gsd_mm_per_px
         if gsd is not None and target is not None:
             image, gsd = resize_to_gsd(image, gsd, target)
@@ -243,6 +209,8 @@ class Pipeline:
             for frame in self.source:
                 item = self._prepare(frame)
                 self.stats.frames_captured += 1
+                if item is None:
+                    continue
                 self._put_frame(item, stop)
                 if stop.is_set():
                     break
@@ -273,13 +241,31 @@ class Pipeline:
                 group.append(nxt)
                 tiles += len(nxt.grid.origins)
             x = group[0].model_input if len(group) == 1 else np.concatenate([g.model_input for g in group])
-            probs = self.backend.infer(x)
-            self.stats.tiles += x.shape[0]
+            probs = self._infer_tiles(x)
+            if probs is None:
+                self._abandon(group)
+                continue
             start = 0
             for g in group:
                 n = len(g.grid.origins)
                 self._results.put(Inferred(g, probs[start : start + n]))
                 start += n
+
+    def _infer_tiles(self, x: np.ndarray) -> np.ndarray | None:
+        """Infer in batch_size pieces; None when the shutdown grace ran out in between (work abandoned)."""
+        parts = []
+        for start in range(0, x.shape[0], self.batch_size):
+            if self._give_up.is_set():
+                return None
+            parts.append(self.backend.infer(x[start : start + self.batch_size]))
+            self.stats.tiles += parts[-1].shape[0]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _abandon(self, group: list[Prepared]) -> None:
+        for g in group:
+            self.stats.frames_abandoned += 1
+            log.warning("frame %d of %s abandoned: still not inferred %.0f s after the stop request "
+                        "(source.shutdown_grace_s)", g.frame.index, g.frame.source_id, self.config.source.shutdown_grace_s)
 
     # ------------------------------------------------------------------ post-processing thread
     def _post_one(self, item: Inferred) -> None:
@@ -343,7 +329,7 @@ class Pipeline:
             device_id=self.config.device_id,
             frame_queue=self._frames.qsize(),
             result_queue=self._results.qsize(),
-            dropped_frames=self.stats.frames_dropped + getattr(self.source, "dropped_frames", 0),
+            dropped_frames=self.stats.frames_dropped + self.source.dropped_frames,
         )
 
     def report_stats(self) -> dict[str, Any]:
@@ -364,6 +350,7 @@ class Pipeline:
         stop = stop or threading.Event()
         self.stats = PipelineStats()
         self._done = threading.Event()
+        self._give_up = threading.Event()
         self._next_stats_s = time.monotonic() + self.config.stats_interval_s
         capture = threading.Thread(target=self._capture, args=(stop,), name="edge-capture", daemon=True)
         post = threading.Thread(target=self._post, name="edge-post", daemon=True)
@@ -394,54 +381,11 @@ class Pipeline:
         return final
 
     def _close_source_on_stop(self, stop: threading.Event) -> None:
-        """Close the source when ``stop`` is set (a live source may be blocked waiting for a camera)."""
+        """Close the source when ``stop`` is set (a live source may be blocked waiting for a camera);
+        give up inference of frames still in flight ``source.shutdown_grace_s`` later."""
         while not self._done.is_set():
             if stop.wait(0.2):
                 self.source.close()  # ends the source's iteration after the frame it is on
+                if not self._done.wait(self.config.source.shutdown_grace_s):
+                    self._give_up.set()
                 return
-
-
-def make_publisher(config: EdgeConfig) -> Publisher:
-    """MqttPublisher when an [mqtt] section is configured (imported only then), else LogPublisher."""
-    if config.mqtt is None:
-        return LogPublisher()
-    from edge.mqtt import MqttPublisher  # lazy: paho is only needed for MQTT
-
-    return MqttPublisher.from_config(config.mqtt, config.device_id)
-
-
-def build_pipeline(
-    config: EdgeConfig,
-    *,
-    publisher: Publisher | None = None,
-    on_frame: Callable[[FrameOutcome], None] | None = None,
-) -> Pipeline:
-    """Open the source, load the backend, make the publisher and snapshot store named by ``config``."""
-    backend = load_backend(
-        config.model.path, config.model.backend, providers=config.model.providers,
-        batch_size=config.model.batch_size, intra_op_threads=config.model.intra_op_threads or None,
-        allow_spinning=config.model.ort_allow_spinning, device=config.model.device,
-    )
-    src = config.source
-    source = open_source(src.uri, loop=src.loop, fps_limit=src.fps_limit, queue_size=src.queue_size,
-                         reconnect_min_s=src.reconnect_min_s, reconnect_max_s=src.reconnect_max_s)
-    snapshots = None
-    if config.alerts.snapshot_dir:
-        snapshots = SnapshotStore(config.alerts.snapshot_dir, int(config.alerts.snapshot_max_mb * 1024 * 1024))
-    return Pipeline(config, source=source, backend=backend, publisher=publisher or make_publisher(config),
-                    snapshots=snapshots, model_sha256=file_sha256(config.model.path), on_frame=on_frame,
-                    locator=FrameLocator.from_config(config).start())
-
-
-def run_daemon(config: EdgeConfig, stop: threading.Event | None = None, *, publisher: Publisher | None = None) -> dict:
-    """Build the pipeline, run it until the source ends or ``stop``, close everything; return final stats."""
-    pipeline = build_pipeline(config, publisher=publisher)
-    try:
-        return pipeline.run(stop)
-    finally:
-        pipeline.source.close()
-        pipeline.locator.close()
-        pipeline.publisher.close()
-        close = getattr(pipeline.backend, "close", None)
-        if close is not None:
-            close()

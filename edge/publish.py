@@ -11,9 +11,18 @@ import json
 import logging
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any, Protocol, TextIO, runtime_checkable
 
 log = logging.getLogger("edge.publish")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Alerts handed to a publisher that the receiving side has not accepted yet, and where they wait."""
+
+    alerts: int
+    where: str
 
 
 @runtime_checkable
@@ -30,6 +39,10 @@ class Publisher(Protocol):
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what can be flushed within ``timeout_s`` seconds and release resources."""
+        ...
+
+    def backlog(self) -> Backlog:
+        """Alerts not yet accepted by the receiving side and where they wait (also after ``close``)."""
         ...
 
 
@@ -65,6 +78,10 @@ class LogPublisher:
             self.stats.append(stats)
             del self.stats[: -self._keep_last]
             self._write({"type": "stats", **stats})
+
+    def backlog(self) -> Backlog:
+        """Nothing waits: a line is written before ``publish_alert`` returns."""
+        return Backlog(0, "stdout")
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:

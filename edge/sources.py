@@ -38,6 +38,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from edge.config import SourceConfig
+
 log = logging.getLogger("edge.sources")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -129,14 +131,45 @@ class FrameSource:
         self.close()
 
 
+JPEG_END = b"\xff\xd9"  # the end-of-image marker every complete JPEG ends with
+
+
+def jpeg_is_truncated(data: bytes) -> bool:
+    """True when JPEG bytes lack their end-of-image marker (the file was cut short); trailing
+    zero padding, which some cameras write, is allowed."""
+    return not data.rstrip(b"\0").endswith(JPEG_END)
+
+
+def _jpeg_tail(file: Path, size: int = 4096) -> bytes:
+    with open(file, "rb") as fh:
+        fh.seek(0, 2)
+        fh.seek(max(0, fh.tell() - size))
+        return fh.read()
+
+
+def read_image(file: Path) -> np.ndarray | None:
+    """Decode an image file with OpenCV (None when unreadable); a truncated JPEG is decoded (its missing
+    bottom comes out grey) with a warning naming the file."""
+    if file.suffix.lower() in (".jpg", ".jpeg"):
+        try:
+            truncated = jpeg_is_truncated(_jpeg_tail(file))
+        except OSError as exc:
+            log.warning("cannot read %s: %s", file, exc.strerror)
+            return None
+        if truncated:
+            log.warning("%s is a truncated JPEG (no end-of-image marker): its missing part decodes as grey and "
+                        "may hide or fake cracks along the cut", file)
+    return cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+
+
 class ImageFolderSource(FrameSource):
     """Images in a folder (or one image file), in name order; unreadable files are logged and skipped."""
 
-    def __init__(self, path: Path, *, loop: bool = False, fps_limit: float = 0.0) -> None:
+    def __init__(self, path: Path, config: SourceConfig) -> None:
         super().__init__(str(path))
         self.path = path
-        self.loop = loop
-        self.fps_limit = fps_limit
+        self.loop = config.loop
+        self.fps_limit = config.fps_limit
         if path.is_dir():
             self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         else:
@@ -153,7 +186,7 @@ class ImageFolderSource(FrameSource):
             for file in self.files:
                 if self._stop.is_set():
                     return
-                image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+                image = read_image(file)
                 if image is None or image.size == 0:
                     self.skipped_files += 1
                     log.warning("skipping %s: not a readable image (corrupt or unsupported format)", file)
@@ -181,24 +214,19 @@ class CaptureSource(FrameSource):
         self,
         open_capture: Callable[[], Any],
         source_id: str,
+        config: SourceConfig,
         *,
         live: bool,
-        loop: bool = False,
-        fps_limit: float = 0.0,
-        queue_size: int = 4,
-        reconnect_min_s: float = 0.5,
-        reconnect_max_s: float = 30.0,
-        max_bad_frames: int = 25,
     ) -> None:
         super().__init__(source_id)
         self.is_live = live
         self.open_capture = open_capture
-        self.loop = loop
-        self.fps_limit = fps_limit
-        self.queue_size = queue_size
-        self.reconnect_min_s = reconnect_min_s
-        self.reconnect_max_s = reconnect_max_s
-        self.max_bad_frames = max_bad_frames
+        self.loop = config.loop and not live
+        self.fps_limit = config.fps_limit
+        self.queue_size = config.queue_size
+        self.reconnect_min_s = config.reconnect_min_s
+        self.reconnect_max_s = config.reconnect_max_s
+        self.max_bad_frames = config.max_bad_frames
         self.frames_read = 0
         self.reconnects = 0
         self._queue: collections.deque[Frame] = collections.deque()
@@ -355,43 +383,34 @@ def _gst_capture(pipeline: str, source_id: str) -> Callable[[], Any]:
     return lambda: cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
 
 
-def open_source(
-    uri: str | int,
-    *,
-    loop: bool = False,
-    fps_limit: float = 0.0,
-    queue_size: int = 4,
-    reconnect_min_s: float = 0.5,
-    reconnect_max_s: float = 30.0,
-) -> FrameSource:
-    """Open the source named by ``uri`` (see the module docstring for the forms).
+def open_source(config: SourceConfig) -> FrameSource:
+    """Open the source named by ``config.uri`` (see the module docstring for the forms).
 
     Raises :class:`SourceError` when the URI is not understood, a file/folder does not exist, or the
     source needs GStreamer that this OpenCV lacks. Live sources do not fail here when the camera is
     absent: they keep retrying with back-off (a camera may come up after the daemon).
     """
-    text = str(uri).strip()
+    text = config.uri.strip()
     if not text:
         raise SourceError("no source given: set source.uri (or --source) to a video, folder or camera URI")
     source_id = redact_uri(text)
-    live = {"queue_size": queue_size, "reconnect_min_s": reconnect_min_s,
-            "reconnect_max_s": reconnect_max_s, "fps_limit": fps_limit}
+    live = {"config": config, "live": True}
     if text.isdigit():
         index = int(text)
-        return CaptureSource(lambda: cv2.VideoCapture(index), f"usb:{index}", live=True, **live)
+        return CaptureSource(lambda: cv2.VideoCapture(index), f"usb:{index}", **live)
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
     if text.startswith("gst:"):
         pipeline = text[4:].strip()
-        return CaptureSource(_gst_capture(pipeline, "gst pipeline"), source_id, live=True, **live)
+        return CaptureSource(_gst_capture(pipeline, "gst pipeline"), source_id, **live)
     if scheme == "v4l2":
         device = urlsplit(text).path or "/dev/video0"
-        return CaptureSource(lambda: cv2.VideoCapture(device, cv2.CAP_V4L2), source_id, live=True, **live)
+        return CaptureSource(lambda: cv2.VideoCapture(device, cv2.CAP_V4L2), source_id, **live)
     if scheme == "csi":
         parts = urlsplit(text)
         query = {k: int(v[0]) for k, v in parse_qs(parts.query).items() if v and v[0].isdigit()}
         sensor = int((parts.netloc or "0").strip("/") or 0)
         pipeline = csi_pipeline(sensor, **{k: query[k] for k in ("width", "height", "fps", "flip") if k in query})
-        return CaptureSource(_gst_capture(pipeline, source_id), source_id, live=True, **live)
+        return CaptureSource(_gst_capture(pipeline, source_id), source_id, **live)
     if scheme in ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp"):
         parts = urlsplit(text)
         if parse_qs(parts.query).get("gst") == ["1"]:
@@ -400,7 +419,7 @@ def open_source(
             opener = _gst_capture(rtsp_gst_pipeline(clean), source_id)
         else:
             opener = lambda: cv2.VideoCapture(text, cv2.CAP_FFMPEG)  # noqa: E731
-        return CaptureSource(opener, source_id, live=True, **live)
+        return CaptureSource(opener, source_id, **live)
     if scheme == "file":
         text = urlsplit(text).path
     elif scheme:
@@ -411,5 +430,5 @@ def open_source(
     if not path.exists():
         raise SourceError(f"source {path} does not exist (expected a video file or an image folder)")
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
-        return ImageFolderSource(path, loop=loop, fps_limit=fps_limit)
-    return CaptureSource(lambda: cv2.VideoCapture(str(path)), str(path), live=False, loop=loop, fps_limit=fps_limit)
+        return ImageFolderSource(path, config)
+    return CaptureSource(lambda: cv2.VideoCapture(str(path)), str(path), config, live=False)

@@ -3,16 +3,20 @@
     python -m edge.subscribe --broker mqtt://localhost:1883 --device '+' --out alerts.jsonl
 
 `AlertSink` is the pure-ish core (bytes in, decision + file row out) used by tests; `Subscriber` wraps a
-paho client around it; `main` is the thin CLI. A malformed, invalid or oversized message is reported
-with its reason and skipped; the subscriber never dies on a bad message.
+paho client around it; `main` is the thin CLI. A malformed, invalid, hostile (deeply nested, huge
+numbers, bad UTF-8, lone surrogates, binary) or oversized message is reported with its reason and
+skipped; an exception in a paho callback is logged and counted, never allowed to stop paho's network
+thread: the subscriber never goes deaf on a bad message.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
+import math
 import sys
 import threading
 import time
@@ -22,18 +26,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge.mqtt import (
-    MqttConfigError,
-    _paho_logger,
-    check_topic_part,
-    connack_text,
-    parse_broker_uri,
-    read_password,
-)
+from edge.broker import MqttConfigError, connack_text, paho_logger, parse_broker_uri, read_password
+from edge.topics import check_topic_part
 
 log = logging.getLogger("edge.subscribe")
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "alert.schema.json"
+EXIT_NEVER_CONNECTED = 3
 CSV_COLUMNS = ("received_at", "alert_id", "device_id", "sequence", "created_at", "capture_time", "severity",
                "n_cracks", "max_width_px", "max_width_mm", "max_length_px", "coverage", "source", "frame_index")
 
@@ -68,6 +67,83 @@ def format_alert_line(alert: dict) -> str:
     width = f"{s['max_width_px']:.1f} px" + (f" ({s['max_width_mm']:.1f} mm)" if s["max_width_mm"] is not None else "")
     return (f"{s['capture_time']}  {s['device_id']:<16} {s['severity'].upper():<6} "
             f"{s['n_cracks']:>3} crack{'s' if s['n_cracks'] != 1 else ' '}  max width {width}  id {s['alert_id']}")
+
+
+MAX_JSON_DEPTH = 32  # an alert nests 3 levels; deeper input is hostile (json recursion would crash)
+
+
+def _nesting_depth(text: str) -> int:
+    """Deepest bracket nesting of a JSON text, outside strings (a linear scan: no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json_strictly(payload: bytes) -> Any:
+    """Decode an MQTT payload as strict JSON, or ValueError naming why it is not.
+
+    Strict: UTF-8 only, at most MAX_JSON_DEPTH levels deep, finite numbers only (no NaN/Infinity,
+    no float overflow, no integer of more digits than Python converts), and no lone surrogate
+    escapes (they cannot be written back as UTF-8).
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not JSON (not UTF-8 text: {exc})") from exc
+    depth = _nesting_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested {depth} levels deep (more than {MAX_JSON_DEPTH})")
+    try:
+        value = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, out-of-range numbers, over-long integers
+        raise ValueError(f"not JSON: {exc}") from exc
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"a string holds a lone surrogate ({exc.reason}): not valid Unicode text") from exc
+    return value
+
+
+def _guarded(method: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a paho callback: an exception is logged and counted, never raised into paho's network loop."""
+
+    @functools.wraps(method)
+    def wrapper(self: Subscriber, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("subscriber %s failed on a message (skipped; still listening)", method.__name__)
+
+    return wrapper
 
 
 class AlertSink:
@@ -112,10 +188,7 @@ class AlertSink:
         """The alert in `payload`, or ValueError naming why it is not a valid alert for `topic`."""
         if len(payload) > self.max_message_bytes:
             raise ValueError(f"oversized: {len(payload)} bytes > limit {self.max_message_bytes}")
-        try:
-            alert = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from exc
+        alert = parse_json_strictly(payload)
         error = next(iter(sorted(self._validator.iter_errors(alert), key=lambda e: list(e.path))), None)
         if error is not None:
             where = "/".join(str(p) for p in error.path) or "(top level)"
@@ -129,7 +202,7 @@ class AlertSink:
         """Validate, de-duplicate and store one alert message."""
         try:
             alert = self.validate(topic, payload)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             with self._cond:
                 self.invalid.append(str(exc))
                 self._cond.notify_all()
@@ -205,8 +278,10 @@ class Subscriber:
         self.status_topic = f"{prefix}/{device}/status"
         self.connected = threading.Event()
         self.subscribed = threading.Event()
+        self.ever_connected = False
+        self.callback_errors = 0
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self._client.enable_logger(_paho_logger("edge.subscribe.paho"))
+        self._client.enable_logger(paho_logger("edge.subscribe.paho"))
         self._client.max_inflight_messages_set(100)
         if username:
             self._client.username_pw_set(username, password)
@@ -214,7 +289,7 @@ class Subscriber:
             self._client.tls_set(ca_certs=str(ca_file) if ca_file else None,
                                  certfile=str(certfile) if certfile else None, keyfile=str(keyfile) if keyfile else None)
         self._client.on_connect = self._on_connect
-        self._client.on_disconnect = lambda *a: self.connected.clear()
+        self._client.on_disconnect = self._on_disconnect
         self._client.message_callback_add(self.alert_topic, self._on_alert)
         self._client.message_callback_add(self.status_topic, self._on_status)
         self._client.on_message = lambda c, u, m: None
@@ -237,14 +312,21 @@ class Subscriber:
         self._client.disconnect()
         self._client.loop_stop()
 
+    @_guarded
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             log.error("broker %s:%s refused the subscriber: %s", self.address.host, self.address.port,
                       connack_text(reason_code))
             return
         client.subscribe([(self.alert_topic, 1), (self.status_topic, 1)])
+        self.ever_connected = True
         self.connected.set()
 
+    @_guarded
+    def _on_disconnect(self, *args: Any) -> None:
+        self.connected.clear()
+
+    @_guarded
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         refused = [str(rc) for rc in reason_codes if rc.is_failure]
         if refused:
@@ -254,6 +336,7 @@ class Subscriber:
         log.info("subscribed to %s and %s", self.alert_topic, self.status_topic)
         self.subscribed.set()
 
+    @_guarded
     def _on_alert(self, client: Any, userdata: Any, message: Any) -> None:
         result = self.sink.handle_alert(message.topic, message.payload)
         if result.kind == "new":
@@ -261,6 +344,7 @@ class Subscriber:
         elif result.kind == "invalid":
             log.warning("bad message on %s skipped: %s", message.topic, result.reason)
 
+    @_guarded
     def _on_status(self, client: Any, userdata: Any, message: Any) -> None:
         change = self.sink.handle_status(message.topic, message.payload)
         if change:
@@ -271,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m edge.subscribe",
         description="Subscribe to crack alerts: validate against the schema, de-duplicate by alert_id, print one "
-                    "line per alert, optionally append them to a JSONL or CSV file; shows device online/offline.")
+                    "line per alert, optionally append them to a JSONL or CSV file; shows device online/offline.",
+        epilog="Exit codes: 0 ok, 1 --count not reached before --timeout-s, 2 bad arguments, "
+               "3 never connected to the broker.")
     p.add_argument("--broker", default="mqtt://localhost:1883",
                    help="broker URI, mqtt://host[:port] or mqtts://host[:port] for TLS (default: %(default)s)")
     p.add_argument("--prefix", default="crack", help="topic prefix (default: %(default)s)")
@@ -306,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry: returns the process exit code (0 ok, 1 --count not reached in time, 2 bad arguments)."""
+    """CLI entry: returns the process exit code (0 ok, 1 --count not reached in time, 2 bad arguments,
+    3 never connected to the broker)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -339,6 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.stop()
     print(f"{len(sink.alerts)} new alerts, {sink.duplicates} duplicates, {len(sink.invalid)} invalid messages",
           file=sys.stderr)
+    if not sub.ever_connected:
+        log.warning("never connected to the broker %s:%s: no alert could have arrived (is it running, "
+                    "and is the URI right?)", sub.address.host, sub.address.port)
+        return EXIT_NEVER_CONNECTED
     return 1 if target is not None and len(sink.alerts) < target else 0
 
 

@@ -20,10 +20,12 @@ from contract.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
 
 
 def darkness_model(path: Path, *, input_size: int = 64, cut: float = 0.35, gain: float = 40.0,
-                   batch: int | str = "N") -> Path:
-    """Write the darkness ONNX model to ``path`` (dynamic batch unless ``batch`` is an int)."""
-    image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, 3, "H", "W"])
-    prob = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, 1, "H", "W"])
+                   batch: int | str = "N", channels: int = 3, graph_size: int | str = "H") -> Path:
+    """Write the darkness ONNX model to ``path`` (dynamic batch unless ``batch`` is an int; ``channels``
+    input channels; a dynamic tile size unless ``graph_size`` is an int)."""
+    height, width = (graph_size, "W" if graph_size == "H" else graph_size)
+    image = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, channels, height, width])
+    prob = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, 1, height, width])
     nodes = [
         helper.make_node("ReduceMean", [INPUT_NAME, "axes"], ["mean"], keepdims=1),
         helper.make_node("Sub", ["cut", "mean"], ["dark"]),

@@ -50,6 +50,7 @@ class Mosquitto:
         tls: dict[str, Path] | None = None,
         require_certificate: bool = False,
         message_size_limit: int = 0,
+        save_every_change: bool = False,
     ) -> None:
         binary = find_mosquitto()
         if binary is None:
@@ -78,6 +79,8 @@ class Mosquitto:
         ]
         if message_size_limit:
             lines.append(f"message_size_limit {message_size_limit}")
+        if save_every_change:  # sessions and queued messages survive even a SIGKILL of the broker
+            lines += ["autosave_interval 1", "autosave_on_changes true"]
         if password_file:
             lines.append(f"password_file {password_file}")
         if acl_file:
@@ -125,6 +128,18 @@ class Mosquitto:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL: no persistence file written at exit, connections cut without a DISCONNECT."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its password and ACL files."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def restart(self) -> Mosquitto:
         """Stop (if running) and start again on the same port with the same config."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mqtt_fixtures import make_alert
+from mqtt_fixtures import make_alert, mqtt_section
 
 from edge.mqtt import MqttPublisher
 
@@ -23,10 +23,12 @@ def main() -> int:
     p.add_argument("--alerts", type=int, default=0, help="alerts to publish at start (default: %(default)s)")
     p.add_argument("--keepalive-s", type=int, default=30, help="MQTT keep-alive, s (default: %(default)s)")
     args = p.parse_args()
-    pub = MqttPublisher(args.device, args.broker, outbox_path=args.outbox, keepalive_s=args.keepalive_s,
-                        reconnect_min_s=0.2, reconnect_max_s=1.0)
+    pub = MqttPublisher(args.device, mqtt_section(args.broker, args.outbox, keepalive_s=args.keepalive_s,
+                                                  reconnect_min_s=0.2, reconnect_max_s=1.0))
     for i in range(args.alerts):
-        pub.publish_alert(make_alert(args.device, sequence=i))
+        alert = make_alert(args.device, sequence=i)
+        print(f"alert {alert['alert_id']}", flush=True)  # the test knows exactly what was produced
+        pub.publish_alert(alert)
     print(f"stored {args.alerts}", flush=True)
     while not pub.wait_connected(1.0):
         pass

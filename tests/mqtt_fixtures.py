@@ -190,3 +190,19 @@ def make_tls_material(directory: Path) -> dict[str, Path]:
         paths[role + "_cert"] = directory / f"{role}.crt"
         paths[role + "_key"] = write_key(key, directory / f"{role}.key")
     return paths
+
+
+def outbox_at(path: Path | str, **kw):
+    """An Outbox on `path` with the [mqtt.outbox] options in `kw` (edge/config.py's OutboxConfig)."""
+    from edge.config import OutboxConfig
+    from edge.outbox import Outbox
+
+    return Outbox(OutboxConfig(path=str(path), **kw))
+
+
+def mqtt_section(uri: str, outbox_path: Path | str, *, outbox: dict | None = None, tls: dict | None = None, **kw):
+    """An [mqtt] section for `uri` with its outbox at `outbox_path`; `kw` are MqttConfig fields."""
+    from edge.config import MqttConfig, OutboxConfig, TlsConfig
+
+    tls_cfg = TlsConfig(**{k: None if v is None else str(v) for k, v in (tls or {}).items()})
+    return MqttConfig(broker_uri=uri, outbox=OutboxConfig(path=str(outbox_path), **(outbox or {})), tls=tls_cfg, **kw)

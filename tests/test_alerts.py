@@ -8,8 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from edge.alerts import AlertError, AlertPolicy, box_overlap, build_alert, model_info, validate_alert
+from edge.config import AlertsConfig
 from edge.measure import measure_cracks
 
 CAPTURED = datetime(2026, 5, 4, 12, 30, 15, 250000, tzinfo=timezone.utc)
@@ -96,7 +98,7 @@ def test_box_overlap_is_over_the_smaller_box_with_margin():
 
 
 def test_policy_suppresses_a_crack_seen_in_consecutive_frames_until_the_cooldown_ends():
-    policy = AlertPolicy(cooldown_s=10.0)
+    policy = AlertPolicy(AlertsConfig(cooldown_s=10.0))
     decisions = []
     for i in range(30):  # one second of video at 30 fps, the crack drifting 2 px per frame
         x = 20 + 2 * i
@@ -108,7 +110,7 @@ def test_policy_suppresses_a_crack_seen_in_consecutive_frames_until_the_cooldown
 
 
 def test_policy_lets_a_new_or_worse_crack_through():
-    policy = AlertPolicy(cooldown_s=30.0)
+    policy = AlertPolicy(AlertsConfig(cooldown_s=30.0))
     first = crack_map((20, 170, 60, 1))
     assert policy.decide(measure_cracks(first, 0.5), 0.0, "cam0")
     assert not policy.decide(measure_cracks(first, 0.5), 0.1, "cam0")
@@ -125,18 +127,18 @@ def test_policy_lets_a_new_or_worse_crack_through():
 def test_policy_thresholds_and_per_source_cooldown():
     low = measure_cracks(crack_map((20, 60, 60, 1)), 0.5)
     high = measure_cracks(crack_map((20, 60, 60, 9)), 0.5)
-    assert not AlertPolicy(min_severity="medium").decide(low, 0.0, "cam0")
-    assert not AlertPolicy(min_coverage=0.01).decide(low, 0.0, "cam0")
-    assert not AlertPolicy().decide(measure_cracks(crack_map(), 0.5), 0.0, "cam0")
+    assert not AlertPolicy(AlertsConfig(min_severity="medium")).decide(low, 0.0, "cam0")
+    assert not AlertPolicy(AlertsConfig(min_coverage=0.01)).decide(low, 0.0, "cam0")
+    assert not AlertPolicy(AlertsConfig()).decide(measure_cracks(crack_map(), 0.5), 0.0, "cam0")
 
-    policy = AlertPolicy(source_cooldown_s=5.0, cooldown_s=1.0)  # a moving vehicle: nothing matches
+    policy = AlertPolicy(AlertsConfig(source_cooldown_s=5.0, cooldown_s=1.0))  # a moving vehicle: nothing matches
     assert policy.decide(low, 0.0, "cam0")
     moved = measure_cracks(crack_map((200, 240, 150, 1)), 0.5)
     assert not policy.decide(moved, 2.0, "cam0") and "source_cooldown_s" in policy.last_reason
     assert policy.decide(high, 2.5, "cam0")  # severity increased: through despite the cool-down
     assert policy.decide(moved, 7.6, "cam0")  # suppressed cracks are not lost: alerted when it ends
 
-    with pytest.raises(AlertError, match="min_severity must be one of low, medium, high"):
-        AlertPolicy(min_severity="critical")
-    with pytest.raises(AlertError, match="cooldown_s must be >= 0 seconds"):
-        AlertPolicy(cooldown_s=-1)
+    with pytest.raises(ValidationError, match=r"min_severity\s+Value error, must be one of low, medium, high"):
+        AlertsConfig(min_severity="critical")
+    with pytest.raises(ValidationError, match=r"cooldown_s\s+Input should be greater than or equal to 0"):
+        AlertsConfig(cooldown_s=-1)

@@ -52,14 +52,15 @@ def test_exit_line_says_how_many_alerts_wait_in_the_outbox_and_where(tmp_path: P
     outbox = tmp_path / "outbox.sqlite3"
     result = subprocess.run(
         [sys.executable, "-m", "edge", "run", "--source", str(folder), "--model", str(model),
-         "--broker", f"mqtt://127.0.0.1:{port}", "--set", f"mqtt.outbox_path={json.dumps(str(outbox))}",
+         "--broker", f"mqtt://127.0.0.1:{port}", "--set", f"mqtt.outbox.path={json.dumps(str(outbox))}",
          "--set", f"alerts.state_path={json.dumps(str(tmp_path / 's.json'))}", "--set", "alerts.snapshot_dir="],
         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert (f"stopped after 1 frames, 1 alerts; 1 alert(s) not yet acknowledged by mqtt://127.0.0.1:{port} "
-            f"are queued in {outbox}") in result.stderr
+            f"are queued in outbox {outbox} and are sent at the next start") in result.stderr
     assert "edge.mqtt.paho" not in result.stderr  # paho's packet log only at DEBUG
+    assert "DEBUG" not in result.stderr, "paho's packet trace must not show at INFO"
 
 
 def test_run_prints_alerts_as_json_lines(tmp_path: Path) -> None:

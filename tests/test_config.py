@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -78,9 +79,12 @@ def test_severity_section_maps_onto_the_measure_rules() -> None:
 
 def test_mqtt_section_builds_the_mqtt_publisher_arguments() -> None:
     cfg = load_config(None, ["mqtt.topic_prefix=roads", "mqtt.keepalive_s=15"], broker="mqtt://127.0.0.1:1")
+    import inspect
+
+    from edge.config import MqttConfig
     from edge.mqtt import MqttPublisher
 
-    assert "from_config" in vars(MqttPublisher)
+    assert inspect.signature(MqttPublisher).parameters["config"].annotation in (MqttConfig, "MqttConfig")
     assert cfg.mqtt is not None and cfg.mqtt.topic_prefix == "roads" and cfg.mqtt.tls.ca_file is None
 
 
@@ -89,3 +93,38 @@ def test_the_example_config_is_valid() -> None:
         pytest.skip(f"{EXAMPLE} not written yet")
     cfg = load_config(EXAMPLE)
     assert cfg.source.uri and cfg.model.path
+
+
+def _field_paths(model: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """(section path, field name) of every option of the config tree, sections included as their parent's."""
+    from pydantic import BaseModel
+
+    out = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        nested = [a for a in (getattr(annotation, "__args__", None) or (annotation,))
+                  if isinstance(a, type) and issubclass(a, BaseModel)]
+        if nested:
+            out += _field_paths(nested[0], (*prefix, name))
+        else:
+            out.append((prefix, name))
+    return out
+
+
+def test_every_config_option_is_documented_in_the_example() -> None:
+    """deploy/edge.example.toml names every option of EdgeConfig (set, or commented out) in its section."""
+    from edge.config import EdgeConfig
+
+    section: tuple[str, ...] = ()
+    seen: set[tuple[tuple[str, ...], str]] = set()
+    for raw in EXAMPLE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip().lstrip("#").strip()
+        header = re.match(r"^\[([\w.]+)\]", line)
+        if header and not raw.strip().startswith("#"):
+            section = tuple(header.group(1).split("."))
+            continue
+        key = re.match(r"^(\w+)\s*=", line)
+        if key:
+            seen.add((section, key.group(1)))
+    missing = [".".join((*s, f)) for s, f in _field_paths(EdgeConfig) if (s, f) not in seen]
+    assert not missing, f"options missing from {EXAMPLE}: {missing}"

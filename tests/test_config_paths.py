@@ -14,7 +14,7 @@ def test_relative_paths_in_a_config_file_are_relative_to_that_file(tmp_path: Pat
     (conf_dir / "edge.toml").write_text(
         '[source]\nuri = "frames"\n[model]\npath = "../models/m.onnx"\n'
         '[alerts]\nsnapshot_dir = "snaps"\nstate_path = "/var/lib/x/state.json"\n'
-        '[mqtt]\noutbox_path = "outbox.sqlite3"\n[mqtt.tls]\nca_file = "ca.pem"\n'
+        '[mqtt]\nbroker_uri = "mqtts://broker.example:8883"\n[mqtt.outbox]\npath = "outbox.sqlite3"\n[mqtt.tls]\nca_file = "ca.pem"\n'
     )
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
@@ -24,7 +24,7 @@ def test_relative_paths_in_a_config_file_are_relative_to_that_file(tmp_path: Pat
     assert Path(os.path.normpath(config.model.path)) == (tmp_path / "etc" / "models" / "m.onnx").resolve()
     assert Path(config.alerts.snapshot_dir) == conf_dir.resolve() / "snaps"
     assert config.alerts.state_path == "/var/lib/x/state.json"  # absolute: unchanged
-    assert Path(config.mqtt.outbox_path) == conf_dir.resolve() / "outbox.sqlite3"
+    assert Path(config.mqtt.outbox.path) == conf_dir.resolve() / "outbox.sqlite3"
     assert Path(config.mqtt.tls.ca_file) == conf_dir.resolve() / "ca.pem"
 
 

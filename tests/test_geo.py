@@ -17,11 +17,11 @@ from edge_helpers import crack_image, darkness_model
 
 from edge.alerts import validate_alert
 from edge.config import ConfigError, load_config
+from edge.daemon import run_daemon
 from edge.geo import Fix, FrameLocator, Track
 from edge.geo.exif import read_exif
 from edge.geo.receivers import GpsdReceiver, MavlinkReceiver
 from edge.gsd import GsdError, gsd_from_geometry
-from edge.pipeline import run_daemon
 from edge.publish import LogPublisher
 
 T0 = datetime(2026, 6, 1, 10, 0, 0, tzinfo=timezone.utc).timestamp()

@@ -8,11 +8,23 @@ import time
 from pathlib import Path
 
 import pytest
-from mqtt_fixtures import Daemon, broker, log_watcher, make_alert, needs_mosquitto, pace  # noqa: F401
+from mqtt_fixtures import (  # noqa: F401
+    Daemon,
+    broker,
+    log_watcher,
+    make_alert,
+    mqtt_section,
+    needs_mosquitto,
+    outbox_at,
+    pace,
+)
+from pydantic import ValidationError
 
-from edge.mqtt import MqttConfigError, MqttPublisher, fit_alert, parse_broker_uri
-from edge.outbox import Outbox
+from edge.broker import MqttConfigError, parse_broker_uri
+from edge.config import load_config
+from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
+from edge.topics import fit_alert
 
 pytestmark = [needs_mosquitto, pytest.mark.mqtt]
 
@@ -27,10 +39,11 @@ def subscribe(uri: str, tmp_path: Path, **kw) -> tuple[AlertSink, Subscriber]:
     return sink, sub
 
 
-def publisher(uri: str, tmp_path: Path, **kw) -> MqttPublisher:
+def publisher(uri: str, tmp_path: Path, *, device_id: str = "cam1", password: str | None = None,
+              **kw) -> MqttPublisher:
     kw.setdefault("reconnect_min_s", 0.2)
     kw.setdefault("reconnect_max_s", 1.0)
-    return MqttPublisher(kw.pop("device_id", "cam1"), uri, outbox_path=tmp_path / "outbox.sqlite3", **kw)
+    return MqttPublisher(device_id, mqtt_section(uri, tmp_path / "outbox.sqlite3", **kw), password=password)
 
 
 def test_alert_status_and_clean_shutdown(broker, tmp_path: Path) -> None:
@@ -92,7 +105,7 @@ def test_sigkilled_daemon_delivers_unacknowledged_alerts_after_restart(broker, t
     first = Daemon(broker.uri, outbox, alerts=7)
     first.wait_line("stored 7", 30)
     first.kill()  # SIGKILL while the broker is down: nothing was acknowledged
-    box = Outbox(outbox)
+    box = outbox_at(outbox)
     stored = [r.alert_id for r in box.pending(100)]
     box.close()
     assert len(stored) == 7
@@ -194,16 +207,16 @@ def test_fit_alert_keeps_most_severe_then_widest() -> None:
 
 
 def test_settings_errors_name_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(MqttConfigError, match="plain TCP"):
-        MqttPublisher("cam1", "mqtt://127.0.0.1:1", username="u", password="p", outbox_path=tmp_path / "o")
+    with pytest.raises(ValidationError, match="plain TCP"):
+        mqtt_section("mqtt://127.0.0.1:1", tmp_path / "o", username="u")
     with pytest.raises(MqttConfigError, match="scheme must be mqtt:// or mqtts://"):
         parse_broker_uri("http://x")
     with pytest.raises(MqttConfigError, match="credentials"):
         parse_broker_uri("mqtt://user:pw@host")
     with pytest.raises(MqttConfigError, match="device_id 'a/b'"):
-        MqttPublisher("a/b", "mqtt://127.0.0.1:1", outbox_path=tmp_path / "o")
+        MqttPublisher("a/b", mqtt_section("mqtt://127.0.0.1:1", tmp_path / "o"))
     with pytest.raises(MqttConfigError, match="ca_file .*not found"):
-        MqttPublisher("cam1", "mqtts://127.0.0.1:1", ca_file=tmp_path / "none.crt", outbox_path=tmp_path / "o")
+        MqttPublisher("cam1", mqtt_section("mqtts://127.0.0.1:1", tmp_path / "o", tls={"ca_file": tmp_path / "none.crt"}))
     assert parse_broker_uri("mqtts://broker.example").port == 8883
 
 
@@ -215,15 +228,15 @@ def test_insecure_credentials_allowed_only_when_asked(broker, tmp_path: Path) ->
         pub.close(timeout_s=2)
 
 
-def test_from_config_reads_the_mqtt_section(broker, tmp_path: Path) -> None:
-    config = pytest.importorskip("edge.config", reason="edge/config.py (MqttConfig) not present")
-    section = config.MqttConfig(broker_uri=broker.uri, topic_prefix="fleet", keepalive_s=7,
-                                outbox_path=str(tmp_path / "cfg.sqlite3"), outbox_max_alerts=5,
-                                stats_interval_s=0, max_payload_bytes=4096)
-    pub = MqttPublisher.from_config(section, "truck-07")
+def test_publisher_takes_the_mqtt_section(broker, tmp_path: Path) -> None:
+    section = load_config(None, [
+        "mqtt.topic_prefix='fleet'", "mqtt.keepalive_s=7", f"mqtt.outbox.path='{tmp_path / 'cfg.sqlite3'}'",
+        "mqtt.outbox.max_alerts=5", "mqtt.stats_interval_s=0", "mqtt.max_payload_bytes=4096",
+    ], broker=broker.uri).mqtt
+    pub = MqttPublisher("truck-07", section)
     try:
-        assert pub.topics.alert == "fleet/truck-07/alert" and pub.keepalive_s == 7
-        assert pub.outbox.max_alerts == 5 and pub.max_payload_bytes == 4096 and pub.stats_interval_s == 0
+        assert pub.topics.alert == "fleet/truck-07/alert" and pub.config.keepalive_s == 7
+        assert pub.outbox.max_alerts == 5 and pub.config.max_payload_bytes == 4096 and pub.config.stats_interval_s == 0
         assert pub.wait_connected(10)
     finally:
         pub.close(timeout_s=2)

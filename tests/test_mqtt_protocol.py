@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from mqtt_fixtures import broker, log_watcher, make_alert, needs_mosquitto  # noqa: F401
+from mqtt_fixtures import broker, log_watcher, make_alert, mqtt_section, needs_mosquitto  # noqa: F401
 
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
@@ -74,8 +74,8 @@ def test_falls_back_to_311_when_the_broker_refuses_5(broker, tmp_path: Path, log
     front = V311OnlyFront(broker.port)
     sink = AlertSink(None)
     sub = Subscriber(broker.uri, sink, on_line=lambda line: None).start()  # straight to mosquitto
-    pub = MqttPublisher("cam1", f"mqtt://127.0.0.1:{front.port}", outbox_path=tmp_path / "o.sqlite3",
-                        reconnect_min_s=0.2, reconnect_max_s=1.0)
+    pub = MqttPublisher("cam1", mqtt_section(f"mqtt://127.0.0.1:{front.port}", tmp_path / "o.sqlite3",
+                                             reconnect_min_s=0.2, reconnect_max_s=1.0))
     try:
         assert sub.subscribed.wait(10)
         alert = make_alert()
@@ -92,7 +92,7 @@ def test_falls_back_to_311_when_the_broker_refuses_5(broker, tmp_path: Path, log
 
 
 def test_mqtt5_is_used_when_the_broker_accepts_it(broker, tmp_path: Path) -> None:
-    pub = MqttPublisher("cam1", broker.uri, outbox_path=tmp_path / "o.sqlite3")
+    pub = MqttPublisher("cam1", mqtt_section(broker.uri, tmp_path / "o.sqlite3"))
     try:
         assert pub.wait_connected(10) and pub.protocol == "5"
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from mqtt_broker import Mosquitto
-from mqtt_fixtures import log_watcher, make_alert, make_tls_material, needs_mosquitto  # noqa: F401
+from mqtt_fixtures import log_watcher, make_alert, make_tls_material, mqtt_section, needs_mosquitto  # noqa: F401
 
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
@@ -45,10 +45,11 @@ def secure_broker(tmp_path: Path):
 
 
 def _publisher(mosq, tls, tmp_path: Path, device: str, password_file: str, **kw) -> MqttPublisher:
-    return MqttPublisher(device, mosq.uri, username="cam1", password_file=tmp_path / password_file,
-                         ca_file=tls["ca"], certfile=tls["client_cert"], keyfile=tls["client_key"],
-                         outbox_path=tmp_path / f"{device}-{password_file}.sqlite3", reconnect_min_s=0.2,
-                         reconnect_max_s=1.0, **kw)
+    section = mqtt_section(mosq.uri, tmp_path / f"{device}-{password_file}.sqlite3", username="cam1",
+                           password_file=str(tmp_path / password_file), reconnect_min_s=0.2, reconnect_max_s=1.0,
+                           tls={"ca_file": tls["ca"], "certfile": tls["client_cert"], "keyfile": tls["client_key"]},
+                           **kw)
+    return MqttPublisher(device, section)
 
 
 def _viewer(mosq, tls, tmp_path: Path) -> tuple[AlertSink, Subscriber]:
@@ -110,3 +111,17 @@ def test_publishing_outside_the_acl_reaches_nobody(secure_broker, log_watcher) -
         rogue.close(timeout_s=0.5)
         legit.close(timeout_s=2)
         sub.stop()
+
+
+def test_plain_mqtt_to_a_tls_port_gets_a_tls_hint_once(secure_broker, log_watcher) -> None:
+    mosq, tls, tmp_path = secure_broker
+    plain = mosq.uri.replace("mqtts://", "mqtt://")
+    pub = MqttPublisher("cam1", mqtt_section(plain, tmp_path / "plain.sqlite3", reconnect_min_s=0.1,
+                                             reconnect_max_s=0.2))
+    try:
+        assert log_watcher.wait_for("if that port is a TLS listener, use mqtts://", 10), log_watcher.messages[-5:]
+        assert not pub.wait_connected(1.0)
+        hints = [m for m in log_watcher.messages if "TLS listener" in m]
+        assert len(hints) == 1, "one line per outage, not one per retry"
+    finally:
+        pub.close(timeout_s=0.5)

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch", reason="the model is exported from a torch 
 
 from contract.tiling import default_overlap  # noqa: E402
 from edge.config import load_config  # noqa: E402
-from edge.pipeline import build_pipeline  # noqa: E402
+from edge.daemon import build_pipeline  # noqa: E402
 from edge.publish import LogPublisher  # noqa: E402
 from export.onnx import export_checkpoint  # noqa: E402
 from train.checkpoint import save_checkpoint  # noqa: E402

@@ -9,13 +9,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from mqtt_fixtures import REPO, make_alert
+from mqtt_fixtures import REPO, make_alert, outbox_at
 
-from edge.outbox import Outbox, OutboxError
+from edge.config import OutboxConfig
+from edge.outbox import OutboxError
 
 
 def test_put_is_committed_and_pending_keeps_order(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "outbox.sqlite3")
+    box = outbox_at(tmp_path / "outbox.sqlite3")
     alerts = [make_alert(sequence=i) for i in range(5)]
     rows = [box.put(a) for a in alerts]
     # Another connection (another process would see the same) sees every row right after put returns.
@@ -32,7 +33,7 @@ def test_put_is_committed_and_pending_keeps_order(tmp_path: Path) -> None:
 
 def test_bound_drops_lowest_severity_oldest_first_and_counts_persist(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
-    box = Outbox(path, max_alerts=3)
+    box = outbox_at(path, max_alerts=3)
     order = ["high", "low", "medium", "low", "high"]
     alerts = [make_alert(sequence=i, severity=s) for i, s in enumerate(order)]
     for a in alerts:
@@ -44,11 +45,11 @@ def test_bound_drops_lowest_severity_oldest_first_and_counts_persist(tmp_path: P
     box.put(make_alert(sequence=9, severity="high"))  # now medium is the lowest severity present
     assert alerts[2]["alert_id"] not in [r.alert_id for r in box.pending(10)]
     box.close()
-    assert Outbox(path, max_alerts=3).dropped == 3, "the dropped counter survives a restart"
+    assert outbox_at(path, max_alerts=3).dropped == 3, "the dropped counter survives a restart"
 
 
 def test_byte_bound_keeps_the_newest_when_all_equal(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "outbox.sqlite3", max_bytes=3000)
+    box = outbox_at(tmp_path / "outbox.sqlite3", max_bytes=3000)
     alerts = [make_alert(sequence=i, n_cracks=4) for i in range(10)]
     for a in alerts:
         box.put(a, snapshot=b"\xff\xd8" + b"x" * 300)
@@ -63,18 +64,18 @@ def test_alert_survives_sigkill_right_after_put(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     code = (
         "import os, signal, sys; sys.path.insert(0, 'tests')\n"
-        "from mqtt_fixtures import make_alert\nfrom edge.outbox import Outbox\n"
-        f"box = Outbox({str(path)!r})\n"
+        "from mqtt_fixtures import make_alert, outbox_at\n"
+        f"box = outbox_at({str(path)!r})\n"
         "for i in range(20): box.put(make_alert(sequence=i))\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9, proc.stderr
-    assert [len(Outbox(path))] == [20]
+    assert [len(outbox_at(path))] == [20]
 
 
 def test_concurrent_put_and_ack_from_two_threads(tmp_path: Path) -> None:
-    box = Outbox(tmp_path / "outbox.sqlite3")
+    box = outbox_at(tmp_path / "outbox.sqlite3")
     stored = threading.Event()
     acked: list[int] = []
 
@@ -101,8 +102,8 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(OutboxError, match="cannot open outbox .*file/outbox.sqlite3"):
-        Outbox(blocker / "outbox.sqlite3")
+        outbox_at(blocker / "outbox.sqlite3")
     with pytest.raises(ValueError, match="synchronous"):
-        Outbox(tmp_path / "o.sqlite3", synchronous="OFF")
+        OutboxConfig(path=str(tmp_path / "o.sqlite3"), synchronous="OFF")
     with pytest.raises(OutboxError, match="alert_id"):
-        Outbox(tmp_path / "o2.sqlite3").put({"severity": "low"})
+        outbox_at(tmp_path / "o2.sqlite3").put({"severity": "low"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -10,10 +11,13 @@ import numpy as np
 import pytest
 from edge_helpers import crack_image, darkness_model, write_video
 
+from contract.tiling import tile_grid
 from edge.alerts import validate_alert
-from edge.config import EdgeConfig, load_config
-from edge.pipeline import SequenceCounter, build_pipeline, run_daemon
+from edge.config import EdgeConfig, SourceConfig, load_config
+from edge.daemon import build_pipeline, run_daemon
+from edge.pipeline import PipelineError
 from edge.publish import LogPublisher
+from edge.sequence import SequenceCounter
 from edge.sources import CaptureSource
 
 
@@ -125,8 +129,8 @@ def test_live_source_back_pressure_drops_oldest_and_is_counted(tmp_path: Path) -
     pipeline = build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")))  # noqa: SIM115
     gate = threading.Event()
     release_after = threading.Event()
-    live = CaptureSource(lambda: cv2.VideoCapture(str(video)), "live", live=True, queue_size=1,
-                         reconnect_min_s=60, reconnect_max_s=60)
+    live = CaptureSource(lambda: cv2.VideoCapture(str(video)), "live", live=True,
+                         config=SourceConfig(queue_size=1, reconnect_min_s=60, reconnect_max_s=60))
     pipeline.source = live
     inner = pipeline.backend
 
@@ -161,3 +165,67 @@ def test_wrong_tile_size_is_refused_with_the_setting(tmp_path: Path) -> None:
     config = make_config(tmp_path, folder, **{"tiling.tile": 128})
     with pytest.raises(Exception, match=r"tiling.tile = 128 but the model takes 64×64 tiles"):
         build_pipeline(config, publisher=LogPublisher())
+
+
+@pytest.mark.parametrize("oversize", ["downscale", "reject"])
+def test_frames_above_max_frame_pixels_are_downscaled_or_rejected_with_a_warning(
+    tmp_path: Path, oversize: str, caplog
+) -> None:
+    folder = folder_of(tmp_path, {"big.png": crack_image(240, 320, crack=True, seed=1),
+                                  "small.png": crack_image(60, 80, crack=True, seed=2)})
+    config = make_config(tmp_path, folder, **{"source.max_frame_pixels": 19200, "source.oversize": f"'{oversize}'",
+                                              "model.batch_size": 1})
+    publisher = LogPublisher(stream=open(tmp_path / "a.jsonl", "w"))  # noqa: SIM115 - closed by the daemon
+    stats = run_daemon(config, publisher=publisher)
+    assert stats["frames_oversized"] == 1 and stats["errors"] == 0
+    sizes = [a["frame_size"] for a in publisher.alerts]
+    if oversize == "downscale":
+        assert stats["frames"] == 2
+        assert sizes == [{"width": 160, "height": 120}, {"width": 80, "height": 60}]  # 320x240 -> 19,200 px
+        assert any("downscaled to 160x120" in r.getMessage() for r in caplog.records)
+    else:
+        assert stats["frames"] == 1 and sizes == [{"width": 80, "height": 60}]
+        assert any("rejected" in r.getMessage() and "76800 px" in r.getMessage() for r in caplog.records)
+
+
+def test_a_one_channel_model_is_refused_at_start_with_the_reason(tmp_path: Path) -> None:
+    folder = folder_of(tmp_path, {"a.png": crack_image(seed=1)})
+    config = make_config(tmp_path, folder)
+    darkness_model(Path(config.model.path), input_size=64, channels=1)
+    with pytest.raises(PipelineError, match=r"input has 1 channel\(s\) but the edge pipeline feeds 3-channel RGB"):
+        build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")))  # noqa: SIM115
+
+
+def test_a_graph_whose_input_size_disagrees_with_its_metadata_is_refused(tmp_path: Path) -> None:
+    folder = folder_of(tmp_path, {"a.png": crack_image(seed=1)})
+    config = make_config(tmp_path, folder)
+    darkness_model(Path(config.model.path), input_size=64, graph_size=32)
+    with pytest.raises(PipelineError, match="graph input is 32×32 but its metadata says input_size 64"):
+        build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")))  # noqa: SIM115
+
+
+def test_a_stop_abandons_inference_still_running_after_the_grace_period(tmp_path: Path, caplog) -> None:
+    """A frame of many tiles on a slow backend: SIGTERM (the stop event) must not wait for all of them."""
+    folder = folder_of(tmp_path, {"a.png": crack_image(480, 640, seed=1)})
+    config = make_config(tmp_path, folder, **{"model.batch_size": 1, "source.shutdown_grace_s": 0.3})
+    pipeline = build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")))  # noqa: SIM115
+    inner, stop, batches = pipeline.backend, threading.Event(), []
+
+    class SlowAfterStop:  # each batch takes 0.1 s of (simulated) compute once the stop was requested
+        metadata, input_shape, precision = inner.metadata, inner.input_shape, inner.precision
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            batches.append(len(batch))
+            if len(batches) == 1:
+                stop.set()  # the stop request arrives while the first frame is being inferred
+            if stop.is_set():
+                threading.Event().wait(0.1)
+            return inner.infer(batch)
+
+    pipeline.backend = SlowAfterStop()
+    with caplog.at_level(logging.WARNING):
+        stats = pipeline.run(stop)
+    tiles = len(tile_grid(480, 640, 64, 16).origins)
+    assert stats["frames_abandoned"] == 1 and stats["frames"] == 0
+    assert len(batches) < tiles / 4, f"{len(batches)} of {tiles} batches ran after a 0.3 s grace"
+    assert any("abandoned" in r.getMessage() for r in caplog.records)

@@ -144,11 +144,12 @@ def test_geojson_and_csv_exports(tmp_path: Path) -> None:
 
 
 def test_outbox_is_an_input_with_its_snapshots(tmp_path: Path) -> None:
+    from edge.config import OutboxConfig
     from edge.outbox import Outbox
 
     alert = make_alert(two_crack_image(3), 0, 0.0)
     jpeg = render_overlay(two_crack_image(3), np.zeros((240, 320), bool), [])
-    box = Outbox(tmp_path / "outbox.sqlite3")
+    box = Outbox(OutboxConfig(path=str(tmp_path / "outbox.sqlite3")))
     box.put(alert, jpeg)
     box.close()
     out = tmp_path / "r"

@@ -9,14 +9,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from edge_helpers import frame_number, numbered_frame, write_video
+from edge_helpers import crack_image, frame_number, numbered_frame, write_video
 
+from edge.config import SourceConfig
 from edge.sources import CaptureSource, ImageFolderSource, SourceError, open_source, redact_uri
 
 
 def test_video_file_yields_every_frame_in_order_with_metadata(tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip.avi", [numbered_frame(i) for i in range(12)])
-    with open_source(f"file://{video}") as source:
+    with open_source(SourceConfig(uri=f"file://{video}")) as source:
         frames = list(source)
     assert not source.is_live and source.dropped_frames == 0
     assert [f.index for f in frames] == list(range(12))
@@ -29,7 +30,7 @@ def test_video_file_yields_every_frame_in_order_with_metadata(tmp_path: Path) ->
 
 def test_video_loop_restarts_and_keeps_counting(tmp_path: Path) -> None:
     video = write_video(tmp_path / "clip.avi", [numbered_frame(i) for i in range(5)])
-    source = open_source(str(video), loop=True)
+    source = open_source(SourceConfig(uri=str(video), loop=True))
     frames = []
     for frame in source:
         frames.append(frame)
@@ -50,7 +51,7 @@ def test_image_folder_sorted_and_a_corrupt_image_is_skipped_with_its_name(
     cv2.imwrite(str(folder / "gray_3.png"), numbered_frame(3)[..., 0])  # single channel -> BGR
     (folder / "notes.txt").write_text("ignored")
     with caplog.at_level(logging.WARNING, logger="edge.sources"):
-        source = open_source(folder)
+        source = open_source(SourceConfig(uri=str(folder)))
         frames = list(source)
     assert isinstance(source, ImageFolderSource)
     assert [f.name for f in frames] == ["gray_3.png", "img_0.png", "img_1.png", "img_2.png"]
@@ -65,7 +66,7 @@ def test_image_folder_loop(tmp_path: Path) -> None:
     folder.mkdir()
     for i in range(3):
         cv2.imwrite(str(folder / f"{i}.png"), numbered_frame(i))
-    source = open_source(folder, loop=True)
+    source = open_source(SourceConfig(uri=str(folder), loop=True))
     names = []
     for frame in source:
         names.append(frame.name)
@@ -101,8 +102,8 @@ def test_live_source_drops_the_oldest_frames_for_a_slow_consumer(tmp_path: Path)
     """A reader that outpaces the consumer keeps only the newest `queue_size` frames and counts the rest."""
     video = write_video(tmp_path / "live.avi", [numbered_frame(i) for i in range(30)])
     gate = threading.Event()
-    source = CaptureSource(lambda: GatedCapture(video, gate), "live-test", live=True, queue_size=3,
-                           reconnect_min_s=60.0, reconnect_max_s=60.0)  # after the 30 frames: wait (close ends it)
+    source = CaptureSource(lambda: GatedCapture(video, gate), "live-test", live=True, config=SourceConfig(queue_size=3,
+                           reconnect_min_s=60.0, reconnect_max_s=60.0))  # after the 30 frames: wait (close ends it)
     frames = iter(source)
     first = next(frames)  # starts the reader; the consumer now stalls
     gate.set()
@@ -124,7 +125,7 @@ def test_live_source_reconnects_after_the_stream_ends(tmp_path: Path) -> None:
         opened.release()
         return cv2.VideoCapture(str(video))
 
-    source = CaptureSource(opener, "live-test", live=True, queue_size=64, reconnect_min_s=0.01, reconnect_max_s=0.02)
+    source = CaptureSource(opener, "live-test", SourceConfig(queue_size=64, reconnect_min_s=0.01, reconnect_max_s=0.02), live=True)
     frames = iter(source)
     got = [next(frames) for _ in range(10)]  # 4 frames per connection: needs >= 2 reconnects
     source.close()
@@ -134,7 +135,7 @@ def test_live_source_reconnects_after_the_stream_ends(tmp_path: Path) -> None:
 
 
 def test_missing_camera_does_not_crash_and_close_interrupts_the_back_off() -> None:
-    source = CaptureSource(lambda: None, "cam-absent", live=True, reconnect_min_s=30.0, reconnect_max_s=30.0)
+    source = CaptureSource(lambda: None, "cam-absent", SourceConfig(reconnect_min_s=30.0, reconnect_max_s=30.0), live=True)
     frames = iter(source)
     closer = threading.Timer(0.2, source.close)
     closer.start()
@@ -145,18 +146,18 @@ def test_missing_camera_does_not_crash_and_close_interrupts_the_back_off() -> No
 
 def test_errors_name_the_uri_without_credentials(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="does not exist"):
-        open_source(tmp_path / "missing.mp4")
+        open_source(SourceConfig(uri=str(tmp_path / "missing.mp4")))
     with pytest.raises(SourceError, match="no images"):
         (tmp_path / "empty").mkdir()
-        open_source(tmp_path / "empty")
+        open_source(SourceConfig(uri=str(tmp_path / "empty")))
     (tmp_path / "junk.mp4").write_bytes(b"not a video at all")
     with pytest.raises(SourceError, match="junk.mp4"):
-        open_source(tmp_path / "junk.mp4")
+        open_source(SourceConfig(uri=str(tmp_path / "junk.mp4")))
     with pytest.raises(SourceError, match="unknown scheme 'ftp'") as info:
-        open_source("ftp://user:secret@host/x")
+        open_source(SourceConfig(uri="ftp://user:secret@host/x"))
     assert "secret" not in str(info.value)
     with pytest.raises(SourceError, match="no source given"):
-        open_source("")
+        open_source(SourceConfig(uri=""))
 
 
 def test_redact_uri_strips_credentials() -> None:
@@ -168,6 +169,20 @@ def test_redact_uri_strips_credentials() -> None:
 def test_live_uris_are_recognised_without_hardware() -> None:
     """URI forms map to live sources; opening is lazy (a camera may come up after the daemon)."""
     for uri in ("v4l2:///dev/video9", "7", "rtsp://user:pw@127.0.0.1:9/none"):
-        source = open_source(uri, reconnect_min_s=30.0, reconnect_max_s=30.0)
+        source = open_source(SourceConfig(uri=uri, reconnect_min_s=30.0, reconnect_max_s=30.0))
         assert source.is_live and "pw" not in source.source_id
         source.close()
+
+
+def test_a_truncated_jpeg_is_decoded_with_a_warning_naming_the_file(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    ok, data = cv2.imencode(".jpg", crack_image(240, 320, seed=1))
+    assert ok
+    (folder / "whole.jpg").write_bytes(data.tobytes())
+    (folder / "cut.jpg").write_bytes(data.tobytes()[: len(data) * 2 // 3])
+    with caplog.at_level(logging.WARNING):
+        frames = list(open_source(SourceConfig(uri=str(folder))))
+    assert [f.name for f in frames] == ["cut.jpg", "whole.jpg"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "cut.jpg is a truncated JPEG" in warnings[0]

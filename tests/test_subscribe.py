@@ -12,7 +12,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_fixtures import REPO, broker, make_alert, needs_mosquitto  # noqa: F401
+from mqtt_fixtures import REPO, broker, make_alert, mqtt_section, needs_mosquitto  # noqa: F401
 
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber, format_alert_line
@@ -98,7 +98,7 @@ def test_cli_counts_validates_and_writes_csv(broker, tmp_path: Path) -> None:
         for line in proc.stderr:  # wait until the CLI's subscription is acknowledged
             if "subscribed to crack/cam1/alert" in line:
                 break
-        pub = MqttPublisher("cam1", broker.uri, outbox_path=tmp_path / "o.sqlite3")
+        pub = MqttPublisher("cam1", mqtt_section(broker.uri, tmp_path / "o.sqlite3"))
         alerts = [make_alert(sequence=i, severity="medium") for i in range(2)]
         pub.publish_alert(alerts[0])
         pub.publish_alert(alerts[0] | {})  # same alert_id: the outbox keeps one, the subscriber would drop it
