@@ -39,7 +39,9 @@ def assert_exact(tally: fs.Tally, *, redelivery_allowed: bool = False) -> None:
 
 def test_broker_stop_start_loses_nothing(tmp_path: Path) -> None:
     tally = fs.broker_stop_start(tmp_path)
-    assert_exact(tally)
+    # the broker stops right after the first alerts go out: one it forwarded before its PUBACK reached the
+    # daemon is sent again after the restart (QoS 1 is at-least-once; the subscriber de-duplicates by alert_id)
+    assert_exact(tally, redelivery_allowed=True)
     assert tally.notes["outbox_left"] == 0
 
 
