@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -78,7 +79,7 @@ def command_line(script: str, argv: Sequence[str] | None) -> str:
     """The command that reproduces this run, e.g. ``python -m benchmarks.bench_x --flag 1``."""
     args = list(argv if argv is not None else sys.argv[1:])
     module = ".".join(Path(os.path.relpath(script, REPO)).with_suffix("").parts)
-    return " ".join(["python", "-m", module, *args])
+    return shlex.join(["python", "-m", module, *args])  # quoted: flags may hold spaces (--note, --train-args)
 
 
 def dataset(name: str) -> Path:

@@ -25,7 +25,7 @@ from benchmarks.common import add_results_args, command_line, publish, section_h
 
 def parse_run(text: str) -> tuple[str, list[Path]]:
     """``LABEL=PATTERN`` -> (label, run folders holding a metrics.json); SystemExit naming a bad item."""
-    label, sep, pattern = text.partition("=")
+    label, sep, pattern = text.rpartition("=")  # a label may hold "=" (γ=0), a path seldom does
     if not sep or not label or not pattern:
         raise SystemExit(f"error: --run must be LABEL=FOLDER_OR_GLOB, got {text!r}")
     folders = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / "metrics.json").is_file())
