@@ -30,7 +30,13 @@ from tqdm import tqdm
 
 from contract.backends import Backend, BackendError, load_backend
 from contract.image_tiles import ImageFolderError, list_images, read_bgr
-from contract.metrics import BETA2, ThresholdSweep, pooled_summary, prf
+from contract.metrics import (
+    BETA2,
+    ThresholdSweep,
+    mean_metrics_at_threshold,
+    metrics_at_threshold,
+    pooled_summary,
+)
 from contract.onnx_file import load_onnx, read_metadata, save_onnx_atomic, write_metadata
 from contract.predict import predict_frame
 
@@ -55,12 +61,8 @@ class ThresholdChoice:
 
 def choose_threshold(sweep: ThresholdSweep) -> ThresholdChoice:
     """The ODS threshold of ``sweep`` (the lowest among ties) with P/R/F there (pure)."""
-    summary = sweep.summary()
-    threshold = summary["ods_threshold"]
-    index = int(np.argmin(np.abs(sweep.thresholds - threshold)))
-    tp, fp, fn = (int(c[index]) for c in sweep.totals())
-    precision, recall, f_beta = prf(tp, fp, fn)
-    return ThresholdChoice(threshold, precision, recall, f_beta, prf(tp, fp, fn, beta2=1.0)[2], sweep.n_images)
+    threshold = sweep.summary()["ods_threshold"]
+    return _choice(threshold, metrics_at_threshold(sweep, threshold), sweep.n_images)
 
 
 def choose_pooled_threshold(sweeps: dict[str, ThresholdSweep]) -> ThresholdChoice:
@@ -68,13 +70,11 @@ def choose_pooled_threshold(sweeps: dict[str, ThresholdSweep]) -> ThresholdChoic
     if len(sweeps) == 1:
         return choose_threshold(next(iter(sweeps.values())))
     threshold = pooled_summary(sweeps)["ods_threshold"]
-    rows = []
-    for sweep in sweeps.values():
-        index = int(np.argmin(np.abs(sweep.thresholds - threshold)))
-        tp, fp, fn = (int(c[index]) for c in sweep.totals())
-        rows.append((*prf(tp, fp, fn), prf(tp, fp, fn, beta2=1.0)[2]))
-    p, r, f, f1 = (float(np.mean(col)) for col in zip(*rows, strict=True))
-    return ThresholdChoice(threshold, p, r, f, f1, sum(s.n_images for s in sweeps.values()))
+    return _choice(threshold, mean_metrics_at_threshold(sweeps, threshold), sum(s.n_images for s in sweeps.values()))
+
+
+def _choice(threshold: float, at: dict[str, float], n_images: int) -> ThresholdChoice:
+    return ThresholdChoice(threshold, at["precision"], at["recall"], at["f_beta"], at["f1"], n_images)
 
 
 def split_for(root: Path, split: str, run: Path | None) -> str | None:

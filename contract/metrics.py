@@ -238,6 +238,23 @@ class ThresholdSweep:
         }
 
 
+def metrics_at_threshold(sweep: ThresholdSweep, threshold: float, beta2: float = BETA2) -> dict[str, float]:
+    """Data-set P, R, F-beta, F1, IoU at the sweep threshold nearest ``threshold``."""
+    k = int(np.argmin(np.abs(sweep.thresholds - threshold)))
+    tp, fp, fn = (float(c[k]) for c in sweep.totals())
+    p, r, f = prf(tp, fp, fn, beta2)
+    return {"threshold": float(sweep.thresholds[k]), "precision": p, "recall": r, "f_beta": f,
+            "f1": prf(tp, fp, fn, 1.0)[2], "iou": iou(tp, fp, fn)}
+
+
+def mean_metrics_at_threshold(sweeps: Mapping[str, ThresholdSweep], threshold: float,
+                              beta2: float = BETA2) -> dict[str, float]:
+    """Each data set's P, R, F-beta, F1, IoU at ``threshold`` (:func:`metrics_at_threshold`), averaged
+    over the data sets: every set counts equally, as in :func:`pooled_summary`."""
+    rows = [metrics_at_threshold(sweep, threshold, beta2) for sweep in sweeps.values()]
+    return {key: float(np.mean([row[key] for row in rows])) for key in ("precision", "recall", "f_beta", "f1", "iou")}
+
+
 def merge_sweeps(sweeps: Iterable[ThresholdSweep]) -> ThresholdSweep:
     """One sweep holding every image of ``sweeps`` (same thresholds and tolerance): pooled by pixels."""
     sweeps = list(sweeps)

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from contract.metrics import pooled_summary
+from contract.metrics import mean_metrics_at_threshold, metrics_at_threshold, pooled_summary
 from train.config import split_data_list
 from train.data import DatasetError, Splits, list_samples, load_images
 from train.inference import Predictor, sweep_images
-from train.report import metrics_at_threshold, source_table, write_json, write_overlay, write_pr_curve
+from train.report import source_table, write_json, write_overlay, write_pr_curve
 from train.sources import recorded_splits, source_names, source_splits
 
 
@@ -112,29 +112,12 @@ def choose_splits(model_path: Path, data: Path, samples, train_config: dict[str,
     )
 
 
-def evaluate_model(
-    model: str | Path,
-    data: str | Path,
-    *,
-    split: str = "test",
-    out: str | Path | None = None,
-    tolerance_px: int = 0,
-    threshold: float | None = None,
-    device: str = "auto",
-    scale: float | None = None,
-    binarize_masks: bool = False,
-    splits_dir: str | Path | None = None,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    overlays: int = 4,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Score ``model`` on one split of ``data``; write metrics.json, pr_curve.*, overlays/ into ``out``."""
-    return evaluate_sources(model, [data], split=split, out=out, tolerance_px=tolerance_px, threshold=threshold,
-                            device=device, scale=scale, binarize_masks=binarize_masks, splits_dir=splits_dir,
-                            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, overlays=overlays,
-                            progress=progress)
+def evaluate_model(model: str | Path, data: str | Path, **options: Any) -> dict[str, Any]:
+    """Score ``model`` on one split of ``data``; write metrics.json, pr_curve.*, overlays/ into ``out``.
+
+    ``options``: the keywords of :func:`evaluate_sources` (split, out, tolerance_px, threshold, ...).
+    """
+    return evaluate_sources(model, [data], **options)
 
 
 def evaluate_sources(
@@ -193,9 +176,8 @@ def evaluate_sources(
         sweeps[data.name], per_source[data.name] = sweep, metrics
     if len(datas) == 1:
         return per_source[datas[0].name]
-    at = {k: float(np.mean([m["at_threshold"][k] for m in per_source.values()]))
-          for k in ("precision", "recall", "f_beta", "f1", "iou")}
-    pooled = {**pooled_summary(sweeps), "at_threshold": {"threshold": chosen, **at}, **run,
+    at = {"threshold": chosen, **mean_metrics_at_threshold(sweeps, chosen)}
+    pooled = {**pooled_summary(sweeps), "at_threshold": at, **run,
               "data": "+".join(sweeps), "seconds": round(time.perf_counter() - started, 2), "sources": per_source}
     write_json(out / "metrics.json", pooled)
     return pooled

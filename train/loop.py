@@ -39,7 +39,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from contract.metrics import ThresholdSweep, merge_sweeps, pooled_summary
+from contract.metrics import (
+    ThresholdSweep,
+    mean_metrics_at_threshold,
+    merge_sweeps,
+    metrics_at_threshold,
+    pooled_summary,
+)
 from train import distributed
 from train.checkpoint import (
     CheckpointError,
@@ -57,7 +63,6 @@ from train.model import build_model
 from train.report import (
     append_history,
     history_row,
-    metrics_at_threshold,
     read_history,
     truncate_history,
     write_json,
@@ -363,8 +368,9 @@ def _restore(payload: dict[str, Any] | None, model, optimizer, scaler) -> _Progr
 def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config: TrainConfig,
              progress: bool) -> dict[str, Any]:
     """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source."""
-    sweeps = {name: sweep_images(torch_predictor(unwrap(model), device, amp_dtype), data,
-                                 tolerance_px=config.tolerance_px, progress=progress, desc=f"validating {name}")
+    predict = torch_predictor(unwrap(model), device, amp_dtype)
+    sweeps = {name: sweep_images(predict, data, tolerance_px=config.tolerance_px, progress=progress,
+                                 desc=f"validating {name}")
               for name, data in val_sets.items()}
     return pooled_summary(sweeps)
 
@@ -563,9 +569,8 @@ def build_metrics(sweeps: dict[str, ThresholdSweep] | ThresholdSweep, threshold:
                 **extra}
     per_source = {name: {**sw.summary(), "at_threshold": metrics_at_threshold(sw, threshold)}
                   for name, sw in sweeps.items()}
-    at = {k: float(np.mean([row["at_threshold"][k] for row in per_source.values()]))
-          for k in ("precision", "recall", "f_beta", "f1", "iou")}
-    return {**pooled_summary(sweeps), "threshold": threshold, "at_threshold": {"threshold": threshold, **at},
+    at = {"threshold": threshold, **mean_metrics_at_threshold(sweeps, threshold)}
+    return {**pooled_summary(sweeps), "threshold": threshold, "at_threshold": at,
             **extra, "sources": per_source}
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from contract.metrics import BETA2, ThresholdSweep, f_beta_from_pr, iou, prf
+from contract.metrics import BETA2, ThresholdSweep, f_beta_from_pr, prf
 
 HISTORY_FIELDS = (
     "epoch", "train_loss", "steps", "lr", "seconds",
@@ -89,15 +89,6 @@ def truncate_history(path: str | os.PathLike, last_epoch: int) -> None:
 
 
 # ----------------------------------------------------------------------------- metrics
-
-
-def metrics_at_threshold(sweep: ThresholdSweep, threshold: float, beta2: float = BETA2) -> dict[str, float]:
-    """Data-set P, R, F-beta, F1, IoU at the sweep threshold nearest ``threshold``."""
-    k = int(np.argmin(np.abs(sweep.thresholds - threshold)))
-    tp, fp, fn = (float(c[k]) for c in sweep.totals())
-    p, r, f = prf(tp, fp, fn, beta2)
-    return {"threshold": float(sweep.thresholds[k]), "precision": p, "recall": r, "f_beta": f,
-            "f1": prf(tp, fp, fn, 1.0)[2], "iou": iou(tp, fp, fn)}
 
 
 def write_pr_curve(sweep: ThresholdSweep, folder: str | os.PathLike, label: str, title: str = "") -> tuple[Path, Path]:
