@@ -265,27 +265,37 @@ def resolve_splits(
     return Splits(train=train, val=val, test=test, source=source)
 
 
-def write_splits(splits: Splits, folder: str | os.PathLike) -> Path:
-    """Write ``splits/train.txt``, ``val.txt``, ``test.txt`` into a run folder; returns the folder."""
-    folder = Path(folder) / "splits"
+def write_split_files(splits: Splits, folder: str | os.PathLike) -> Path:
+    """Write ``train.txt``, ``val.txt``, ``test.txt`` (one stem a line) into ``folder``; returns it."""
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in SPLIT_NAMES:
         (folder / f"{name}.txt").write_text("".join(f"{s}\n" for s in splits.get(name)), encoding="utf-8")
     return folder
 
 
-def read_run_splits(run_folder: str | os.PathLike, available: Iterable[str]) -> Splits:
-    """The splits a run wrote with :func:`write_splits` (used on resume)."""
-    folder = Path(run_folder) / "splits"
+def read_split_files(folder: str | os.PathLike, available: Iterable[str], *, source: str) -> Splits:
+    """The splits :func:`write_split_files` wrote into ``folder`` (an empty file is an empty split)."""
+    folder = Path(folder)
     known = list(available)
     lists = {}
     for name in SPLIT_NAMES:
         path = folder / f"{name}.txt"
         if not path.is_file():
-            raise DatasetError(f"run folder {run_folder} has no {path.name} in splits/ (written by train.run)")
+            raise DatasetError(f"{folder} has no {path.name} (written by train.run)")
         text = path.read_text(encoding="utf-8").strip()
         lists[name] = read_split_file(path, known) if text else []
-    return Splits(**lists, source=f"run folder {run_folder}")
+    return Splits(**lists, source=source)
+
+
+def write_splits(splits: Splits, folder: str | os.PathLike) -> Path:
+    """Write ``splits/train.txt``, ``val.txt``, ``test.txt`` into a run folder; returns the splits folder."""
+    return write_split_files(splits, Path(folder) / "splits")
+
+
+def read_run_splits(run_folder: str | os.PathLike, available: Iterable[str]) -> Splits:
+    """The splits a run wrote with :func:`write_splits` (used on resume)."""
+    return read_split_files(Path(run_folder) / "splits", available, source=f"run folder {run_folder}")
 
 
 # ----------------------------------------------------------------------------- in-memory images

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from train.data import (
-    SPLIT_NAMES,
     DatasetError,
     Sample,
     Splits,
     list_samples,
-    read_split_file,
+    read_split_files,
     resolve_splits,
+    write_split_files,
 )
 
 
@@ -65,17 +65,11 @@ def run_split_folder(run_folder: str | os.PathLike, name: str, n_sources: int) -
 def _recorded_splits(run_folder: Path, name: str, samples: Mapping[str, Sample]) -> Splits | None:
     """The split a run folder recorded for source ``name``, or None."""
     for folder in (run_folder / "splits" / name, run_folder / "splits"):
-        if not (folder / "train.txt").is_file():
-            continue
-        lists = {}
-        for split in SPLIT_NAMES:
-            path = folder / f"{split}.txt"
-            text = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        if (folder / "train.txt").is_file():
             try:
-                lists[split] = read_split_file(path, samples) if text else []
+                return read_split_files(folder, samples, source=f"run folder {run_folder}")
             except DatasetError:
                 return None  # recorded for another data set of the same layout: not ours
-        return Splits(**lists, source=f"run folder {run_folder}")
     return None
 
 
@@ -121,10 +115,7 @@ def open_sources(roots: Sequence[str | os.PathLike], *, seed: int = 0, val_fract
 def write_source_splits(sources: Sequence[Source], run_folder: str | os.PathLike) -> None:
     """Record each source's split in the run folder (layout in the module docstring)."""
     for source in sources:
-        folder = run_split_folder(run_folder, source.name, len(sources))
-        folder.mkdir(parents=True, exist_ok=True)
-        for split in SPLIT_NAMES:
-            (folder / f"{split}.txt").write_text("".join(f"{s}\n" for s in source.splits.get(split)), encoding="utf-8")
+        write_split_files(source.splits, run_split_folder(run_folder, source.name, len(sources)))
 
 
 def source_shares(weighting: str | Mapping[str, float], counts: Mapping[str, int]) -> dict[str, float]:
