@@ -13,8 +13,9 @@ Guarantees (see docs/MQTT.md "Outbox"):
   either bound, rows are dropped lowest severity first ("low", then "medium", then "high"), oldest
   first within a severity. Dropped rows are counted in a persistent counter (`dropped`).
 - A damaged file (not a database, or failing SQLite's quick_check) is moved aside to
-  ``<path>.damaged-<UTC time>`` when it is opened; every row that can still be read is copied into a
-  fresh outbox (`recovered`), the unreadable rest is counted (`unrecoverable`) and logged once.
+  ``<path>.damaged-<UTC time>`` when it is opened; every row that can still be read and whose payload is
+  still the alert it names is copied into a fresh outbox (`recovered`), the rest is counted
+  (`unrecoverable`) and logged once.
 
 Errors are :class:`OutboxError` with a hint that names the cause (full disk, read-only file, damage).
 Thread-safe: one connection guarded by one lock (paho's network thread acks, the pipeline puts).
@@ -94,6 +95,14 @@ def _device_of(payload: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return str(value) if value is not None else None
+
+
+def _intact(alert_id: str, payload: bytes) -> bool:
+    """Whether a stored payload is still the alert its row names (JSON whose alert_id matches)."""
+    try:
+        return json.loads(payload).get("alert_id") == alert_id
+    except (ValueError, AttributeError):
+        return False
 
 
 class Outbox:
@@ -205,9 +214,12 @@ class Outbox:
                 except sqlite3.DatabaseError:
                     self.unrecoverable += 1
                     continue
-                if row is not None:
-                    row = (*row[:7], row[7] if row[7] is not None else _device_of(bytes(row[4])))
-                    rows.append(row)
+                if row is None:
+                    continue
+                if not _intact(row[1], bytes(row[4])):  # readable, but the damage went through the alert itself
+                    self.unrecoverable += 1
+                    continue
+                rows.append((*row[:7], row[7] if row[7] is not None else _device_of(bytes(row[4]))))
         except sqlite3.DatabaseError:
             pass
         finally:
