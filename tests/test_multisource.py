@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import write_small_crackforest
 
+from train.config import ConfigError, TrainConfig
 from train.data import CrackImages, CropRecipe, TrainCrops, fit_small_image
 from train.evaluate import main as evaluate_main
 from train.run import main as run_main
@@ -115,8 +116,9 @@ def test_evaluate_uses_the_data_sets_own_split_and_prints_a_table(two_sets, tmp_
 
 def test_time_budget_stops_after_each_step_and_resume_reaches_the_uninterrupted_weights(two_sets, tmp_path):
     cfd, gaps = two_sets
+    # with the cosine schedule: the learning rate of every step must survive the cuts too
     args = ["--data", str(cfd), "--data", str(gaps), *TINY, "--epochs", "2", "--max-steps-per-epoch", "3",
-            "--batch", "2", "--overlays", "0"]
+            "--batch", "2", "--overlays", "0", "--lr-schedule", "cosine", "--lr-min", "1e-5"]
     assert run_main([*args, "--out", str(tmp_path / "straight")]) == 0
     # a budget this small stops after every step: the run completes over several invocations
     code = run_main([*args, "--time-budget-min", "0.00001", "--out", str(tmp_path / "pieces")])
@@ -132,6 +134,19 @@ def test_time_budget_stops_after_each_step_and_resume_reaches_the_uninterrupted_
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, pieces["state_dict"][key]), key
     assert history_without_seconds(tmp_path / "straight") == history_without_seconds(tmp_path / "pieces")
+    lrs = [float(row["lr"]) for row in csv.DictReader((tmp_path / "pieces" / "history.csv").open())]
+    assert lrs[0] < 1e-3 and lrs[-1] == pytest.approx(1e-5)  # the last step's rate
+
+
+def test_cosine_schedule_runs_from_lr_to_lr_min_and_constant_stays():
+    cosine = TrainConfig(data=("x",), lr=1e-3, lr_schedule="cosine", lr_min=1e-5)
+    rates = [cosine.learning_rate(step, 11) for step in range(11)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)
+    assert rates[5] == pytest.approx((1e-3 + 1e-5) / 2)
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert {TrainConfig(data=("x",), lr=1e-3).learning_rate(s, 11) for s in range(11)} == {1e-3}
+    with pytest.raises(ConfigError, match="--lr-min must be between 0 and --lr"):
+        TrainConfig(data=("x",), lr=1e-3, lr_schedule="cosine", lr_min=1e-2)
 
 
 def test_bad_source_options_name_the_flag(two_sets, tmp_path, capsys):

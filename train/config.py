@@ -12,6 +12,7 @@ from train.augment import BORDERS, AugmentConfig
 from train.losses import LOSS_NAMES
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+LR_SCHEDULES = ("constant", "cosine")
 SELECT_METRICS = ("ods_f", "f_beta")
 SMALL_IMAGE_POLICIES = ("mirror", "pad", "resize")
 SOURCE_WEIGHTING = ("balanced", "images")
@@ -42,6 +43,8 @@ class TrainConfig:
     epochs: int = 30
     batch: int = 1  # per process
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # constant | cosine (from --lr down to --lr-min over all steps of --epochs)
+    lr_min: float = 0.0  # the cosine schedule's last learning rate
     seed: int = 0
     device: str = "auto"
     workers: int = 2
@@ -108,6 +111,10 @@ class TrainConfig:
                 fail(name, ">= 0")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             fail("lr", "a positive learning rate")
+        if self.lr_schedule not in LR_SCHEDULES:
+            fail("lr_schedule", f"one of {', '.join(LR_SCHEDULES)}")
+        if not 0.0 <= self.lr_min <= self.lr:
+            fail("lr_min", "between 0 and --lr")
         if not (self.scale > 0 and math.isfinite(self.scale)):
             fail("scale", "a positive factor")
         for name in ("val_fraction", "test_fraction"):
@@ -126,6 +133,16 @@ class TrainConfig:
         if not self.augment:
             return None
         return AugmentConfig(self.rotation_deg, self.shift_frac, self.shear_deg, self.flip, self.border)
+
+    def learning_rate(self, step: int, total_steps: int) -> float:
+        """Adam's learning rate for optimizer step ``step`` (0-based) of a run of ``total_steps`` steps.
+
+        A pure function of the step, so a resumed run continues the schedule exactly (with the same
+        --epochs; a resume that changes --epochs stretches the cosine from the step reached)."""
+        if self.lr_schedule == "constant" or total_steps <= 1:
+            return self.lr
+        t = min(max(step, 0), total_steps - 1) / (total_steps - 1)
+        return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1.0 + math.cos(math.pi * t))
 
     def loss_kwargs(self) -> dict[str, float]:
         return {"alpha": self.alpha, "beta": self.beta, "gamma1": self.gamma1, "gamma2": self.gamma2}

@@ -162,10 +162,12 @@ def _epoch_loader(dataset: TrainCrops, config: TrainConfig, epoch: int, ctx: dis
 
 def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype, *, epoch: int,
                     max_steps: int = 0, progress: bool = False,
-                    should_stop: Callable[[], bool] | None = None) -> tuple[float, int]:
+                    should_stop: Callable[[], bool] | None = None,
+                    lr_at: Callable[[int], float] | None = None) -> tuple[float, int]:
     """Adam steps over one epoch; returns (mean loss, steps). Raises TrainingError on a non-finite loss.
 
     ``should_stop()`` is asked after every step; True ends the epoch there (the wall-clock budget).
+    ``lr_at(i)`` is the learning rate of this call's i-th step (the schedule), set before the step.
     """
     model.train()
     total = len(loader) if not max_steps else min(max_steps, len(loader))
@@ -190,6 +192,9 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype
                 f"training loss is {value} at epoch {epoch} step {steps + 1}; lower --lr or use --amp off"
             )
         optimizer.zero_grad(set_to_none=True)
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(steps)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -427,9 +432,11 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
             t0 = time.perf_counter()
             epoch_steps = steps_per_epoch
             loader = _epoch_loader(dataset, config, epoch, ctx, device, start_step=state.step)
-            mean_loss, steps = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype,
-                                               epoch=epoch, max_steps=epoch_steps - state.step, progress=progress,
-                                               should_stop=should_stop)
+            first = (epoch - 1) * steps_per_epoch + state.step  # the run's step index of this call's first step
+            mean_loss, steps = train_one_epoch(
+                model, loader, loss_fn, optimizer, scaler, device, amp_dtype, epoch=epoch,
+                max_steps=epoch_steps - state.step, progress=progress, should_stop=should_stop,
+                lr_at=lambda i, first=first: config.learning_rate(first + i, config.epochs * steps_per_epoch))
             state.loss_sum += mean_loss * steps if steps else 0.0
             state.step += steps
             state.seconds += time.perf_counter() - t0
@@ -489,7 +496,8 @@ def _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, 
         val = None
         if val_sets and (epoch % config.eval_every == 0 or epoch == config.epochs):
             val = validate(model, device, amp_dtype, val_sets, config, progress)
-        append_history(out / "history.csv", history_row(epoch, mean_loss, state.step, config.lr, state.seconds, val))
+        lr = optimizer.param_groups[0]["lr"]  # the learning rate of the epoch's last step
+        append_history(out / "history.csv", history_row(epoch, mean_loss, state.step, lr, state.seconds, val))
         improved = (val is not None and _score(val, config.select) > state.best["score"]) or (
             not val_sets and epoch == config.epochs
         )

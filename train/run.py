@@ -14,7 +14,14 @@ from typing import Any, TypeVar
 
 from train import distributed
 from train.checkpoint import CheckpointError, read_checkpoint
-from train.config import AMP_MODES, SELECT_METRICS, SMALL_IMAGE_POLICIES, ConfigError, TrainConfig
+from train.config import (
+    AMP_MODES,
+    LR_SCHEDULES,
+    SELECT_METRICS,
+    SMALL_IMAGE_POLICIES,
+    ConfigError,
+    TrainConfig,
+)
 from train.data import DatasetError
 from train.grid_search import PAPER_GRID, grid_search, parse_grid
 from train.loop import TrainingError, default_out, train_run
@@ -68,6 +75,10 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
     p("--epochs", type=int, help="epochs (default: %(default)s)")
     p("--batch", type=int, help="crops per step per process (default: %(default)s)")
     p("--lr", type=float, help="Adam learning rate (default: %(default)s)")
+    p("--lr-schedule", choices=LR_SCHEDULES,
+      help="constant: --lr throughout; cosine: from --lr down to --lr-min over all steps of --epochs, set every "
+           "step (default: %(default)s)")
+    p("--lr-min", type=float, help="last learning rate of --lr-schedule cosine (default: %(default)s)")
     p("--seed", type=int, help="seed of init, data order, augmentation and split (default: %(default)s)")
     p("--device", help="auto | cpu | cuda | cuda:N; auto picks CUDA when present (default: %(default)s)")
     p("--workers", type=int, help="DataLoader worker processes, 0 = in the main process (default: %(default)s)")
