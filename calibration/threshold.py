@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from contract.backends import Backend, BackendError, load_backend
-from contract.image_tiles import ImageFolderError, list_images, read_bgr
+from contract.image_tiles import ImageFolderError, list_images, read_bgr, seeded_subset
 from contract.metrics import (
     BETA2,
     ThresholdSweep,
@@ -99,18 +99,21 @@ def read_mask(root: Path, image: Path) -> np.ndarray:
     return mask > 127
 
 
-def labelled_images(root: str | os.PathLike, split: str | None) -> list[tuple[Path, Path]]:
-    """(image, mask path) pairs of a data set root laid out as images/, masks/, splits/<split>.txt."""
+def labelled_images(root: str | os.PathLike, split: str | None, max_images: int = 0) -> list[tuple[Path, Path]]:
+    """(image, mask path) pairs of a data set root laid out as images/, masks/, splits/<split>.txt;
+    ``max_images`` > 0: a seeded subset of that many (:func:`contract.image_tiles.seeded_subset`, seed 0)."""
     root = Path(root)
-    return [(image, root / "masks" / f"{image.stem}.png") for image in list_images(root, split)]
+    images = seeded_subset(list_images(root, split), max_images)
+    return [(image, root / "masks" / f"{image.stem}.png") for image in images]
 
 
 def probability_maps(
-    backend: Backend, root: str | os.PathLike, split: str | None, progress: bool = True
+    backend: Backend, root: str | os.PathLike, split: str | None, progress: bool = True, max_images: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(stitched probability H x W, crack mask H x W) per labelled image, predicted as the daemon does."""
     root = Path(root)
-    for image, _ in tqdm(labelled_images(root, split), desc="images", unit="img", disable=not progress):
+    pairs = labelled_images(root, split, max_images)
+    for image, _ in tqdm(pairs, desc=f"{root.name} images", unit="img", disable=not progress):
         frame = read_bgr(image)
         mask = read_mask(root, image)
         if mask.shape != frame.shape[:2]:
@@ -148,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "runs/<run>/splits/val.txt: the images it held out for validation), or 'all' (default: %(default)s)")
     parser.add_argument("--n-thresholds", type=int, default=99, help="thresholds swept, k/(n+1) for k=1..n (default: %(default)s)")
     parser.add_argument("--tolerance-px", type=int, default=0, help="pixel tolerance when matching cracks (default: %(default)s)")
+    parser.add_argument("--max-images", type=int, default=0, help="a seeded subset of N images per data set "
+                        "(quicker; the choice then rests on fewer images); 0 = the whole split (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default: %(default)s)")
     parser.add_argument("--write", action="store_true", help="write the threshold into the ONNX metadata (default: print only)")
     return parser
@@ -165,10 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.data) > 1 and args.split.endswith(".txt"):
             raise ValueError("--split FILE.txt names the images of one data set; with several --data use a split "
                              "name (val) and --run RUN for a training run's recorded splits")
+        if args.max_images < 0:
+            raise ValueError(f"--max-images must be >= 0 (0 = the whole split), got {args.max_images}")
         sweeps = {}
         for root in args.data:
             sweep = sweeps[root.name] = ThresholdSweep(args.n_thresholds, args.tolerance_px)
-            for prob, mask in probability_maps(backend, root, split_for(root, args.split, args.run)):
+            for prob, mask in probability_maps(backend, root, split_for(root, args.split, args.run),
+                                               max_images=args.max_images):
                 sweep.update(prob, mask)
         choice = choose_pooled_threshold(sweeps)
     except (ImageFolderError, BackendError, FileNotFoundError, ValueError) as exc:

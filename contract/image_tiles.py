@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -74,6 +75,20 @@ def read_split(root: str | os.PathLike, split: str) -> list[str]:
         )
     stems = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
     return [stem for stem in stems if stem]
+
+
+T = TypeVar("T")
+
+
+def seeded_subset(items: Sequence[T], limit: int, seed: int = 0) -> list[T]:
+    """``items``, or a seeded subset of ``limit`` of them (kept in their order) when 0 < ``limit`` < len.
+
+    The one rule behind train.run's --val-max-images / --test-max-images and the --max-images of
+    train.evaluate and calibration.threshold: the same stems, seed and limit give the same subset."""
+    if not limit or len(items) <= limit:
+        return list(items)
+    keep = set(np.random.default_rng([seed, 0xA1]).choice(len(items), limit, replace=False).tolist())
+    return [item for i, item in enumerate(items) if i in keep]
 
 
 def list_images(folders: Sequence[str | os.PathLike] | str | os.PathLike, split: str | None = None) -> list[Path]:

@@ -170,6 +170,11 @@ def test_threshold_cli_writes_the_printed_threshold(trained_onnx, shared_data, t
     printed = float(out.split("threshold ")[1].split(":")[0])
     assert read_metadata(model).threshold == pytest.approx(printed)
     assert "on 3 images" in out
+    # --max-images: a seeded subset of the split
+    assert threshold_main(["--model", str(model), "--data", str(root), "--max-images", "2"]) == 0
+    assert "on 2 images" in capsys.readouterr().out
+    assert threshold_main(["--model", str(model), "--data", str(root), "--max-images", "-1"]) == 1
+    assert "--max-images must be >= 0" in capsys.readouterr().err
 
 
 def test_pooled_threshold_lets_every_data_set_count_equally():

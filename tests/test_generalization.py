@@ -205,3 +205,28 @@ def test_model_mode_names_a_missing_source(shared_data: Path, capsys) -> None:
             "--sources", "gaps384,no_such_set", "--no-append"]
     assert bench.main(argv) == 2
     assert "no_such_set not found under" in capsys.readouterr().err
+
+
+def test_image_f_beta_counts_an_empty_image_as_right_and_a_miss_as_zero() -> None:
+    from benchmarks.overlay_sheet import image_f_beta
+
+    empty = np.zeros((8, 8), np.uint8)
+    crack = empty.copy()
+    crack[4, :] = 1
+    assert image_f_beta(np.zeros((8, 8)), empty, 0.5) == 1.0
+    assert image_f_beta(np.zeros((8, 8)), crack, 0.5) == 0.0
+    assert image_f_beta(crack.astype(float), crack, 0.5) == pytest.approx(1.0)
+    half = np.zeros((8, 8))
+    half[4, :4] = 1.0  # precision 1, recall 0.5
+    assert image_f_beta(half, crack, 0.5) == pytest.approx(1.3 * 0.5 / (0.3 + 0.5))
+
+
+def test_overlay_sheet_shows_a_typical_and_the_worst_image_per_set(shared_data: Path, tmp_path: Path) -> None:
+    from benchmarks import overlay_sheet
+
+    out = tmp_path / "sheet.jpg"
+    model = REPO / "edge" / "assets" / "demo_model.onnx"
+    assert overlay_sheet.main(["--model", str(model), "--data", f"{shared_data / 'gaps384'},{shared_data / 'aiglern_trimm'}",
+                               "--max-images", "3", "--out", str(out)]) == 0
+    sheet = cv2.imread(str(out))
+    assert sheet is not None and sheet.shape[0] == 2 * (overlay_sheet.CELL_HEIGHT + 22) + 8

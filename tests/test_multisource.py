@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import write_small_crackforest
 
+from contract.image_tiles import seeded_subset
 from train.config import ConfigError, TrainConfig
 from train.data import CrackImages, CropRecipe, TrainCrops, fit_small_image
 from train.evaluate import main as evaluate_main
@@ -112,6 +113,19 @@ def test_evaluate_uses_the_data_sets_own_split_and_prints_a_table(two_sets, tmp_
     assert metrics["sources"]["gaps_small"]["n_images"] == 3
     assert metrics["sources"]["cfd_small"]["n_images"] == 2  # the run folder's recorded seeded split
     assert (tmp_path / "eval" / "gaps_small" / "metrics.json").is_file()
+    # --max-images: a seeded subset per data set, recorded
+    assert evaluate_main(["--model", str(run / "best.pt"), "--data", f"{cfd},{gaps}", "--no-progress",
+                          "--max-images", "2", "--overlays", "0", "--out", str(tmp_path / "eval2")]) == 0
+    metrics = json.loads((tmp_path / "eval2" / "metrics.json").read_text())
+    assert metrics["sources"]["gaps_small"]["n_images"] == 2 and metrics["max_images"] == 2
+
+
+def test_seeded_subset_is_stable_ordered_and_whole_when_small():
+    stems = [f"s{i}" for i in range(50)]
+    a, b = seeded_subset(stems, 7, seed=3), seeded_subset(stems, 7, seed=3)
+    assert a == b and len(a) == 7 and a == sorted(a, key=stems.index)
+    assert seeded_subset(stems, 7, seed=4) != a
+    assert seeded_subset(stems, 0) == stems and seeded_subset(stems, 80) == stems
 
 
 def test_time_budget_stops_after_each_step_and_resume_reaches_the_uninterrupted_weights(two_sets, tmp_path):

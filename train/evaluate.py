@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.image_tiles import seeded_subset
 from contract.metrics import mean_metrics_at_threshold, metrics_at_threshold, pooled_summary
 from train.config import split_data_list
 from train.data import DatasetError, Splits, list_samples, load_images
@@ -137,9 +138,12 @@ def evaluate_sources(
     test_fraction: float = 0.2,
     overlays: int = 4,
     progress: bool = True,
+    max_images: int = 0,
 ) -> dict[str, Any]:
     """Score ``model`` on one split of each data set; one data set: as :func:`evaluate_model`.
 
+    ``max_images`` > 0 scores a seeded subset of that many images per data set (``seed``; the same images
+    as train.run's ``--test-max-images`` with the run's seed); metrics.json records it.
     Several: ``out/<name>/`` gets each data set's own metrics.json, PR curve and overlays, and
     ``out/metrics.json`` the pooled metrics (every data set counts equally,
     :func:`contract.metrics.pooled_summary`) with the per-source table under ``sources``.
@@ -152,6 +156,8 @@ def evaluate_sources(
     chosen = info["threshold"] if threshold is None else float(threshold)
     if not 0.0 < chosen < 1.0:
         raise ValueError(f"--threshold must be in (0, 1), got {chosen}")
+    if max_images < 0:
+        raise ValueError(f"--max-images must be >= 0 (0 = the whole split), got {max_images}")
     scale = float(info["train_config"].get("scale", 1.0)) if scale is None else scale
     if out is None:
         names = "+".join(d.name for d in datas)
@@ -159,14 +165,16 @@ def evaluate_sources(
     out = Path(out)
     run = dict(model=str(model), model_kind=info["kind"], split=split, scale=scale, device=info["device"],
                threshold=chosen,
-               threshold_source="--threshold" if threshold is not None else f"the {info['kind']}'s stored threshold")
+               threshold_source="--threshold" if threshold is not None else f"the {info['kind']}'s stored threshold",
+               **({"max_images": max_images} if max_images else {}))
     sweeps, per_source = {}, {}
     for data in datas:
         folder = out if len(datas) == 1 else out / data.name
         sweep, record = _score_data(predict, info, model, data, folder, split=split, tolerance_px=tolerance_px,
                                     threshold=chosen, scale=scale, binarize_masks=binarize_masks,
                                     splits_dir=splits_dir, seed=seed, val_fraction=val_fraction,
-                                    test_fraction=test_fraction, overlays=overlays, progress=progress)
+                                    test_fraction=test_fraction, overlays=overlays, progress=progress,
+                                    max_images=max_images)
         metrics = {**sweep.summary(), "at_threshold": metrics_at_threshold(sweep, chosen), **run, **record,
                    "seconds": round(time.perf_counter() - started, 2)}
         if info.get("tile"):
@@ -186,7 +194,7 @@ def evaluate_sources(
 def _score_data(predict: Predictor, info: dict[str, Any], model: Path, data: Path, out: Path, *, split: str,
                 tolerance_px: int, threshold: float, scale: float, binarize_masks: bool,
                 splits_dir: str | Path | None, seed: int, val_fraction: float, test_fraction: float,
-                overlays: int, progress: bool):
+                overlays: int, progress: bool, max_images: int = 0):
     """The threshold sweep of one data set's split (overlays into ``out``) and what identifies it."""
     samples = list_samples(data)
     splits = choose_splits(model, data, samples, info["train_config"], Path(splits_dir) if splits_dir else None,
@@ -194,6 +202,7 @@ def _score_data(predict: Predictor, info: dict[str, Any], model: Path, data: Pat
     stems = splits.get(split)
     if not stems:
         raise DatasetError(f"split {split!r} of {data} is empty ({splits.source})")
+    stems = seeded_subset(stems, max_images, seed)
     images = load_images(samples, stems, scale=scale, binarize_masks=binarize_masks, progress=progress,
                          desc=f"loading {data.name}")
     wanted = set(range(min(overlays, len(images))))
@@ -234,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p("--seed", type=int, default=0, help="split seed for data sets without splits/ when the model does not record one (default: %(default)s)")
     p("--val-fraction", type=float, default=0.1, help="as train.run, for the seeded split (default: %(default)s)")
     p("--test-fraction", type=float, default=0.2, help="as train.run, for the seeded split (default: %(default)s)")
+    p("--max-images", type=int, default=0, help="score a seeded subset (--seed) of N images per data set, for quick "
+      "comparisons; 0 = the whole split (default: %(default)s)")
     p("--overlays", type=int, default=4, help="images written as overlays/*.png (default: %(default)s)")
     p("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
@@ -247,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             tolerance_px=args.tolerance_px, threshold=args.threshold, device=args.device, scale=args.scale,
             binarize_masks=args.binarize_masks, splits_dir=args.splits, seed=args.seed,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, overlays=args.overlays,
-            progress=args.progress,
+            progress=args.progress, max_images=args.max_images,
         )
     except (EvaluateError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from contract.image_tiles import seeded_subset
 from contract.metrics import (
     ThresholdSweep,
     mean_metrics_at_threshold,
@@ -317,18 +318,10 @@ def _open_data(config: TrainConfig, out: Path, resumed: bool, ctx: distributed.D
     val_sets: dict[str, CrackImages] = {}
     if ctx.is_main:
         for s in sources:
-            stems = _capped(s.splits.val, config.val_max_images, config.seed)
+            stems = seeded_subset(s.splits.val, config.val_max_images, config.seed)
             if stems:
                 val_sets[s.name] = load_images(s.samples, stems, desc=f"loading {s.name} val", **load)
     return sources, train_sets, val_sets
-
-
-def _capped(stems: list[str], limit: int, seed: int) -> list[str]:
-    """``stems``, or a seeded subset of ``limit`` of them (in their order) when ``limit`` > 0."""
-    if not limit or len(stems) <= limit:
-        return list(stems)
-    keep = set(np.random.default_rng([seed, 0xA1]).choice(len(stems), limit, replace=False).tolist())
-    return [s for i, s in enumerate(stems) if i in keep]
 
 
 def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list[CrackImages]) -> TrainCrops:
@@ -528,7 +521,7 @@ def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device:
     load = dict(scale=config.scale, binarize_masks=config.binarize_masks, progress=config.progress)
     sweeps = {}
     for source in sources:
-        stems = _capped(source.splits.test, config.test_max_images, config.seed)
+        stems = seeded_subset(source.splits.test, config.test_max_images, config.seed)
         test_data = load_images(source.samples, stems, desc=f"loading {source.name} test", **load)
         wanted = set(range(min(config.overlays, len(test_data))))
         prefix = f"{source.name}_" if len(sources) > 1 else ""
