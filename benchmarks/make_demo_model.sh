@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Retrain the demo model shipped as edge/assets/demo_model.onnx, from scratch, in one command:
+# Retrain the DeepCrack-only baseline model (the shipped model's starting point and comparison; the shipped
+# model itself comes from benchmarks/make_multisource_model.sh), from scratch, in one command:
 #
 #   bash benchmarks/make_demo_model.sh            # ~35 min on 2 busy CPU cores
 #
@@ -7,7 +8,7 @@
 #   -> export to ONNX (static TILE x TILE tiles, default 256, dynamic batch, sigmoid inside)
 #   -> decision threshold = F-beta-optimal (ODS) threshold on the held-out validation images
 #   -> score on the DeepCrack official test split (237 images)
-#   -> copy into edge/assets/demo_model.onnx + edge/assets/demo_model.json (provenance)
+#   -> with INSTALL=1: copy into edge/assets/demo_model.onnx + edge/assets/demo_model.json (provenance)
 #
 # Environment overrides (defaults in brackets):
 #   DATA    DeepCrack folder with images/ masks/ splits/         [$CRACK_DATA_ROOT/deepcrack, ../shared/data/deepcrack]
@@ -24,7 +25,7 @@
 #           this model marks the image/padding edge as a crack (measured: a false alert on the
 #           crack-free 256-px sample and on both 480x320 CFD samples with 512; none with 256).
 #   SKIP_TRAIN 1 = reuse RUN/best.pt of an earlier run of this script, redo steps 2-5   [0]
-#   INSTALL 1 = copy the result into edge/assets/, 0 = leave it in RUN   [1]
+#   INSTALL 1 = copy the result into edge/assets/ (replacing the shipped multi-source model), 0 = leave it in RUN   [0]
 # See docs/DEMO_MODEL.md for the choices (width 16, tile 256, lr 1e-3, BCE: AELF at lr 1e-3 stayed at
 # Fβ 0 for 4 epochs on this budget) and the measured results.
 set -euo pipefail
@@ -36,7 +37,7 @@ RUN="${RUN:-runs/demo_model-$(date +%Y%m%d-%H%M%S)}"
 EPOCHS="${EPOCHS:-14}"
 LOSS="${LOSS:-bce}"
 DEVICE="${DEVICE:-auto}"
-INSTALL="${INSTALL:-1}"
+INSTALL="${INSTALL:-0}"
 TILE="${TILE:-256}"
 SKIP_TRAIN="${SKIP_TRAIN:-0}"
 THREADS="${THREADS:-1}"

@@ -28,6 +28,8 @@ from train.report import overlay
 
 BETA2 = 0.3
 CELL_HEIGHT = 240
+CAPTION_HEIGHT = 38
+MIN_WIDTH = 240
 
 
 def image_f_beta(prob: np.ndarray, mask: np.ndarray, threshold: float) -> float:
@@ -44,13 +46,17 @@ def image_f_beta(prob: np.ndarray, mask: np.ndarray, threshold: float) -> float:
     return (1 + BETA2) * precision * recall / denominator if denominator else 0.0
 
 
-def captioned(picture: np.ndarray, text: str) -> np.ndarray:
-    """``picture`` scaled to CELL_HEIGHT with a caption bar above it."""
-    scale = CELL_HEIGHT / picture.shape[0]
-    picture = cv2.resize(picture, (max(1, round(picture.shape[1] * scale)), CELL_HEIGHT),
-                         interpolation=cv2.INTER_NEAREST)
-    bar = np.full((22, picture.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+def captioned(picture: np.ndarray, lines: tuple[str, str]) -> np.ndarray:
+    """``picture`` scaled to CELL_HEIGHT (at least MIN_WIDTH wide) with a two-line caption bar above it."""
+    scale = max(CELL_HEIGHT / picture.shape[0], MIN_WIDTH / picture.shape[1])
+    picture = cv2.resize(picture, (round(picture.shape[1] * scale), round(picture.shape[0] * scale)),
+                         interpolation=cv2.INTER_NEAREST)[:CELL_HEIGHT]
+    picture = np.vstack([picture, np.full((CELL_HEIGHT - picture.shape[0], picture.shape[1], 3), 255, np.uint8)])
+    bar = np.full((CAPTION_HEIGHT, picture.shape[1], 3), 255, np.uint8)
+    fit = max(8, picture.shape[1] // 8)  # characters that fit at this font size
+    for row, text in enumerate(lines):
+        text = text if len(text) <= fit else "..." + text[-(fit - 3):]
+        cv2.putText(bar, text, (4, 15 + 17 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return np.vstack([bar, picture])
 
 
@@ -72,7 +78,7 @@ def sheet_rows(model: Path, datas: list[Path], max_images: int, split: str = "te
         row = []
         for label, (f, index, prob) in picks.items():
             picture = overlay(images.images[index], prob, images.masks[index], threshold)
-            row.append(captioned(picture, f"{data.name} {label}: {images.stems[index][-28:]} F {f:.2f}"))
+            row.append(captioned(picture, (f"{data.name} {label}: F {f:.2f}", images.stems[index])))
         rows.append(row)
         print(f"{data.name}: {len(images)} images, per-image F median {picks['typical'][0]:.3f}, "
               f"worst {picks['worst'][0]:.3f}", flush=True)

@@ -229,4 +229,4 @@ def test_overlay_sheet_shows_a_typical_and_the_worst_image_per_set(shared_data: 
     assert overlay_sheet.main(["--model", str(model), "--data", f"{shared_data / 'gaps384'},{shared_data / 'aiglern_trimm'}",
                                "--max-images", "3", "--out", str(out)]) == 0
     sheet = cv2.imread(str(out))
-    assert sheet is not None and sheet.shape[0] == 2 * (overlay_sheet.CELL_HEIGHT + 22) + 8
+    assert sheet is not None and sheet.shape[0] == 2 * (overlay_sheet.CELL_HEIGHT + overlay_sheet.CAPTION_HEIGHT) + 8
