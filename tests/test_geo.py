@@ -7,6 +7,7 @@ import io
 import shutil
 import socket
 import subprocess
+import time
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
@@ -256,7 +257,10 @@ def test_mavlink_position_over_udp_from_pymavlink_encoder() -> None:
     autopilot = mavutil.mavlink_connection(f"udpout:127.0.0.1:{port}", source_system=1, source_component=1)
     boot_unix_s = T0 - 100.0
     try:
-        for attempt in range(100):  # UDP: resend until the receiver has bound and taken it
+        deadline = time.monotonic() + 30.0  # generous: on a loaded 2-core CI box 10 s was once not enough
+        for attempt in range(10_000):  # UDP: resend until the receiver has bound and taken it
+            if time.monotonic() > deadline:
+                break
             t_boot_ms = 100_000 + attempt * 100
             autopilot.mav.system_time_send(int((boot_unix_s + t_boot_ms / 1000) * 1e6), t_boot_ms)
             autopilot.mav.global_position_int_send(t_boot_ms, int(47.397742 * 1e7), int(8.545594 * 1e7),
