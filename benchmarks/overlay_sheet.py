@@ -21,29 +21,21 @@ import cv2
 import numpy as np
 
 from contract.image_tiles import seeded_subset
+from contract.metrics import confusion, prf
 from train.config import split_data_list
 from train.data import list_samples, load_images
 from train.evaluate import choose_splits, load_predictor
 from train.report import overlay
 
-BETA2 = 0.3
 CELL_HEIGHT = 240
 CAPTION_HEIGHT = 38
 MIN_WIDTH = 240
 
 
 def image_f_beta(prob: np.ndarray, mask: np.ndarray, threshold: float) -> float:
-    """F-beta of one image at ``threshold`` (0 px tolerance); 1 for no crack predicted on a crack-free image."""
-    pred, crack = prob >= threshold, mask.astype(bool)
-    tp = float(np.count_nonzero(pred & crack))
-    fp = float(np.count_nonzero(pred & ~crack))
-    fn = float(np.count_nonzero(~pred & crack))
-    if tp + fp + fn == 0:
-        return 1.0
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    denominator = BETA2 * precision + recall
-    return (1 + BETA2) * precision * recall / denominator if denominator else 0.0
+    """F-beta of one image at ``threshold`` (0 px tolerance, ``contract.metrics``); 1 for no crack predicted
+    on a crack-free image."""
+    return prf(*confusion(prob >= threshold, mask))[2]
 
 
 def captioned(picture: np.ndarray, lines: tuple[str, str]) -> np.ndarray:
