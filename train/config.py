@@ -10,6 +10,7 @@ from typing import Any
 
 from train.augment import BORDERS, AugmentConfig
 from train.losses import LOSS_NAMES
+from train.model import INITS
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 LR_SCHEDULES = ("constant", "cosine")
@@ -72,6 +73,8 @@ class TrainConfig:
     bce_warmup_steps: int = -1  # BCE for the first N steps; -1 = auto (one epoch for losses on probabilities)
     init: str = ""  # start from these weights (.pt checkpoint or exported .onnx of the same width/head)
     time_budget_min: float = 0.0  # stop cleanly after the step that passes this wall-clock budget; 0 = none
+    model_init: str = "alive"  # alive: the head starts open (train.model.init_head_alive); he: the paper's plain He-normal
+    clip_grad_norm: float = 1.0  # clip the gradient's global L2 norm before each Adam step; 0 = off
 
     def __post_init__(self) -> None:
         def fail(flag: str, expected: str) -> None:
@@ -126,6 +129,10 @@ class TrainConfig:
             fail("select", f"one of {', '.join(SELECT_METRICS)}")
         if self.border not in BORDERS:
             fail("border", f"one of {', '.join(BORDERS)}")
+        if self.model_init not in INITS:
+            fail("model_init", f"one of {', '.join(INITS)}")
+        if not (self.clip_grad_norm >= 0 and math.isfinite(self.clip_grad_norm)):
+            fail("clip_grad_norm", ">= 0 (0 = no clipping)")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             fail("device", "auto, cpu, cuda or cuda:N")
 

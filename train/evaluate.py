@@ -33,6 +33,7 @@ from contract.image_tiles import seeded_subset
 from contract.metrics import mean_metrics_at_threshold, metrics_at_threshold, pooled_summary
 from train.config import split_data_list
 from train.data import DatasetError, Splits, list_samples, load_images
+from train.health import detection_words
 from train.inference import Predictor, sweep_images
 from train.report import source_table, write_json, write_overlay, write_pr_curve
 from train.sources import recorded_splits, source_names, source_splits
@@ -271,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     at = metrics["at_threshold"]
     print(f"at threshold {at['threshold']:.2f}: precision {at['precision']:.4f}, recall {at['recall']:.4f}, "
           f"f_beta {at['f_beta']:.4f}" + (" (mean over data sets)" if "sources" in metrics else ""))
+    said = (detection_words(metrics["precision"], metrics["recall"], 0.5),
+            detection_words(at["precision"], at["recall"], at["threshold"]))
+    for words in dict.fromkeys(w for w in said if w):
+        print(f"the model {words}")
     return 0
 
 

@@ -58,6 +58,7 @@ from train.checkpoint import (
 )
 from train.config import ConfigError, TrainConfig, parse_source_weights
 from train.data import CrackImages, CropRecipe, DatasetError, TrainCrops, load_images, seed_worker
+from train.health import DeadNetworkWatch, StepHealth, validation_verdict
 from train.inference import sweep_images, torch_predictor
 from train.losses import WarmupLoss, build_loss
 from train.model import build_model
@@ -164,13 +165,18 @@ def _epoch_loader(dataset: TrainCrops, config: TrainConfig, epoch: int, ctx: dis
 def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype, *, epoch: int,
                     max_steps: int = 0, progress: bool = False,
                     should_stop: Callable[[], bool] | None = None,
-                    lr_at: Callable[[int], float] | None = None) -> tuple[float, int]:
+                    lr_at: Callable[[int], float] | None = None,
+                    watch: DeadNetworkWatch | None = None, clip_grad_norm: float = 0.0) -> tuple[float, int]:
     """Adam steps over one epoch; returns (mean loss, steps). Raises TrainingError on a non-finite loss.
 
     ``should_stop()`` is asked after every step; True ends the epoch there (the wall-clock budget).
     ``lr_at(i)`` is the learning rate of this call's i-th step (the schedule), set before the step.
+    ``clip_grad_norm`` > 0 clips the gradient's global L2 norm before the step (after unscaling).
+    ``watch`` sees every step's :class:`train.health.StepHealth` and raises
+    :class:`train.health.DeadNetworkError` when the network has died.
     """
     model.train()
+    first_layer = next(unwrap(model).parameters())  # the first convolution's weight: bottom of the network
     total = len(loader) if not max_steps else min(max_steps, len(loader))
     bar = None
     if progress:
@@ -197,6 +203,12 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(steps)
         scaler.scale(loss).backward()
+        if watch is not None:
+            watch.observe(step_health(first_layer, logits), epoch=epoch, step=steps + 1,
+                          lr=optimizer.param_groups[0]["lr"])
+        if clip_grad_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         loss_sum += value
@@ -209,6 +221,15 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, amp_dtype
     if bar is not None:
         bar.close()
     return (loss_sum / steps if steps else float("nan")), steps
+
+
+def step_health(first_layer: torch.Tensor, logits: torch.Tensor) -> StepHealth:
+    """The step's :class:`train.health.StepHealth` (read after ``backward``, before the optimizer step)."""
+    grad = first_layer.grad
+    detached = logits.detach().float()
+    return StepHealth(first_layer_grad_norm=0.0 if grad is None else float(grad.float().norm()),
+                      logit_spread=float(detached.std()) if detached.numel() > 1 else 1.0,
+                      mean_probability=float(torch.sigmoid(detached).mean()))
 
 
 def _score(summary: dict[str, Any], select: str) -> float:
@@ -367,10 +388,16 @@ def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config:
              progress: bool) -> dict[str, Any]:
     """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source."""
     predict = torch_predictor(unwrap(model), device, amp_dtype)
+    seen = {"min": math.inf, "max": -math.inf}
+
+    def note_range(_: int, prob: np.ndarray) -> None:
+        seen["min"], seen["max"] = min(seen["min"], float(prob.min())), max(seen["max"], float(prob.max()))
+
     sweeps = {name: sweep_images(predict, data, tolerance_px=config.tolerance_px, progress=progress,
-                                 desc=f"validating {name}")
+                                 desc=f"validating {name}", on_prediction=note_range)
               for name, data in val_sets.items()}
-    return pooled_summary(sweeps)
+    crack_share = float(np.mean([np.mean([m.mean() for m in data.masks]) for data in val_sets.values()]))
+    return {**pooled_summary(sweeps), "prob_min": seen["min"], "prob_max": seen["max"], "crack_share": crack_share}
 
 
 def _save_last(out: Path, model, optimizer, scaler, epoch: int, val, state: _Progress, saved: dict[str, Any]) -> None:
@@ -419,6 +446,7 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
     loss_fn = _loss(config, steps_per_epoch, state.epoch * steps_per_epoch + state.step, progress)
     saved = dict(size=config.size, train_config=config.to_dict(), data=_data_record(config, sources, "train"))
     should_stop = _stop_rule(config, started, ctx)
+    watch = DeadNetworkWatch()
 
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -429,7 +457,8 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
             mean_loss, steps = train_one_epoch(
                 model, loader, loss_fn, optimizer, scaler, device, amp_dtype, epoch=epoch,
                 max_steps=epoch_steps - state.step, progress=progress, should_stop=should_stop,
-                lr_at=lambda i, first=first: config.learning_rate(first + i, config.epochs * steps_per_epoch))
+                lr_at=lambda i, first=first: config.learning_rate(first + i, config.epochs * steps_per_epoch),
+                watch=watch, clip_grad_norm=config.clip_grad_norm)
             state.loss_sum += mean_loss * steps if steps else 0.0
             state.step += steps
             state.seconds += time.perf_counter() - t0
@@ -461,7 +490,7 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
 
 def _build_training(config: TrainConfig, device: torch.device, fresh: bool):
     """Model (``--init`` weights on a fresh run), Adam, GradScaler and the autocast dtype."""
-    model = build_model(config.width, config.head).to(device)
+    model = build_model(config.width, config.head, init=config.model_init).to(device)
     if config.init and fresh:
         initial_weights(config.init, model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -500,10 +529,12 @@ def _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, 
                           "metrics": dict(val or {})}
             save_checkpoint(out / "best.pt", model, threshold=threshold, epoch=epoch, metrics=val, **saved)
         _save_last(out, model, optimizer, scaler, epoch, val, _Progress(best=state.best), saved)
-        if val is not None and val["ods_f"] < 0.02 and epoch >= 2:
-            print(f"warning: epoch {epoch}: validation finds almost no cracks (ODS F-beta {val['ods_f']:.3f}): the "
-                  f"network may have saturated to 'no crack'; with --loss {config.loss} try --bce-warmup-steps N, "
-                  "a lower --lr (1e-4) or --init from a BCE model", flush=True)
+        verdict = None if val is None else validation_verdict(val["ap"], val["crack_share"], val["prob_min"],
+                                                                  val["prob_max"])
+        if verdict is not None:
+            print(f"warning: epoch {epoch}: {verdict}. If it stays so for several epochs, the network has "
+                  f"saturated to 'no crack': with --loss {config.loss} try --bce-warmup-steps N, a lower --lr, "
+                  "or --init from a BCE model", flush=True)
         if progress:
             shown = f" val {config.select} {val[config.select]:.4f}" if val else ""
             print(f"epoch {epoch}/{config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)

@@ -24,11 +24,13 @@ from train.config import (
 )
 from train.data import DatasetError
 from train.grid_search import PAPER_GRID, grid_search, parse_grid
+from train.health import DeadNetworkError, detection_words
 from train.loop import TrainingError, default_out, train_run
 from train.losses import LOSS_NAMES
 from train.repeats import run_repeats
 from train.report import source_table
 
+DEAD_NETWORK_EXIT = 3  # the network died in training (train.health)
 T = TypeVar("T")
 
 # flags that may change when resuming (everything else comes from the checkpoint's train_config)
@@ -122,6 +124,13 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
     p("--init", metavar="MODEL",
       help="start from the weights of a .pt checkpoint or an exported .onnx model of the same --width/--head "
       "(fine-tuning, e.g. the shipped model on your own data); empty = He-normal init (default: %(default)r)")
+    p("--model-init", choices=("alive", "he"),
+      help="initial weights of a fresh run: alive = He-normal with the head's output at zero, its bias at the crack "
+      "prior and its 2-channel gate open (the paper's He-normal alone lets the width-64 network die in its first "
+      "steps: docs/TRAIN.md); he = the paper's He-normal everywhere (default: %(default)s)")
+    p("--clip-grad-norm", type=float,
+      help="clip the gradient's global L2 norm to this before every Adam step, 0 = off; keeps one crack-dense crop "
+      "from closing the head (default: %(default)s)")
     p("--no-progress", dest="progress", action="store_false", help="no progress bars or per-epoch lines")
 
 
@@ -184,9 +193,12 @@ def _metrics_or_stop(result: Any) -> dict[str, Any]:
 
 def run_cli_job(job: Callable[[], T]) -> tuple[int, T | None]:
     """Run a training CLI's work: (0, result), or (2, None) after one ``error:`` line for bad input,
-    (130, None) on Ctrl-C; the process group (under torchrun) is torn down either way."""
+    (3, None) after one ``error:`` line when the network died in training, (130, None) on Ctrl-C; the process group (under torchrun) is torn down either way."""
     try:
         return 0, job()
+    except DeadNetworkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return DEAD_NETWORK_EXIT, None
     except (ConfigError, DatasetError, CheckpointError, TrainingError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None
@@ -223,6 +235,12 @@ def _print_result(result: dict[str, Any]) -> None:
     if "sources" in result:
         print(source_table(result, title="test split, per data set:"))
     print("test: " + ", ".join(f"{k} {result[k]:.4f}" for k in keys if k in result))
+    said = [detection_words(result["precision"], result["recall"], 0.5)] if "recall" in result else []
+    if "at_threshold" in result:
+        said.append(detection_words(result["at_threshold"]["precision"], result["at_threshold"]["recall"],
+                                    result["threshold"]))
+    for words in dict.fromkeys(w for w in said if w):
+        print(f"test: {words}")
     print(f"outputs in {Path(result['checkpoint']).parent}")
 
 
