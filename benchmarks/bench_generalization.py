@@ -94,6 +94,7 @@ def load_source_split(data: Path, split: str, train_config: dict[str, Any], max_
                       run_folder: Path | None = None):
     """The labelled images of ``split`` of the data set ``data`` (train.sources.source_splits precedence:
     its own splits/, else the split ``run_folder`` recorded for it, else the model's seed and fractions)."""
+    from train.config import TrainConfig
     from train.data import list_samples, load_images
     from train.sources import source_splits
 
@@ -101,9 +102,10 @@ def load_source_split(data: Path, split: str, train_config: dict[str, Any], max_
         raise BenchError(f"data set {data} does not exist (see --data-root and --sources)")
     samples = list_samples(data)
     splits = source_splits(
-        data, samples, seed=int(train_config.get("seed", 0)),
-        val_fraction=float(train_config.get("val_fraction", 0.1)),
-        test_fraction=float(train_config.get("test_fraction", 0.2)), run_folder=run_folder,
+        data, samples, seed=int(train_config.get("seed", TrainConfig.default("seed"))),
+        val_fraction=float(train_config.get("val_fraction", TrainConfig.default("val_fraction"))),
+        test_fraction=float(train_config.get("test_fraction", TrainConfig.default("test_fraction"))),
+        run_folder=run_folder,
     )
     stems = splits.get(split)
     if max_images is not None:

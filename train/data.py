@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from contract.metadata import SIDE_MULTIPLE
 from train.augment import AugmentConfig, random_affine, random_crop
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")  # PNG first: lossless
 SPLIT_NAMES = ("train", "val", "test")
-EVAL_MULTIPLE = 16  # four max-pools: the U-Net needs sides that divide by 16
 
 
 class DatasetError(ValueError):
@@ -229,9 +229,9 @@ def resolve_splits(
     root: str | os.PathLike,
     stems: Iterable[str],
     *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
 ) -> Splits:
     """Train/val/test stems for a data set folder (rules in the module docstring)."""
     root = Path(root)
@@ -348,7 +348,7 @@ def to_chw_float(image: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- padding
 
 
-def pad_to_multiple(array: np.ndarray, multiple: int = EVAL_MULTIPLE, value: float = 0) -> tuple[np.ndarray, tuple[int, int]]:
+def pad_to_multiple(array: np.ndarray, multiple: int = SIDE_MULTIPLE, value: float = 0) -> tuple[np.ndarray, tuple[int, int]]:
     """Pad an H x W (x C) array at the bottom/right so both sides divide by ``multiple``.
 
     Returns ``(padded, (h, w))``; crop predictions back with ``prediction[:h, :w]`` so the padded area
@@ -391,8 +391,8 @@ class CropRecipe:
     photometric: Any = None  # train.photometric.PhotometricConfig or None
 
     def __post_init__(self) -> None:
-        if self.size < 16 or self.size % EVAL_MULTIPLE:
-            raise DatasetError(f"--size must be a multiple of {EVAL_MULTIPLE} and >= 16, got {self.size}")
+        if self.size < SIDE_MULTIPLE or self.size % SIDE_MULTIPLE:
+            raise DatasetError(f"--size must be a positive multiple of {SIDE_MULTIPLE}, got {self.size}")
         if self.small_images not in ("mirror", "pad", "resize"):
             raise DatasetError(f"--small-images must be mirror, pad or resize, got {self.small_images!r}")
 

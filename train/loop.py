@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from contract.image_tiles import seeded_subset
+from contract.metadata import DEFAULT_THRESHOLD
 from contract.metrics import (
     ThresholdSweep,
     mean_metrics_at_threshold,
@@ -374,7 +375,7 @@ def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config:
 
 
 def _save_last(out: Path, model, optimizer, scaler, epoch: int, val, state: _Progress, saved: dict[str, Any]) -> None:
-    save_checkpoint(out / "last.pt", model, threshold=0.5, epoch=epoch, metrics=val, **saved,
+    save_checkpoint(out / "last.pt", model, threshold=DEFAULT_THRESHOLD, epoch=epoch, metrics=val, **saved,
                     extra={"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                            "rng": rng_state(), **state.to_dict()})
 
@@ -495,7 +496,7 @@ def _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, 
             not val_sets and epoch == config.epochs
         )
         if improved:
-            threshold = float(val["ods_threshold"]) if val is not None else 0.5
+            threshold = float(val["ods_threshold"]) if val is not None else DEFAULT_THRESHOLD
             state.best = {"epoch": epoch, "score": _score(val, config.select) if val else math.nan,
                           "metrics": dict(val or {})}
             save_checkpoint(out / "best.pt", model, threshold=threshold, epoch=epoch, metrics=val, **saved)
@@ -538,7 +539,7 @@ def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device:
     has_val = any(s.splits.val for s in sources)
     metrics = build_metrics(sweeps, threshold, extra={
         "best_epoch": int(payload["epoch"]),
-        "threshold_source": "ODS threshold of best.pt on the validation split" if has_val else "default 0.5 (no validation split)",
+        "threshold_source": "ODS threshold of best.pt on the validation split" if has_val else f"default {DEFAULT_THRESHOLD} (no validation split)",
         "val": payload.get("metrics", {}),
         "data": config.data_name, "data_path": ",".join(str(s.root.resolve()) for s in sources), "split": "test",
         "split_source": _split_source(sources), "scale": config.scale,

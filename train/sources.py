@@ -87,8 +87,8 @@ def has_own_splits(root: str | os.PathLike) -> bool:
     return any((Path(root) / "splits" / f"{n}.txt").is_file() for n in ("train", "test"))
 
 
-def source_splits(root: str | os.PathLike, samples: Mapping[str, Sample], *, seed: int = 0,
-                  val_fraction: float = 0.1, test_fraction: float = 0.2,
+def source_splits(root: str | os.PathLike, samples: Mapping[str, Sample], *, seed: int,
+                  val_fraction: float, test_fraction: float,
                   run_folder: str | os.PathLike | None = None) -> Splits:
     """The split of one data set by the precedence rules of the module docstring."""
     if run_folder is not None and not has_own_splits(root):
@@ -98,8 +98,8 @@ def source_splits(root: str | os.PathLike, samples: Mapping[str, Sample], *, see
     return resolve_splits(root, samples, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
 
 
-def open_sources(roots: Sequence[str | os.PathLike], *, seed: int = 0, val_fraction: float = 0.1,
-                 test_fraction: float = 0.2, run_folder: str | os.PathLike | None = None) -> list[Source]:
+def open_sources(roots: Sequence[str | os.PathLike], *, seed: int, val_fraction: float,
+                 test_fraction: float, run_folder: str | os.PathLike | None = None) -> list[Source]:
     """List, check and split every data set folder (``run_folder``: a run whose recorded splits to reuse)."""
     if not roots:
         raise DatasetError("no data set given: pass --data FOLDER (repeat it, or comma-separate, for several)")
