@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 
 from contract.metadata import SIDE_MULTIPLE
 from train.augment import AugmentConfig, random_affine, random_crop
+from train.sampling import epoch_plan
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")  # PNG first: lossless
@@ -430,7 +431,7 @@ class TrainCrops(Dataset):
     """Augmented random crops from one or more sources: ``(image 3xSxS, mask 1xSxS, valid 1xSxS)`` float32.
 
     An epoch is ``n_draws`` crops (default: every training image once); :meth:`set_epoch` draws
-    which source and image each crop comes from (:func:`train.sources.epoch_plan`, by the sources'
+    which source and image each crop comes from (:func:`train.sampling.epoch_plan`, by the sources'
     ``shares``). Crop ``d`` of an epoch uses ``numpy.random.default_rng([seed, epoch, d])``, so it
     depends only on the seed, the epoch and its position: the same with any number of workers or
     processes, and a run resumed mid-epoch sees exactly the crops the uninterrupted run saw.
@@ -459,8 +460,6 @@ class TrainCrops(Dataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        from train.sources import epoch_plan
-
         self.epoch = int(epoch)
         keys = [str(i) for i in range(len(self.counts))]
         self._plan = epoch_plan(dict(zip(keys, self.shares, strict=True)), dict(zip(keys, self.counts, strict=True)),
