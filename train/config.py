@@ -106,7 +106,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 fail(name, "a positive whole number")
         if self.size < SIDE_MULTIPLE or self.size % SIDE_MULTIPLE:
-            fail("size", f"a positive multiple of {SIDE_MULTIPLE} (the U-Net pools 4 times)")
+            fail("size", f"a multiple of {SIDE_MULTIPLE} (the U-Net pools 4 times)")
         for name in ("workers", "tolerance_px", "max_steps_per_epoch", "overlays"):
             if getattr(self, name) < 0:
                 fail(name, ">= 0")

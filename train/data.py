@@ -393,7 +393,7 @@ class CropRecipe:
 
     def __post_init__(self) -> None:
         if self.size < SIDE_MULTIPLE or self.size % SIDE_MULTIPLE:
-            raise DatasetError(f"--size must be a positive multiple of {SIDE_MULTIPLE}, got {self.size}")
+            raise DatasetError(f"--size must be a multiple of {SIDE_MULTIPLE} and >= {SIDE_MULTIPLE}, got {self.size}")
         if self.small_images not in ("mirror", "pad", "resize"):
             raise DatasetError(f"--small-images must be mirror, pad or resize, got {self.small_images!r}")
 
