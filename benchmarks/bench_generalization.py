@@ -14,7 +14,7 @@
 ``python -m benchmarks.bench_generalization --model runs/x/best.pt`` (or ``model.onnx``)
     One trained model on every source's test split: ODS/OIS/AP at each tolerance, recall at the
     model's threshold by crack width (<= 2, 2-5, > 5 px, widths from the masks' distance transform,
-    ``train.generalization``), and the alert-level figures: on crack-free tiles cut from the test
+    ``benchmarks.generalization``), and the alert-level figures: on crack-free tiles cut from the test
     images (and the same tiles with distractors drawn in by ``train.synth.render_distractors``: straight
     dark lines, joint grids, edges, paint), the fraction on which the edge daemon would raise an
     alert, and the fraction of crack-holding tiles on which it does.
@@ -24,7 +24,7 @@ map at the model's threshold (or ``model.threshold`` of ``--edge-config``) is me
 ``edge.measure.measure_cracks`` (min_area_px, open/close, severity rules from the edge config), and a
 fresh ``edge.alerts.AlertPolicy`` (min_severity, min_coverage) decides; each tile is a new frame
 of its own source, so the cool-downs never suppress an alert. Tiles are sized as documented in
-``train.generalization``: with the public sets' small crops a crack-free 512 x 512 tile rarely exists,
+``benchmarks.generalization``: with the public sets' small crops a crack-free 512 x 512 tile rarely exists,
 so each tile is the largest crack-free square of its image, capped at ``--tile``; the table says at
 what side the rates were measured.
 
@@ -58,7 +58,7 @@ from benchmarks.common import (
     publish,
     section_header,
 )
-from train.generalization import (
+from benchmarks.generalization import (
     DEFAULT_WIDTH_EDGES_PX,
     WidthRecall,
     crack_free_tiles,
