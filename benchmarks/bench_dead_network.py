@@ -22,7 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import DATA_HELP, add_results_args, command_line, dataset, load_average, publish, section_header
+from benchmarks.common import (
+    DATA_HELP,
+    add_results_args,
+    command_line,
+    dataset,
+    load_average,
+    publish,
+    section_header,
+)
 
 VARIANTS = {"paper init": {"model_init": "he", "clip_grad_norm": 0.0},
             "shipped defaults": {"model_init": "alive", "clip_grad_norm": 1.0}}

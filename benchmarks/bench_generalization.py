@@ -14,7 +14,7 @@
 ``python -m benchmarks.bench_generalization --model runs/x/best.pt`` (or ``model.onnx``)
     One trained model on every source's test split: ODS/OIS/AP at each tolerance, recall at the
     model's threshold by crack width (<= 2, 2-5, > 5 px, widths from the masks' distance transform,
-    ``train.generalization``), and the alert-level figures: on crack-free tiles cut from the test
+    ``benchmarks.generalization``), and the alert-level figures: on crack-free tiles cut from the test
     images (and the same tiles with distractors drawn in by ``train.synth.render_distractors``: straight
     dark lines, joint grids, edges, paint), the fraction on which the edge daemon would raise an
     alert, and the fraction of crack-holding tiles on which it does.
@@ -24,7 +24,7 @@ map at the model's threshold (or ``model.threshold`` of ``--edge-config``) is me
 ``edge.measure.measure_cracks`` (min_area_px, open/close, severity rules from the edge config), and a
 fresh ``edge.alerts.AlertPolicy`` (min_severity, min_coverage) decides; each tile is a new frame
 of its own source, so the cool-downs never suppress an alert. Tiles are sized as documented in
-``train.generalization``: with the public sets' small crops a crack-free 512 x 512 tile rarely exists,
+``benchmarks.generalization``: with the public sets' small crops a crack-free 512 x 512 tile rarely exists,
 so each tile is the largest crack-free square of its image, capped at ``--tile``; the table says at
 what side the rates were measured.
 
@@ -58,7 +58,7 @@ from benchmarks.common import (
     publish,
     section_header,
 )
-from train.generalization import (
+from benchmarks.generalization import (
     DEFAULT_WIDTH_EDGES_PX,
     WidthRecall,
     crack_free_tiles,
@@ -94,6 +94,7 @@ def load_source_split(data: Path, split: str, train_config: dict[str, Any], max_
                       run_folder: Path | None = None):
     """The labelled images of ``split`` of the data set ``data`` (train.sources.source_splits precedence:
     its own splits/, else the split ``run_folder`` recorded for it, else the model's seed and fractions)."""
+    from train.config import TrainConfig
     from train.data import list_samples, load_images
     from train.sources import source_splits
 
@@ -101,9 +102,10 @@ def load_source_split(data: Path, split: str, train_config: dict[str, Any], max_
         raise BenchError(f"data set {data} does not exist (see --data-root and --sources)")
     samples = list_samples(data)
     splits = source_splits(
-        data, samples, seed=int(train_config.get("seed", 0)),
-        val_fraction=float(train_config.get("val_fraction", 0.1)),
-        test_fraction=float(train_config.get("test_fraction", 0.2)), run_folder=run_folder,
+        data, samples, seed=int(train_config.get("seed", TrainConfig.default("seed"))),
+        val_fraction=float(train_config.get("val_fraction", TrainConfig.default("val_fraction"))),
+        test_fraction=float(train_config.get("test_fraction", TrainConfig.default("test_fraction"))),
+        run_folder=run_folder,
     )
     stems = splits.get(split)
     if max_images is not None:

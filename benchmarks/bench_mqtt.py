@@ -27,7 +27,7 @@ from benchmarks.common import add_results_args, command_line, publish, section_h
 from edge.config import MqttConfig, OutboxConfig
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
-from tests.mqtt_broker import Mosquitto  # the tests' private-broker runner (tests/ is a namespace package)
+from testbed.mosquitto import Mosquitto
 
 
 def bench_alert(sequence: int) -> dict:

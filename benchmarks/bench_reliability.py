@@ -3,7 +3,7 @@
     python -m benchmarks.bench_reliability                         # every scenario, appended to RESULTS.md
     python -m benchmarks.bench_reliability --scenarios broker_sigkill disk_full --no-append
 
-Runs the scenarios of tests/fault_scenarios.py (the same code tests/faults/ asserts on) against a real
+Runs the scenarios of testbed/fault_scenarios.py (the same code tests/faults/ asserts on) against a real
 local mosquitto, real SQLite and, for the disk-full scenario, a real 1 MiB tmpfs (needs root; reported
 as skipped otherwise). "received" counts distinct alert_ids that arrived; "redelivered" counts
 deliveries beyond the first, which the subscriber's de-duplication by alert_id removes; "duplicated
@@ -19,11 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import add_results_args, command_line, publish, section_header
-
-# The scenarios are the fault tests' own code; tests/ holds flat helper modules that import each other
-# by name (as pytest puts tests/ on the path), so the benchmark does the same.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fault_scenarios import SCENARIOS  # noqa: E402
+from testbed.fault_scenarios import SCENARIOS  # the fault tests' own scenarios (tests/faults/)
 
 HEADER = ("| scenario | produced | received | lost | redelivered (removed by dedup) | duplicated after dedup "
           "| details | time, s |\n|---|---|---|---|---|---|---|---|\n")
@@ -48,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(f"{tally.row()} {elapsed:.1f} |")
         failures += tally.duplicated_after_dedup > 0 or tally.foreign > 0
         print(rows[-1], flush=True)
-    notes = ["mosquitto 127.0.0.1 on the same machine; small keep-alives/back-offs (tests/fault_scenarios.py). "
+    notes = ["mosquitto 127.0.0.1 on the same machine; small keep-alives/back-offs (testbed/fault_scenarios.py). "
              "The corrupt-outbox row loses exactly the rows the overwritten bytes destroyed (reported as "
              "unreadable); every other scenario must show lost = 0."]
     header = section_header("Reliability under faults (bench_reliability.py)", command_line(__file__, argv), notes)

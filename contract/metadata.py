@@ -16,6 +16,9 @@ from typing import Any
 CONTRACT_VERSION = 1
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
+DEFAULT_TILE_PX = 512  # tile side a model is trained on and exported for unless told otherwise
+SIDE_MULTIPLE = 16  # the U-Net halves its input four times: tile sides and whole images divide by 2**4
+DEFAULT_THRESHOLD = 0.5  # decision threshold of a model not (yet) calibrated on validation data
 
 
 class MetadataError(ValueError):
@@ -29,12 +32,12 @@ class ModelMetadata:
     arch: str = "aelf-unet"
     width: int = 64
     head: str = "deep"
-    input_size: int = 512  # tile side the model was trained/exported for (pixels)
+    input_size: int = DEFAULT_TILE_PX  # tile side the model was trained/exported for (pixels)
     color_order: str = "RGB"
     scale: float = 1.0 / 255.0  # x = (pixel * scale - mean) / std
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    threshold: float = 0.5  # decision threshold on the output probability
+    threshold: float = DEFAULT_THRESHOLD  # decision threshold on the output probability
     precision: str = "fp32"  # fp32 | fp16 | int8
     train_data: str = "unknown"
     train_commit: str = "unknown"
@@ -47,8 +50,10 @@ class ModelMetadata:
             raise MetadataError(f"metadata 'threshold' must be in (0, 1), got {self.threshold}")
         if self.color_order not in ("RGB", "BGR"):
             raise MetadataError(f"metadata 'color_order' must be RGB or BGR, got {self.color_order!r}")
-        if self.input_size <= 0 or self.input_size % 16:
-            raise MetadataError(f"metadata 'input_size' must be a positive multiple of 16, got {self.input_size}")
+        if self.input_size <= 0 or self.input_size % SIDE_MULTIPLE:
+            raise MetadataError(
+                f"metadata 'input_size' must be a positive multiple of {SIDE_MULTIPLE}, got {self.input_size}"
+            )
         if self.precision not in ("fp32", "fp16", "int8"):
             raise MetadataError(f"metadata 'precision' must be fp32, fp16 or int8, got {self.precision!r}")
 

@@ -1,8 +1,7 @@
 """One frame in, one crack-probability map out: tiler -> pre-processing -> backend -> stitcher.
 
-The one inference path. The edge daemon runs these same steps on its threads (``edge.pipeline``:
-:func:`frame_tiles`' tiler and pre-processing on capture, ``backend.infer`` on batches,
-``contract.tiling.stitch`` after); evaluation (``train.evaluate``, the training loop's validation),
+The one inference path. The edge daemon runs these same steps on its threads (``edge.pipeline``
+calls :func:`frame_tiles` on capture, ``backend.infer`` on batches, ``contract.tiling.stitch`` after); evaluation (``train.evaluate``, the training loop's validation),
 threshold calibration, INT8 checks and the export parity check call :func:`predict_frame`. So a model
 gives the same probabilities for the same frame wherever it runs (``tests/test_one_inference_path.py``).
 """
@@ -11,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from contract.backends.base import SIZE_MULTIPLE, Backend, BackendError
-from contract.metadata import ModelMetadata
+from contract.backends.base import Backend, BackendError
+from contract.metadata import SIDE_MULTIPLE, ModelMetadata
 from contract.preprocess import to_model_input
-from contract.tiling import TileGrid, default_overlap, extract_tiles, stitch, tile_grid
+from contract.tiling import TileGrid, extract_tiles, stitch, tile_grid
 
 
 def frame_tiles(
@@ -26,8 +25,6 @@ def frame_tiles(
     :func:`contract.tiling.default_overlap` of the tile.
     """
     tile = tile or meta.input_size
-    if overlap is None:
-        overlap = default_overlap(tile)
     grid = tile_grid(frame_bgr.shape[0], frame_bgr.shape[1], tile=tile, overlap=overlap)
     return grid, to_model_input(extract_tiles(frame_bgr, grid), meta)
 
@@ -50,7 +47,7 @@ def predict_frame(
                 "not whole images: predict it tiled (whole_image=False)"
             )
         height, width = frame_bgr.shape[:2]
-        pad = [(0, -height % SIZE_MULTIPLE), (0, -width % SIZE_MULTIPLE), (0, 0)]
+        pad = [(0, -height % SIDE_MULTIPLE), (0, -width % SIDE_MULTIPLE), (0, 0)]
         padded = np.pad(frame_bgr, pad) if any(p[1] for p in pad) else frame_bgr
         prob = backend.infer(to_model_input(padded, backend.metadata))[0, 0]
         return np.ascontiguousarray(prob[:height, :width], dtype=np.float32)

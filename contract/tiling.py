@@ -25,6 +25,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from contract.metadata import DEFAULT_TILE_PX
+
 
 class TilingError(ValueError):
     """Bad tiling arguments or an array whose shape does not match the grid; the message says which."""
@@ -76,17 +78,18 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def tile_grid(height: int, width: int, tile: int = 512, overlap: int = 64) -> TileGrid:
+def tile_grid(height: int, width: int, tile: int = DEFAULT_TILE_PX, overlap: int | None = None) -> TileGrid:
     """The tiles covering every pixel of a ``height`` x ``width`` frame (pixels).
 
-    ``overlap`` (pixels, ``0 <= overlap < tile``) is the minimum overlap between neighbouring tiles;
-    the last tile in each direction is flush with the border and may overlap more. A frame side
-    shorter than ``tile`` gets one tile on that axis, padded by :func:`extract_tiles`.
+    ``overlap`` (pixels, ``0 <= overlap < tile``; default :func:`default_overlap` of the tile) is the
+    minimum overlap between neighbouring tiles; the last tile in each direction is flush with the
+    border and may overlap more. A frame side shorter than ``tile`` gets one tile on that axis,
+    padded by :func:`extract_tiles`.
     """
     height = _check_int("height", height, 1)
     width = _check_int("width", width, 1)
     tile = _check_int("tile", tile, 1)
-    overlap = _check_int("overlap", overlap, 0)
+    overlap = _check_int("overlap", default_overlap(tile) if overlap is None else overlap, 0)
     if overlap >= tile:
         raise TilingError(
             f"overlap ({overlap} px) must be smaller than the tile ({tile} px); a typical overlap is tile/8"
@@ -132,7 +135,8 @@ def extract_tiles(frame: np.ndarray, grid: TileGrid) -> np.ndarray:
 
 
 def default_overlap(tile: int) -> int:
-    """The overlap used where none is configured: 64 px at the usual 512 px tile, an eighth of smaller tiles."""
+    """The overlap used wherever none is configured (daemon, evaluation, calibration): an eighth of
+    the tile, at most 64 px (64 px at the usual 512 px tile)."""
     return min(64, tile // 8)
 
 

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from contract.metadata import SIDE_MULTIPLE
 from edge.broker import parse_broker_uri
-from edge.measure import SEVERITY_LEVELS, SeverityRules
+from edge.measure import SEVERITY_LEVELS, MaskCleanup, SeverityRules
 from edge.topics import topic_part_problem
 
 try:  # Python 3.11+
@@ -26,6 +27,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 (pyproject pins to
 
 
 _RULES = SeverityRules()  # the severity defaults live in the pure rules dataclass
+_CLEANUP = MaskCleanup()  # and the mask clean-up defaults in theirs
 
 
 class ConfigError(ValueError):
@@ -86,22 +88,24 @@ class TilingConfig(_Section):
     """How frames are cut into model-sized tiles (contract/tiling.py)."""
 
     tile: int | None = Field(None, gt=0, description="tile side in px, default: the model's input size")
-    overlap: int = Field(64, ge=0, description="overlap between neighbouring tiles, px")
+    overlap: int | None = Field(
+        None, ge=0, description="overlap between neighbouring tiles, px; default: an eighth of the tile, at most 64"
+    )
     gsd_mm_per_px: float | None = Field(None, gt=0, description="camera ground sampling distance, mm per pixel")
     target_gsd_mm_per_px: float | None = Field(None, gt=0, description="resize frames to this GSD before tiling")
 
     @field_validator("tile")
     @classmethod
     def _multiple_of_16(cls, value: int | None) -> int | None:
-        if value is not None and value % 16:
-            raise ValueError("must be a multiple of 16 (the U-Net halves it 4 times)")
+        if value is not None and value % SIDE_MULTIPLE:
+            raise ValueError(f"must be a multiple of {SIDE_MULTIPLE} (the U-Net halves it 4 times)")
         return value
 
     @model_validator(mode="after")
     def _target_needs_gsd(self) -> TilingConfig:
         if self.target_gsd_mm_per_px is not None and self.gsd_mm_per_px is None:
             raise ValueError("target_gsd_mm_per_px needs gsd_mm_per_px (the camera's own GSD)")
-        if self.tile is not None and self.overlap >= self.tile:
+        if self.tile is not None and self.overlap is not None and self.overlap >= self.tile:
             raise ValueError(f"overlap ({self.overlap}) must be smaller than tile ({self.tile})")
         return self
 
@@ -143,11 +147,13 @@ class SeverityConfig(_Section):
 class MeasureConfig(_Section):
     """Mask clean-up and crack measurement (edge/measure.py)."""
 
-    min_area_px: int = Field(20, ge=1, description="cracks smaller than this many pixels are ignored")
-    min_length_px: float = Field(40.0, ge=0, description="pieces with a shorter skeleton are specks, not cracks, px (0 = off)")
-    link_gap_px: int = Field(30, ge=0, description="pieces closer than this are one crack, px (0 = off)")
-    open_px: int = Field(0, ge=0, description="morphological opening of the mask, px (0 = off)")
-    close_px: int = Field(0, ge=0, description="morphological closing of the mask, px (0 = off)")
+    min_area_px: int = Field(_CLEANUP.min_area_px, ge=1, description="cracks smaller than this many pixels are ignored")
+    min_length_px: float = Field(
+        _CLEANUP.min_length_px, ge=0, description="pieces with a shorter skeleton are specks, not cracks, px (0 = off)"
+    )
+    link_gap_px: int = Field(_CLEANUP.link_gap_px, ge=0, description="pieces closer than this are one crack, px (0 = off)")
+    open_px: int = Field(_CLEANUP.open_px, ge=0, description="morphological opening of the mask, px (0 = off)")
+    close_px: int = Field(_CLEANUP.close_px, ge=0, description="morphological closing of the mask, px (0 = off)")
     severity: SeverityConfig = SeverityConfig()
 
 

@@ -7,7 +7,7 @@ distance is configured):
   optional morphological closing/opening, then removal of components smaller than ``min_area_px``.
 * **crack**: one 8-connected component of the mask (``cv2.connectedComponentsWithStats``): a crack
   is a thin line, and a 1-pixel diagonal line is only 8-connected. Two optional steps make a count
-  of cracks mean what an inspector means (the daemon turns both on, ``edge.config.MeasureConfig``):
+  of cracks mean what an inspector means (on by default, :class:`MaskCleanup`):
   components whose skeleton is shorter than ``min_length_px`` are dropped (texture specks: a speck
   has a blob's area but hardly any length), then the remaining components less than
   ``link_gap_px`` apart are one crack (a crack that the model sees as a broken line): its box,
@@ -52,6 +52,25 @@ SQRT2 = math.sqrt(2.0)
 # Subtracted per change of direction of the skeleton chain. Fitted over all digital straight lines
 # with slopes p/q, q < 40: max relative length error +2.3 % / -0.8 % (0 %, not 0.8 %, at 0/45/90 deg).
 CORNER_CORRECTION_PX = 0.1
+
+
+@dataclass(frozen=True)
+class MaskCleanup:
+    """How a thresholded mask becomes cracks (pixels, 0 = step off); the defaults are the daemon's.
+
+    The one home of these defaults: ``edge.config.MeasureConfig`` and :func:`measure_cracks` take
+    theirs from here. ``min_length_px`` and ``link_gap_px`` are the inspector's notion of a crack
+    (module docstring); set both to 0 for the raw connected components.
+    """
+
+    min_area_px: int = 20
+    min_length_px: float = 40.0
+    link_gap_px: int = 30
+    open_px: int = 0
+    close_px: int = 0
+
+
+_CLEANUP = MaskCleanup()
 
 
 class MeasureError(ValueError):
@@ -390,13 +409,13 @@ def measure_cracks(
     prob: np.ndarray,
     threshold: float,
     *,
-    min_area_px: int = 20,
-    min_length_px: float = 0.0,
-    link_gap_px: int = 0,
+    min_area_px: int = _CLEANUP.min_area_px,
+    min_length_px: float = _CLEANUP.min_length_px,
+    link_gap_px: int = _CLEANUP.link_gap_px,
     gsd_mm_per_px: float | None = None,
     rules: SeverityRules = SeverityRules(),  # noqa: B008 - frozen, immutable default
-    open_px: int = 0,
-    close_px: int = 0,
+    open_px: int = _CLEANUP.open_px,
+    close_px: int = _CLEANUP.close_px,
 ) -> FrameMeasurement:
     """Every crack of a probability map ``prob`` (H x W, values in [0, 1]) with its measurements.
 
@@ -405,7 +424,7 @@ def measure_cracks(
     ``min_length_px`` (:func:`drop_short`), join fragments less than ``link_gap_px`` apart into one
     crack (:func:`link_fragments`), measure each crack (:func:`crack_records`). ``gsd_mm_per_px``:
     ground sampling distance (mm of surface per pixel) for millimetre sizes and the mm severity limits.
-    The length and gap steps are off (0) here; the daemon's defaults are in ``edge.config.MeasureConfig``.
+    Defaults: :class:`MaskCleanup` (the daemon's).
     The definitions are in this module's docstring.
     """
     _check_inputs(prob, threshold, min_area_px, gsd_mm_per_px)

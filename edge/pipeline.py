@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from contract.backends import Backend
-from contract.preprocess import to_model_input
-from contract.tiling import TileGrid, extract_tiles, resize_to_gsd, stitch, tile_grid
+from contract.predict import frame_tiles
+from contract.tiling import TileGrid, default_overlap, resize_to_gsd, stitch
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
 from edge.config import EdgeConfig
 from edge.frame_guard import fit_frame
@@ -132,8 +132,9 @@ class Pipeline:
         meta = backend.metadata
         max_batch = backend.input_shape[0]
         self.tile = check_model_input(backend, config.tiling.tile)
-        if config.tiling.overlap >= self.tile:
-            raise PipelineError(f"tiling.overlap ({config.tiling.overlap}) must be smaller than the tile ({self.tile})")
+        self.overlap = default_overlap(self.tile) if config.tiling.overlap is None else config.tiling.overlap
+        if self.overlap >= self.tile:
+            raise PipelineError(f"tiling.overlap ({self.overlap}) must be smaller than the tile ({self.tile})")
         self.batch_size = max(1, min(config.model.batch_size, max_batch))
         self.threshold = config.model.threshold or meta.threshold
         self.rules = config.measure.severity.rules()
@@ -144,7 +145,6 @@ class Pipeline:
         queue_size = config.source.queue_size
         self._frames: queue.Queue = queue.Queue(maxsize=queue_size)
         self._results: queue.Queue = queue.Queue(maxsize=max(2, queue_size))
-        self._grids: dict[tuple[int, int], TileGrid] = {}
         self._oversize_seen: set[tuple[int, int]] = set()
         self._failure: BaseException | None = None
         self._next_stats_s = 0.0
@@ -177,11 +177,7 @@ class Pipeline:
         target = self.config.tiling.target_gsd_mm_per_px
         if gsd is not None and target is not None:
             image, gsd = resize_to_gsd(image, gsd, target)
-        height, width = image.shape[:2]
-        grid = self._grids.get((height, width))
-        if grid is None:
-            grid = self._grids[(height, width)] = tile_grid(height, width, self.tile, self.config.tiling.overlap)
-        x = to_model_input(extract_tiles(image, grid), self.backend.metadata)
+        grid, x = frame_tiles(image, self.backend.metadata, self.overlap, self.tile)  # the one inference path
         return Prepared(frame, image, gsd, grid, x, time.monotonic())
 
     def _put_frame(self, item: Prepared, stop: threading.Event) -> None:

@@ -83,7 +83,8 @@ def test_build_alert_refuses_what_the_schema_would_reject():
 
 
 def test_max_cracks_keeps_the_most_severe():
-    m = measure_cracks(crack_map(*[(10, 60, y, 1) for y in range(10, 200, 10)], (100, 300, 220, 9)), 0.5)
+    many = crack_map(*[(10, 60, y, 1) for y in range(10, 200, 10)], (100, 300, 220, 9))
+    m = measure_cracks(many, 0.5, link_gap_px=0)  # 20 separate cracks, not one linked crack
     alert = alert_for(m, max_cracks=3)
     assert len(alert["cracks"]) == 3 and alert["cracks"][0]["max_width_px"] == 9
     assert validate_alert(alert) == []
@@ -125,8 +126,8 @@ def test_policy_lets_a_new_or_worse_crack_through():
 
 
 def test_policy_thresholds_and_per_source_cooldown():
-    low = measure_cracks(crack_map((20, 60, 60, 1)), 0.5)
-    high = measure_cracks(crack_map((20, 60, 60, 9)), 0.5)
+    low = measure_cracks(crack_map((20, 60, 60, 1)), 0.5, min_length_px=0)  # a 40-px crack, kept
+    high = measure_cracks(crack_map((20, 60, 60, 9)), 0.5, min_length_px=0)
     assert not AlertPolicy(AlertsConfig(min_severity="medium")).decide(low, 0.0, "cam0")
     assert not AlertPolicy(AlertsConfig(min_coverage=0.01)).decide(low, 0.0, "cam0")
     assert not AlertPolicy(AlertsConfig()).decide(measure_cracks(crack_map(), 0.5), 0.0, "cam0")

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from train.augment import AugmentConfig, affine_matrix, random_affine, random_crop, warp_pair
+from train.config import TrainConfig
 from train.data import (
     DatasetError,
     TrainCrops,
@@ -25,6 +26,10 @@ from train.data import (
     resolve_splits,
     write_splits,
 )
+
+# the split of a run with train.run's defaults (TrainConfig is their one home)
+DEFAULTS = {"seed": 0, "val_fraction": TrainConfig.default("val_fraction"),
+            "test_fraction": TrainConfig.default("test_fraction")}
 
 
 def make_dataset(root: Path, n: int = 6, hw: tuple[int, int] = (40, 56), split: dict | None = None) -> Path:
@@ -105,7 +110,7 @@ def test_unreadable_image_is_named(tmp_path):
 def test_split_stem_without_image_names_file_and_line(tmp_path):
     root = make_dataset(tmp_path / "d", split={"train": ["s00", "s01", "s02"], "test": ["s03", "ghost"]})
     with pytest.raises(DatasetError, match=r"test\.txt line 2: stem 'ghost' has no image"):
-        resolve_splits(root, list_samples(root))
+        resolve_splits(root, list_samples(root), **DEFAULTS)
 
 
 def test_duplicate_stems_are_refused(tmp_path):
@@ -120,9 +125,9 @@ def test_duplicate_stems_are_refused(tmp_path):
 
 def test_seeded_split_is_deterministic_disjoint_and_70_10_20():
     stems = [f"{i:03d}" for i in range(118)]  # CrackForest has 118 images and no split
-    a = resolve_splits("/nonexistent", stems, seed=3)
-    b = resolve_splits("/nonexistent", list(reversed(stems)), seed=3)
-    c = resolve_splits("/nonexistent", stems, seed=4)
+    a = resolve_splits("/nonexistent", stems, **{**DEFAULTS, "seed": 3})
+    b = resolve_splits("/nonexistent", list(reversed(stems)), **{**DEFAULTS, "seed": 3})
+    c = resolve_splits("/nonexistent", stems, **{**DEFAULTS, "seed": 4})
     assert (a.train, a.val, a.test) == (b.train, b.val, b.test)
     assert a.test != c.test
     assert len(a.test) == 24 and len(a.val) == 9 and len(a.train) == 85
@@ -133,11 +138,11 @@ def test_seeded_split_is_deterministic_disjoint_and_70_10_20():
 
 def test_split_files_are_used_and_val_txt_wins(tmp_path):
     root = make_dataset(tmp_path / "d", n=8, split={"train": ["s00", "s01", "s02", "s03", "s04"], "test": ["s05", "s06"]})
-    splits = resolve_splits(root, list_samples(root), seed=0, val_fraction=0.2)
+    splits = resolve_splits(root, list_samples(root), **{**DEFAULTS, "val_fraction": 0.2})
     assert splits.test == ["s05", "s06"] and splits.source == "files"
     assert len(splits.val) == 1 and set(splits.train) | set(splits.val) == {"s00", "s01", "s02", "s03", "s04"}
     (root / "splits" / "val.txt").write_text("s04\n# held out\n")
-    splits = resolve_splits(root, list_samples(root))
+    splits = resolve_splits(root, list_samples(root), **DEFAULTS)
     assert splits.val == ["s04"] and "s04" not in splits.train
 
 

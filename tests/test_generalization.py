@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_generalization as bench
-from train.generalization import (
+from benchmarks.generalization import (
     WidthRecall,
     crack_free_tiles,
     crack_tiles,

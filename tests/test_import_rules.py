@@ -1,7 +1,9 @@
 """The house holds: which package may import which (docs/ARCHITECTURE.md), checked on the source.
 
 Every ``import`` of every module is read with ``ast`` (those inside functions too: a lazy import
-is still a dependency), so a new import that breaks a rule fails here with the file and line.
+is still a dependency), so a new import that breaks a rule fails here with the file and line. The
+whole tree (tests, benchmarks and the testbed they share included) has no import circle, between
+folders or between modules.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contract.backends import IMPLEMENTATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("contract", "train", "export", "calibration", "edge")
+TREE = (*PACKAGES, "testbed", "benchmarks", "tests")  # every folder of Python code
 
 # first-party imports each package may make besides its own modules (a name allows its submodules)
 ALLOWED = {
@@ -79,27 +82,84 @@ def test_forbidden_and_lazy_third_party_imports() -> None:
     assert not broken, "\n".join(broken)
 
 
-def test_package_graph_has_no_cycles() -> None:
-    edges: dict[str, set[str]] = {p: set() for p in PACKAGES}
-    for package, _, name, _ in all_imports():
-        root = name.split(".")[0]
-        if root in PACKAGES and root != package:
-            edges[package].add(root)
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the directed graph ``edges`` as [a, b, ..., a], or None when it has none."""
     state: dict[str, str] = {}
 
-    def visit(node: str, trail: list[str]) -> None:
+    def visit(node: str, trail: list[str]) -> list[str] | None:
         if state.get(node) == "open":
-            raise AssertionError("package cycle: " + " -> ".join([*trail, node]))
+            return [*trail[trail.index(node):], node]
         if state.get(node) == "done":
-            return
+            return None
         state[node] = "open"
-        for nxt in sorted(edges[node]):
-            visit(nxt, [*trail, node])
+        for nxt in sorted(edges.get(node, ())):
+            found = visit(nxt, [*trail, node])
+            if found:
+                return found
         state[node] = "done"
+        return None
 
-    for package in PACKAGES:
-        visit(package, [])
+    for node in sorted(edges):
+        found = visit(node, [])
+        if found:
+            return found
+    return None
+
+
+def test_find_cycle_finds_one_and_only_one() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"b"}}) == ["b", "c", "b"]
+
+
+def tree_modules() -> dict[str, Path]:
+    """Dotted name -> file of every module of the tree; tests/ helpers also under their flat name
+    (``mqtt_fixtures``: pytest puts tests/ on the path and the tests import them so)."""
+    modules: dict[str, Path] = {}
+    for folder in TREE:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+            if folder == "tests" and len(parts) == 2:
+                modules.setdefault(parts[1], path)
+    return modules
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module -> the modules of the tree it imports (``from a.b import c``: module a.b.c, else a.b)."""
+    modules = tree_modules()
+
+    def resolve(name: str) -> str | None:
+        parts = name.split(".")
+        return next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules), None)
+
+    edges: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = {resolve(name) for name, _, _ in imports(path)}
+        edges[module] = {t for t in targets if t is not None and modules[t] != path}
+    return edges
+
+
+def test_package_graph_has_no_cycles() -> None:
+    edges: dict[str, set[str]] = {folder: set() for folder in TREE}
+    for module, targets in module_graph().items():
+        source = module.split(".")[0] if module.split(".")[0] in TREE else "tests"
+        for target in targets:
+            root = target.split(".")[0] if target.split(".")[0] in TREE else "tests"
+            if root != source:
+                edges[source].add(root)
+    cycle = find_cycle(edges)
+    assert cycle is None, "folder cycle: " + " -> ".join(cycle)
     assert edges["contract"] == set()
+    for package in PACKAGES:  # the shipped packages need nothing of the tests, benchmarks or testbed
+        assert not edges[package] & {"testbed", "benchmarks", "tests"}, f"{package} imports {edges[package]}"
+    assert edges["testbed"] <= set(PACKAGES), f"testbed imports {edges['testbed']}: it serves tests and benchmarks"
+
+
+def test_no_module_of_the_tree_imports_itself_round_a_circle() -> None:
+    cycle = find_cycle(module_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
 def test_the_backend_table_names_real_classes_and_only_train_outside_the_contract() -> None:

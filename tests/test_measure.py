@@ -13,6 +13,8 @@ import pytest
 from contract.tiling import extract_tiles, stitch, tile_grid
 from edge.measure import MeasureError, SeverityRules, measure_cracks
 
+RAW = {"min_length_px": 0, "link_gap_px": 0}  # every connected component, without the inspector's steps
+
 
 def band(height: int, width: int, p0, p1, width_px: float, value: float = 0.9) -> np.ndarray:
     """A probability map with a crack drawn exactly: pixels whose centre lies within width_px / 2 of
@@ -126,17 +128,17 @@ def test_frame_severity_is_the_worst_crack_and_cracks_are_sorted_by_it():
 def test_clean_up_drops_specks_and_keeps_8_connected_lines():
     prob = band(200, 200, (10, 10), (150, 150), 1)  # 1-px diagonal: only 8-connected
     prob[180:183, 20:23] = 0.9  # a 9-px speck
-    m = measure_cracks(prob, 0.5, min_area_px=10)
+    m = measure_cracks(prob, 0.5, min_area_px=10, **RAW)
     assert len(m.cracks) == 1 and m.cracks[0].area_px == 141
     assert not m.mask[180:183, 20:23].any()
     assert m.coverage == pytest.approx(141 / (200 * 200))
     assert (m.labels[m.mask] == m.cracks[0].label).all()
-    assert len(measure_cracks(prob, 0.5, min_area_px=9).cracks) == 2
+    assert len(measure_cracks(prob, 0.5, min_area_px=9, **RAW).cracks) == 2
     # closing joins a crack broken by a 1-px gap
     broken = band(100, 200, (10, 50), (190, 50), 3)
     broken[:, 100] = 0.0
-    assert len(measure_cracks(broken, 0.5).cracks) == 2
-    assert len(measure_cracks(broken, 0.5, close_px=3).cracks) == 1
+    assert len(measure_cracks(broken, 0.5, **RAW).cracks) == 2
+    assert len(measure_cracks(broken, 0.5, close_px=3, **RAW).cracks) == 1
 
 
 def test_bad_inputs_name_the_argument():
@@ -153,7 +155,7 @@ def test_real_deepcrack_mask_measures_its_pixels(shared_data):
     mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     assert mask is not None, path
     prob = (mask > 127).astype(np.float32)
-    m = measure_cracks(prob, 0.5, min_area_px=1)
+    m = measure_cracks(prob, 0.5, min_area_px=1, **RAW)
     assert len(m.cracks) >= 1
     assert m.coverage == pytest.approx(float(prob.mean()))
     assert sum(c.area_px for c in m.cracks) == int(prob.sum())
@@ -169,11 +171,11 @@ def test_full_hd_map_with_twenty_cracks_is_measured_fast():
         start = rng.integers((0, 0), (1920, 1080))
         end = start + rng.integers(-300, 300, 2)
         cv2.line(prob, tuple(int(v) for v in start), tuple(int(v) for v in end), 0.9, int(rng.integers(1, 6)))
-    measure_cracks(prob, 0.5)  # first call imports scikit-image
+    measure_cracks(prob, 0.5, **RAW)  # first call imports scikit-image
     times = []
     for _ in range(3):
         start_s = time.perf_counter()
-        m = measure_cracks(prob, 0.5)
+        m = measure_cracks(prob, 0.5, **RAW)
         times.append(time.perf_counter() - start_s)
     print(f"measure_cracks 1920x1080, {len(m.cracks)} cracks: {min(times) * 1e3:.1f} ms (best of 3)")
     assert len(m.cracks) >= 15
@@ -188,9 +190,9 @@ def test_specks_are_dropped_and_fragments_of_one_crack_are_one_crack():
     for _ in range(30):  # texture specks: 5 x 5 blobs, area 25 px >= min_area_px, length ~4 px
         y, x = rng.integers(0, 120), rng.integers(0, 395)
         prob[y:y + 5, x:x + 5] = 0.9
-    raw = measure_cracks(prob, 0.5)
+    raw = measure_cracks(prob, 0.5, **RAW)
     assert len(raw.cracks) >= 30  # what a count of connected components says
-    m = measure_cracks(prob, 0.5, min_length_px=40, link_gap_px=30)
+    m = measure_cracks(prob, 0.5)  # the defaults: min_length_px 40, link_gap_px 30, as the daemon's
     assert len(m.cracks) == 1  # what an inspector says
     crack = m.cracks[0]
     x, y, w, h = crack.bbox
@@ -200,5 +202,5 @@ def test_specks_are_dropped_and_fragments_of_one_crack_are_one_crack():
     assert (m.labels[m.mask] == crack.label).all()
     # a short crack far from others survives when it is long enough, and is its own crack
     prob[250:253, 30:90] = 0.9
-    assert len(measure_cracks(prob, 0.5, min_length_px=40, link_gap_px=30).cracks) == 2
+    assert len(measure_cracks(prob, 0.5).cracks) == 2
     assert len(measure_cracks(prob, 0.5, min_length_px=70, link_gap_px=30).cracks) == 1

@@ -8,11 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mqtt_broker import Mosquitto
 from mqtt_fixtures import log_watcher, make_alert, make_tls_material, mqtt_section, needs_mosquitto  # noqa: F401
 
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
+from testbed.mosquitto import Mosquitto
 
 pytestmark = [needs_mosquitto, pytest.mark.mqtt]
 

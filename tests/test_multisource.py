@@ -17,7 +17,8 @@ from train.config import ConfigError, TrainConfig
 from train.data import CrackImages, CropRecipe, TrainCrops, fit_small_image
 from train.evaluate import main as evaluate_main
 from train.run import main as run_main
-from train.sources import epoch_plan, source_shares
+from train.sampling import epoch_plan
+from train.sources import source_shares
 
 TINY = ["--width", "4", "--size", "64", "--workers", "0", "--no-progress", "--lr", "1e-3", "--overlays", "1"]
 

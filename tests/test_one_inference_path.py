@@ -2,8 +2,10 @@
 
 A real (tiny, untrained) U-Net is exported with ``export.onnx`` at a static 64-px tile; the daemon
 runs it on a folder of images through its threaded pipeline (batches mixing tiles of several frames),
-``train.evaluate`` through its predictor. Their per-frame probability maps must be identical: any
-difference in tiling, padding, pre-processing or stitching between the two would show here.
+``train.evaluate`` through its predictor. Both run with their defaults (no overlap set anywhere), at a
+tile far under 512 px where an overlap default of 64 px could not even apply. Their per-frame
+probability maps must be identical: any difference in tiling, overlap, padding, pre-processing or
+stitching between the two would show here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from edge_helpers import crack_image
 
 torch = pytest.importorskip("torch", reason="the model is exported from a torch checkpoint")
 
-from contract.tiling import default_overlap  # noqa: E402
 from edge.config import load_config  # noqa: E402
 from edge.daemon import build_pipeline  # noqa: E402
 from edge.publish import LogPublisher  # noqa: E402
@@ -34,13 +35,12 @@ def test_daemon_and_evaluate_give_identical_probabilities(tmp_path) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
     # sizes that need several tiles, a flush last tile, and (40 px) a mirrored fill below one tile
-    for i, (h, w) in enumerate([(150, 200), (64, 130), (40, 90)]):
+    for i, (h, w) in enumerate([(150, 200), (64, 130), (40, 90)]):  # all tiled with 64-px tiles
         cv2.imwrite(str(frames / f"{i}.png"), crack_image(h, w, crack=i != 1, seed=i))
 
     config = load_config(None, [
-        f"source.uri={frames}", f"model.path={model}", f"tiling.overlap={default_overlap(TILE)}",
-        "model.batch_size=4", "model.intra_op_threads=1", f"alerts.state_path={tmp_path / 'state.json'}",
-        "stats_interval_s=3600",
+        f"source.uri={frames}", f"model.path={model}", "model.batch_size=4", "model.intra_op_threads=1",
+        f"alerts.state_path={tmp_path / 'state.json'}", "stats_interval_s=3600",
     ])
     daemon: dict[int, np.ndarray] = {}
     pipeline = build_pipeline(config, publisher=LogPublisher(stream=open(tmp_path / "a.jsonl", "w")),  # noqa: SIM115

@@ -63,8 +63,8 @@ def test_byte_bound_keeps_the_newest_when_all_equal(tmp_path: Path) -> None:
 def test_alert_survives_sigkill_right_after_put(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     code = (
-        "import os, signal, sys; sys.path.insert(0, 'tests')\n"
-        "from mqtt_fixtures import make_alert, outbox_at\n"
+        "import os, signal\n"
+        "from testbed.mqtt import make_alert, outbox_at\n"
         f"box = outbox_at({str(path)!r})\n"
         "for i in range(20): box.put(make_alert(sequence=i))\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from contract.metadata import MetadataError, ModelMetadata
+from contract.metadata import DEFAULT_THRESHOLD, DEFAULT_TILE_PX, MetadataError, ModelMetadata
 from train.model import ModelConfig, UNet
 
 FORMAT = "aelf-unet-checkpoint"
@@ -66,7 +66,7 @@ def save_checkpoint(
     model: torch.nn.Module,
     *,
     size: int,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     train_config: dict[str, Any] | None = None,
     data: dict[str, Any] | None = None,
     epoch: int = 0,
@@ -180,12 +180,12 @@ def metadata_from_checkpoint(
             arch=str(model.get("arch", "aelf-unet")),
             width=int(model.get("width", 64)),
             head=str(model.get("head", "deep")),
-            input_size=int(size or inp.get("size", 512)),
+            input_size=int(size or inp.get("size", DEFAULT_TILE_PX)),
             color_order=str(inp.get("color_order", "RGB")),
             scale=float(inp.get("scale", 1.0 / 255.0)),
             mean=tuple(float(v) for v in inp.get("mean", (0.0, 0.0, 0.0))),  # type: ignore[arg-type]
             std=tuple(float(v) for v in inp.get("std", (1.0, 1.0, 1.0))),  # type: ignore[arg-type]
-            threshold=float(threshold if threshold is not None else checkpoint.get("threshold", 0.5)),
+            threshold=float(threshold if threshold is not None else checkpoint.get("threshold", DEFAULT_THRESHOLD)),
             precision="fp32",
             train_data=train_data,
             train_commit=str(checkpoint.get("commit", "unknown")),

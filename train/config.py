@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from contract.metadata import DEFAULT_TILE_PX, SIDE_MULTIPLE
 from train.augment import BORDERS, AugmentConfig
 from train.losses import LOSS_NAMES
 from train.model import INITS
@@ -40,7 +41,7 @@ class TrainConfig:
     gamma2: float = 0.0  # AELF tilt on the false-negative side (d <= 0)
     head: str = "deep"
     width: int = 64
-    size: int = 512  # training crop side, pixels
+    size: int = DEFAULT_TILE_PX  # training crop side, pixels
     epochs: int = 30
     batch: int = 1  # per process
     lr: float = 1e-4
@@ -60,11 +61,11 @@ class TrainConfig:
     select: str = "ods_f"
     overlays: int = 4
     augment: bool = True
-    rotation_deg: float = 90.0
-    shift_frac: float = 0.1
-    shear_deg: float = 10.0
-    flip: bool = True
-    border: str = "reflect"
+    rotation_deg: float = AugmentConfig.rotation_deg  # the augmentation's defaults live in AugmentConfig
+    shift_frac: float = AugmentConfig.shift_frac
+    shear_deg: float = AugmentConfig.shear_deg
+    flip: bool = AugmentConfig.flip
+    border: str = AugmentConfig.border
     progress: bool = True
     scale_aug_min: float = 1.0  # random rescale of each training image, log-uniform in [min, max]
     scale_aug_max: float = 1.0
@@ -107,8 +108,8 @@ class TrainConfig:
         for name in ("width", "epochs", "batch", "eval_every"):
             if getattr(self, name) < 1:
                 fail(name, "a positive whole number")
-        if self.size < 16 or self.size % 16:
-            fail("size", "a multiple of 16 (the U-Net pools 4 times)")
+        if self.size < SIDE_MULTIPLE or self.size % SIDE_MULTIPLE:
+            fail("size", f"a multiple of {SIDE_MULTIPLE} (the U-Net pools 4 times)")
         for name in ("workers", "tolerance_px", "max_steps_per_epoch", "overlays"):
             if getattr(self, name) < 0:
                 fail(name, ">= 0")

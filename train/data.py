@@ -36,12 +36,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from contract.metadata import SIDE_MULTIPLE
 from train.augment import AugmentConfig, random_affine, random_crop
+from train.sampling import epoch_plan
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")  # PNG first: lossless
 SPLIT_NAMES = ("train", "val", "test")
-EVAL_MULTIPLE = 16  # four max-pools: the U-Net needs sides that divide by 16
 
 
 class DatasetError(ValueError):
@@ -229,9 +230,9 @@ def resolve_splits(
     root: str | os.PathLike,
     stems: Iterable[str],
     *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
 ) -> Splits:
     """Train/val/test stems for a data set folder (rules in the module docstring)."""
     root = Path(root)
@@ -348,7 +349,7 @@ def to_chw_float(image: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- padding
 
 
-def pad_to_multiple(array: np.ndarray, multiple: int = EVAL_MULTIPLE, value: float = 0) -> tuple[np.ndarray, tuple[int, int]]:
+def pad_to_multiple(array: np.ndarray, multiple: int = SIDE_MULTIPLE, value: float = 0) -> tuple[np.ndarray, tuple[int, int]]:
     """Pad an H x W (x C) array at the bottom/right so both sides divide by ``multiple``.
 
     Returns ``(padded, (h, w))``; crop predictions back with ``prediction[:h, :w]`` so the padded area
@@ -391,8 +392,8 @@ class CropRecipe:
     photometric: Any = None  # train.photometric.PhotometricConfig or None
 
     def __post_init__(self) -> None:
-        if self.size < 16 or self.size % EVAL_MULTIPLE:
-            raise DatasetError(f"--size must be a multiple of {EVAL_MULTIPLE} and >= 16, got {self.size}")
+        if self.size < SIDE_MULTIPLE or self.size % SIDE_MULTIPLE:
+            raise DatasetError(f"--size must be a multiple of {SIDE_MULTIPLE} and >= {SIDE_MULTIPLE}, got {self.size}")
         if self.small_images not in ("mirror", "pad", "resize"):
             raise DatasetError(f"--small-images must be mirror, pad or resize, got {self.small_images!r}")
 
@@ -430,7 +431,7 @@ class TrainCrops(Dataset):
     """Augmented random crops from one or more sources: ``(image 3xSxS, mask 1xSxS, valid 1xSxS)`` float32.
 
     An epoch is ``n_draws`` crops (default: every training image once); :meth:`set_epoch` draws
-    which source and image each crop comes from (:func:`train.sources.epoch_plan`, by the sources'
+    which source and image each crop comes from (:func:`train.sampling.epoch_plan`, by the sources'
     ``shares``). Crop ``d`` of an epoch uses ``numpy.random.default_rng([seed, epoch, d])``, so it
     depends only on the seed, the epoch and its position: the same with any number of workers or
     processes, and a run resumed mid-epoch sees exactly the crops the uninterrupted run saw.
@@ -459,8 +460,6 @@ class TrainCrops(Dataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        from train.sources import epoch_plan
-
         self.epoch = int(epoch)
         keys = [str(i) for i in range(len(self.counts))]
         self._plan = epoch_plan(dict(zip(keys, self.shares, strict=True)), dict(zip(keys, self.counts, strict=True)),

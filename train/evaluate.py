@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from contract.image_tiles import seeded_subset
+from contract.metadata import DEFAULT_THRESHOLD
 from contract.metrics import mean_metrics_at_threshold, metrics_at_threshold, pooled_summary
-from train.config import split_data_list
+from train.config import TrainConfig, split_data_list
 from train.data import DatasetError, Splits, list_samples, load_images
 from train.health import detection_words
 from train.inference import Predictor, sweep_images
@@ -59,7 +60,7 @@ def checkpoint_predictor(path: Path, device: str = "auto") -> tuple[Predictor, d
     model, payload = load_model(path, resolved)
     backend = TorchBackend.from_module(model, metadata_from_checkpoint(payload, model_name=path.stem),
                                        device=resolved, batch_size=1, whole_images=True)
-    info = {"kind": "checkpoint", "threshold": float(payload.get("threshold", 0.5)),
+    info = {"kind": "checkpoint", "threshold": float(payload.get("threshold", DEFAULT_THRESHOLD)),
             "train_config": payload.get("train_config") or {}, "device": str(resolved),
             "epoch": payload.get("epoch"), "model": payload.get("model")}
     return backend_predictor(backend, whole_image=True), info
@@ -135,8 +136,8 @@ def evaluate_sources(
     binarize_masks: bool = False,
     splits_dir: str | Path | None = None,
     seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    val_fraction: float = TrainConfig.default("val_fraction"),
+    test_fraction: float = TrainConfig.default("test_fraction"),
     overlays: int = 4,
     progress: bool = True,
     max_images: int = 0,
@@ -242,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p("--binarize-masks", action="store_true", help="accept non-0/255 masks, crack where value >= 128")
     p("--splits", type=Path, default=None, help="run folder whose splits/*.txt to use (default: see module docs)")
     p("--seed", type=int, default=0, help="split seed for data sets without splits/ when the model does not record one (default: %(default)s)")
-    p("--val-fraction", type=float, default=0.1, help="as train.run, for the seeded split (default: %(default)s)")
-    p("--test-fraction", type=float, default=0.2, help="as train.run, for the seeded split (default: %(default)s)")
+    p("--val-fraction", type=float, default=TrainConfig.default("val_fraction"), help="as train.run, for the seeded split (default: %(default)s)")
+    p("--test-fraction", type=float, default=TrainConfig.default("test_fraction"), help="as train.run, for the seeded split (default: %(default)s)")
     p("--max-images", type=int, default=0, help="score a seeded subset (--seed) of N images per data set, for quick "
       "comparisons; 0 = the whole split (default: %(default)s)")
     p("--overlays", type=int, default=4, help="images written as overlays/*.png (default: %(default)s)")

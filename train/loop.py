@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from contract.image_tiles import seeded_subset
+from contract.metadata import DEFAULT_THRESHOLD
 from contract.metrics import (
     ThresholdSweep,
     mean_metrics_at_threshold,
@@ -60,7 +61,7 @@ from train.config import ConfigError, TrainConfig, parse_source_weights
 from train.data import CrackImages, CropRecipe, DatasetError, TrainCrops, load_images, seed_worker
 from train.health import DeadNetworkWatch, StepHealth, validation_verdict
 from train.inference import sweep_images, torch_predictor
-from train.losses import WarmupLoss, build_loss
+from train.losses import LOSSES, WarmupLoss, build_loss
 from train.model import build_model
 from train.report import (
     append_history,
@@ -280,14 +281,11 @@ def _steps_per_epoch(n_draws: int, config: TrainConfig, world_size: int) -> int:
     return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch else steps
 
 
-SATURATING_LOSSES = ("aelf", "exp", "l1", "l2")  # bounded losses on probabilities: no gradient past a saturated sigmoid
-
-
 def bce_warmup_steps(config: TrainConfig, steps_per_epoch: int) -> int:
     """Steps of BCE before ``--loss`` (``--bce-warmup-steps``; -1 = the automatic rule in its help)."""
     if config.bce_warmup_steps >= 0:
         return config.bce_warmup_steps
-    risky = config.loss in SATURATING_LOSSES and config.lr > 1e-4 and not config.init
+    risky = LOSSES[config.loss].saturates and config.lr > 1e-4 and not config.init
     return steps_per_epoch if risky else 0
 
 
@@ -401,7 +399,7 @@ def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config:
 
 
 def _save_last(out: Path, model, optimizer, scaler, epoch: int, val, state: _Progress, saved: dict[str, Any]) -> None:
-    save_checkpoint(out / "last.pt", model, threshold=0.5, epoch=epoch, metrics=val, **saved,
+    save_checkpoint(out / "last.pt", model, threshold=DEFAULT_THRESHOLD, epoch=epoch, metrics=val, **saved,
                     extra={"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                            "rng": rng_state(), **state.to_dict()})
 
@@ -447,6 +445,8 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
     saved = dict(size=config.size, train_config=config.to_dict(), data=_data_record(config, sources, "train"))
     should_stop = _stop_rule(config, started, ctx)
     watch = DeadNetworkWatch()
+    run = _Run(config=config, model=model, optimizer=optimizer, scaler=scaler, device=device, amp_dtype=amp_dtype,
+               val_sets=val_sets, saved=saved, out=out, ctx=ctx, progress=progress)
 
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -464,8 +464,7 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
             state.seconds += time.perf_counter() - t0
             if state.step < epoch_steps:  # the budget ran out inside the epoch
                 return _stop_inside_epoch(out, model, optimizer, scaler, epoch, epoch_steps, state, saved, config, ctx)
-            _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, config, state, saved, out,
-                          ctx, progress)
+            _finish_epoch(run, epoch, state)
             state = _Progress(epoch=epoch, best=state.best)
             if should_stop is not None and epoch < config.epochs and should_stop():
                 if ctx.is_main:
@@ -510,36 +509,53 @@ def _stop_inside_epoch(out: Path, model, optimizer, scaler, epoch: int, epoch_st
     return RunResult(out=out, stopped=True)
 
 
-def _finish_epoch(epoch, model, optimizer, scaler, device, amp_dtype, val_sets, config: TrainConfig,
-                  state: _Progress, saved, out: Path, ctx, progress: bool) -> None:
+@dataclass
+class _Run:
+    """What the end of every epoch needs of a run: the network and its optimizer state, how and on
+    what it validates, what it writes where."""
+
+    config: TrainConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    val_sets: dict[str, CrackImages]
+    saved: dict[str, Any]  # what every checkpoint records besides the weights
+    out: Path
+    ctx: distributed.DistContext
+    progress: bool
+
+
+def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
     """Validate (when due), append history, write best.pt when validation improved, and last.pt."""
-    mean_loss = ctx.mean(state.loss_sum / state.step if state.step else float("nan"))
-    if ctx.is_main:
+    mean_loss = run.ctx.mean(state.loss_sum / state.step if state.step else float("nan"))
+    if run.ctx.is_main:
         val = None
-        if val_sets and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            val = validate(model, device, amp_dtype, val_sets, config, progress)
-        lr = optimizer.param_groups[0]["lr"]  # the learning rate of the epoch's last step
-        append_history(out / "history.csv", history_row(epoch, mean_loss, state.step, lr, state.seconds, val))
-        improved = (val is not None and _score(val, config.select) > state.best["score"]) or (
-            not val_sets and epoch == config.epochs
+        if run.val_sets and (epoch % run.config.eval_every == 0 or epoch == run.config.epochs):
+            val = validate(run.model, run.device, run.amp_dtype, run.val_sets, run.config, run.progress)
+        lr = run.optimizer.param_groups[0]["lr"]  # the learning rate of the epoch's last step
+        append_history(run.out / "history.csv", history_row(epoch, mean_loss, state.step, lr, state.seconds, val))
+        improved = (val is not None and _score(val, run.config.select) > state.best["score"]) or (
+            not run.val_sets and epoch == run.config.epochs
         )
         if improved:
-            threshold = float(val["ods_threshold"]) if val is not None else 0.5
-            state.best = {"epoch": epoch, "score": _score(val, config.select) if val else math.nan,
+            threshold = float(val["ods_threshold"]) if val is not None else DEFAULT_THRESHOLD
+            state.best = {"epoch": epoch, "score": _score(val, run.config.select) if val else math.nan,
                           "metrics": dict(val or {})}
-            save_checkpoint(out / "best.pt", model, threshold=threshold, epoch=epoch, metrics=val, **saved)
-        _save_last(out, model, optimizer, scaler, epoch, val, _Progress(best=state.best), saved)
+            save_checkpoint(run.out / "best.pt", run.model, threshold=threshold, epoch=epoch, metrics=val, **run.saved)
+        _save_last(run.out, run.model, run.optimizer, run.scaler, epoch, val, _Progress(best=state.best), run.saved)
         verdict = None if val is None else validation_verdict(val["ap"], val["crack_share"], val["prob_min"],
                                                                   val["prob_max"])
         if verdict is not None:
             print(f"warning: epoch {epoch}: {verdict}. If it stays so for several epochs, the network has "
-                  f"saturated to 'no crack': with --loss {config.loss} try --bce-warmup-steps N, a lower --lr, "
+                  f"saturated to 'no crack': with --loss {run.config.loss} try --bce-warmup-steps N, a lower --lr, "
                   "or --init from a BCE model", flush=True)
-        if progress:
-            shown = f" val {config.select} {val[config.select]:.4f}" if val else ""
-            print(f"epoch {epoch}/{config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)
-    state.best = ctx.broadcast(state.best) if ctx.enabled else state.best
-    ctx.barrier()
+        if run.progress:
+            shown = f" val {run.config.select} {val[run.config.select]:.4f}" if val else ""
+            print(f"epoch {epoch}/{run.config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)
+    state.best = run.ctx.broadcast(state.best) if run.ctx.enabled else state.best
+    run.ctx.barrier()
 
 
 def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device: torch.device,
@@ -569,7 +585,7 @@ def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device:
     has_val = any(s.splits.val for s in sources)
     metrics = build_metrics(sweeps, threshold, extra={
         "best_epoch": int(payload["epoch"]),
-        "threshold_source": "ODS threshold of best.pt on the validation split" if has_val else "default 0.5 (no validation split)",
+        "threshold_source": "ODS threshold of best.pt on the validation split" if has_val else f"default {DEFAULT_THRESHOLD} (no validation split)",
         "val": payload.get("metrics", {}),
         "data": config.data_name, "data_path": ",".join(str(s.root.resolve()) for s in sources), "split": "test",
         "split_source": _split_source(sources), "scale": config.scale,

@@ -7,7 +7,10 @@ Two families, by what they take:
 * on **logits** (numerically stable sigmoid inside): :func:`bce_loss`, :func:`weighted_bce_loss`,
   :func:`focal_loss`.
 
-:func:`build_loss` hides the difference: it returns one callable ``(logits, target, valid=None)``.
+:data:`LOSSES` registers each of them once (as timm registers models): its name, the function,
+whether it takes probabilities, its options with their defaults (read from the function's signature,
+their one home) and whether it saturates. :func:`build_loss` hides the difference between the
+families: it returns one callable ``(logits, target, valid=None)``.
 ``target`` is a float tensor in {0, 1} (1 = crack) of the same shape as the prediction; ``valid``
 (same shape, bool or 0/1) marks the pixels that count, so padding added to reach a multiple of 16
 never contributes. Every loss is computed in float32 with autocast disabled: under AMP (fp16/bf16)
@@ -20,6 +23,7 @@ dependency tree to the training install for ~60 lines of code.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -27,23 +31,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
-
-LOSS_NAMES: tuple[str, ...] = ("aelf", "exp", "l1", "l2", "bce", "wbce", "dice", "focal", "tversky")
-
-# Losses of build_loss that are defined on probabilities (the others take logits).
-ON_PROBABILITIES = frozenset({"aelf", "exp", "l1", "l2", "dice", "tversky"})
-
-# Keyword options build_loss accepts besides alpha/beta/gamma1/gamma2, with their defaults.
-# Every loss accepts (and ignores) the others', so a CLI can pass all its flags through.
-LOSS_OPTIONS: dict[str, float | None] = {
-    "pos_weight": None,  # wbce: weight of crack pixels; None = background/crack ratio of the batch
-    "pos_weight_cap": 100.0,  # wbce: upper bound of the automatic pos_weight
-    "focal_alpha": 0.25,  # focal: weight of the crack class (Lin et al. 2017)
-    "focal_gamma": 2.0,  # focal: focusing exponent
-    "tversky_alpha": 0.3,  # tversky: weight of false positives
-    "tversky_beta": 0.7,  # tversky: weight of false negatives
-    "smooth": 1.0,  # dice/tversky: additive smoothing of numerator and denominator (pixels)
-}
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -242,6 +229,41 @@ def dice_loss(
 
 
 @dataclass(frozen=True)
+class LossSpec:
+    """One registered loss: what :func:`build_loss` needs to know about it, in one place."""
+
+    name: str
+    fn: LossFn  # fn(x, target, **options, valid=None) with x probabilities or logits
+    on_probabilities: bool  # True: fn takes sigmoid(logits); False: fn takes the logits
+    saturates: bool = False  # bounded on probabilities: no gradient past a saturated sigmoid (BCE warm-up helps)
+
+    @property
+    def options(self) -> dict[str, float | None]:
+        """The loss's keyword options with their defaults, from ``fn``'s signature (their one home)."""
+        params = inspect.signature(self.fn).parameters
+        return {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty and n != "valid"}
+
+
+LOSSES: dict[str, LossSpec] = {
+    spec.name: spec
+    for spec in (
+        LossSpec("aelf", aelf_loss, on_probabilities=True, saturates=True),
+        LossSpec("exp", exp_loss, on_probabilities=True, saturates=True),
+        LossSpec("l1", l1_loss, on_probabilities=True, saturates=True),
+        LossSpec("l2", l2_loss, on_probabilities=True, saturates=True),
+        LossSpec("bce", bce_loss, on_probabilities=False),
+        LossSpec("wbce", weighted_bce_loss, on_probabilities=False),
+        LossSpec("dice", dice_loss, on_probabilities=True),
+        LossSpec("focal", focal_loss, on_probabilities=False),
+        LossSpec("tversky", tversky_loss, on_probabilities=True),
+    )
+}
+LOSS_NAMES: tuple[str, ...] = tuple(LOSSES)
+# every option of any loss: build_loss accepts them all (and ignores the others'), so a CLI can pass its flags
+LOSS_OPTIONS: dict[str, float | None] = {n: v for spec in LOSSES.values() for n, v in spec.options.items()}
+
+
+@dataclass(frozen=True)
 class Loss:
     """A configured loss: ``loss(logits, target, valid=None) -> scalar``; its name and parameters print."""
 
@@ -252,85 +274,51 @@ class Loss:
         self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
     ) -> torch.Tensor:
         _check_shapes(logits, target, valid, "logits")
-        p = self.params
-        n = self.name
-        if n in ON_PROBABILITIES:
+        spec = LOSSES[self.name]
+        if spec.on_probabilities:
             with _no_autocast(logits.device):
                 x = torch.sigmoid(logits.float())
         else:
             x = logits
-        if n == "aelf":
-            return aelf_loss(x, target, p["alpha"], p["beta"], p["gamma1"], p["gamma2"], valid=valid)
-        if n == "exp":
-            return exp_loss(x, target, p["alpha"], p["beta"], valid=valid)
-        if n == "l1":
-            return l1_loss(x, target, valid=valid)
-        if n == "l2":
-            return l2_loss(x, target, valid=valid)
-        if n == "bce":
-            return bce_loss(x, target, valid=valid)
-        if n == "wbce":
-            return weighted_bce_loss(x, target, p["pos_weight"], p["pos_weight_cap"], valid=valid)
-        if n == "focal":
-            return focal_loss(x, target, p["focal_alpha"], p["focal_gamma"], valid=valid)
-        if n == "dice":
-            return dice_loss(x, target, p["smooth"], valid=valid)
-        return tversky_loss(x, target, p["tversky_alpha"], p["tversky_beta"], p["smooth"], valid=valid)
+        return spec.fn(x, target, **self.params, valid=valid)
 
 
-# which parameters each loss uses (for a readable repr and for run records)
-_USES = {
-    "aelf": ("alpha", "beta", "gamma1", "gamma2"),
-    "exp": ("alpha", "beta"),
-    "l1": (),
-    "l2": (),
-    "bce": (),
-    "wbce": ("pos_weight", "pos_weight_cap"),
-    "dice": ("smooth",),
-    "focal": ("focal_alpha", "focal_gamma"),
-    "tversky": ("tversky_alpha", "tversky_beta", "smooth"),
-}
+def _check_option(option: str, value: object) -> None:
+    if value is None and option == "pos_weight":
+        return  # wbce: the batch's own background/crack ratio
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"loss option {option} must be a finite number, got {value!r}")
+    if option in ("pos_weight", "pos_weight_cap", "smooth") and value < 0:
+        raise ValueError(f"loss option {option} must be >= 0, got {value}")
+    if option == "focal_alpha" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"loss option focal_alpha must be in [0, 1], got {value}")
 
 
-def build_loss(
-    name: str, *, alpha: float = 1.0, beta: float = 0.7, gamma1: float = 0.0, gamma2: float = 0.0, **kw
-) -> Loss:
+def build_loss(name: str, **options: float | None) -> Loss:
     """Return the loss ``name`` (one of :data:`LOSS_NAMES`) as a callable ``(logits, target, valid=None)``.
 
-    ``alpha, beta, gamma1, gamma2`` are the paper's AELF/Exp parameters (eqs. 6-7); the baselines take
-    their own keywords (:data:`LOSS_OPTIONS`: ``pos_weight``, ``pos_weight_cap``, ``focal_alpha``,
-    ``focal_gamma``, ``tversky_alpha``, ``tversky_beta``, ``smooth``). Options another loss uses are
-    accepted and ignored; unknown ones raise. The callable takes logits and converts them to
-    probabilities itself where the loss is defined on probabilities.
+    ``options``: any of :data:`LOSS_OPTIONS` (the paper's AELF/Exp ``alpha, beta, gamma1, gamma2``,
+    eqs. 6-7; the baselines' ``pos_weight``, ``pos_weight_cap``, ``focal_alpha``, ``focal_gamma``,
+    ``tversky_alpha``, ``tversky_beta``, ``smooth``); unset ones take the loss function's defaults.
+    Options another loss uses are accepted and ignored; unknown ones raise. The callable takes logits
+    and converts them to probabilities itself where the loss is defined on probabilities.
     """
     key = str(name).lower()
-    if key not in LOSS_NAMES:
+    if key not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(LOSS_NAMES)}")
-    unknown = sorted(set(kw) - set(LOSS_OPTIONS))
+    unknown = sorted(set(options) - set(LOSS_OPTIONS))
     if unknown:
-        raise ValueError(
-            f"unknown loss option(s) {', '.join(unknown)}; valid: alpha, beta, gamma1, gamma2, "
-            + ", ".join(LOSS_OPTIONS)
-        )
-    values: dict = {"alpha": alpha, "beta": beta, "gamma1": gamma1, "gamma2": gamma2, **LOSS_OPTIONS, **kw}
-    for option, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"loss option {option} must be a finite number, got {value!r}")
-    for option in ("pos_weight", "pos_weight_cap", "smooth"):
-        if values[option] is not None and values[option] < 0:
-            raise ValueError(f"loss option {option} must be >= 0, got {values[option]}")
-    if not 0.0 <= values["focal_alpha"] <= 1.0:
-        raise ValueError(f"loss option focal_alpha must be in [0, 1], got {values['focal_alpha']}")
-    params = {k: (None if values[k] is None else float(values[k])) for k in _USES[key]}
-    return Loss(key, params)
+        raise ValueError(f"unknown loss option(s) {', '.join(unknown)}; valid: {', '.join(LOSS_OPTIONS)}")
+    for option, value in options.items():
+        _check_option(option, value)
+    params = {**LOSSES[key].options, **{k: v for k, v in options.items() if k in LOSSES[key].options}}
+    return Loss(key, {k: None if v is None else float(v) for k, v in params.items()})
 
 
 class WarmupLoss:
     """BCE for the first ``warmup_steps`` optimizer steps, then ``loss`` (``--bce-warmup-steps``).
 
-    The losses on probabilities (AELF, Exp, L1, L2) pass almost no gradient through a saturated
+    The losses that saturate (``LossSpec.saturates``: AELF, Exp, L1, L2) pass almost no gradient through a saturated
     sigmoid: from a random start at a high learning rate the network can settle on "no crack
     anywhere" and stay there. A short BCE start puts the crack pixels where those losses have a
     gradient. ``step`` counts calls (one per optimizer step) and starts at ``start_step`` so a

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from contract.metadata import SIDE_MULTIPLE
+
 HeadKind = Literal["deep", "shallow"]
 INITS = ("alive", "he")  # alive: He-normal + init_head_alive (default); he: the paper's He-normal only
-STAGES = 5
-SIDE_MULTIPLE = 2 ** (STAGES - 1)  # four max-pools: sides must divide by 16
+STAGES = 5  # four max-pools between them: the contract's SIDE_MULTIPLE, 2**4
 
 
 @dataclass(frozen=True)

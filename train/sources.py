@@ -23,8 +23,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from train.data import (
     DatasetError,
     Sample,
@@ -87,8 +85,8 @@ def has_own_splits(root: str | os.PathLike) -> bool:
     return any((Path(root) / "splits" / f"{n}.txt").is_file() for n in ("train", "test"))
 
 
-def source_splits(root: str | os.PathLike, samples: Mapping[str, Sample], *, seed: int = 0,
-                  val_fraction: float = 0.1, test_fraction: float = 0.2,
+def source_splits(root: str | os.PathLike, samples: Mapping[str, Sample], *, seed: int,
+                  val_fraction: float, test_fraction: float,
                   run_folder: str | os.PathLike | None = None) -> Splits:
     """The split of one data set by the precedence rules of the module docstring."""
     if run_folder is not None and not has_own_splits(root):
@@ -98,8 +96,8 @@ def source_splits(root: str | os.PathLike, samples: Mapping[str, Sample], *, see
     return resolve_splits(root, samples, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
 
 
-def open_sources(roots: Sequence[str | os.PathLike], *, seed: int = 0, val_fraction: float = 0.1,
-                 test_fraction: float = 0.2, run_folder: str | os.PathLike | None = None) -> list[Source]:
+def open_sources(roots: Sequence[str | os.PathLike], *, seed: int, val_fraction: float,
+                 test_fraction: float, run_folder: str | os.PathLike | None = None) -> list[Source]:
     """List, check and split every data set folder (``run_folder``: a run whose recorded splits to reuse)."""
     if not roots:
         raise DatasetError("no data set given: pass --data FOLDER (repeat it, or comma-separate, for several)")
@@ -134,30 +132,3 @@ def source_shares(weighting: str | Mapping[str, float], counts: Mapping[str, int
     if total <= 0:
         raise DatasetError("every data set with a weight > 0 has an empty training split")
     return {n: raw[n] / total for n in names}
-
-
-def epoch_plan(shares: Mapping[str, float], counts: Mapping[str, int], n_draws: int, seed: int,
-               epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Which (source index, item index) each of an epoch's ``n_draws`` crops comes from.
-
-    Deterministic in (seed, epoch). Each source gets ``round(share * n_draws)`` draws (largest
-    remainders settle the total); its items are taken in a seeded permutation, repeated when it has
-    fewer items than draws, so every image is used before any is used twice. The draws are shuffled.
-    """
-    names = list(shares)
-    rng = np.random.default_rng([seed, epoch, 0xC0FFEE])
-    exact = np.array([shares[n] * n_draws for n in names])
-    quota = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - quota), kind="stable")[: n_draws - int(quota.sum())]:
-        quota[i] += 1
-    source_index, item_index = [], []
-    for i, name in enumerate(names):
-        if quota[i] == 0:
-            continue
-        n_items = counts[name]
-        reps = -(-quota[i] // n_items)
-        items = np.concatenate([rng.permutation(n_items) for _ in range(reps)])[: quota[i]]
-        source_index.append(np.full(quota[i], i))
-        item_index.append(items)
-    order = rng.permutation(n_draws)
-    return np.concatenate(source_index)[order], np.concatenate(item_index)[order]

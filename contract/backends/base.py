@@ -13,10 +13,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from contract.metadata import ModelMetadata
+from contract.metadata import SIDE_MULTIPLE, ModelMetadata
 
 EDGE_EXTRA = "pip install 'aelf-crack[edge]'"
-SIZE_MULTIPLE = 16  # the U-Net halves its input four times: whole images must divide by 2**4
 
 
 class BackendError(RuntimeError):
@@ -33,7 +32,7 @@ class Backend(Protocol):
 
     name: str
     metadata: ModelMetadata
-    any_size: bool  # True: infer() also takes N x 3 x H' x W' with H', W' multiples of SIZE_MULTIPLE
+    any_size: bool  # True: infer() also takes N x 3 x H' x W' with H', W' multiples of SIDE_MULTIPLE
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -59,7 +58,7 @@ def check_batch(
 ) -> np.ndarray:
     """The batch as a C-contiguous float32 N×3×H×W array, or a BackendError naming both shapes.
 
-    With ``any_size`` every H×W that divides by :data:`SIZE_MULTIPLE` is accepted, not only the tile.
+    With ``any_size`` every H×W that divides by :data:`SIDE_MULTIPLE` is accepted, not only the tile.
     """
     _, channels, height, width = input_shape
     if (
@@ -67,8 +66,8 @@ def check_batch(
         and isinstance(batch, np.ndarray)
         and batch.ndim == 4
         and batch.shape[1] == channels
-        and batch.shape[2] % SIZE_MULTIPLE == 0
-        and batch.shape[3] % SIZE_MULTIPLE == 0
+        and batch.shape[2] % SIDE_MULTIPLE == 0
+        and batch.shape[3] % SIDE_MULTIPLE == 0
         and min(batch.shape[2:]) > 0
     ):
         height, width = batch.shape[2:]

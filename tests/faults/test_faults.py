@@ -1,6 +1,6 @@
 """Fault injection: real mosquitto, real SQLite, a real full file system; produced = received, no duplicate.
 
-Each scenario lives in tests/fault_scenarios.py (benchmarks/bench_reliability.py prints the same table).
+Each scenario lives in testbed/fault_scenarios.py (benchmarks/bench_reliability.py prints the same table).
 The delivery rule under test (docs/MQTT.md): an alert leaves the outbox only when the broker accepted it
 for the device that raised it; a storage failure is an explicit state; no exception in a paho callback
 stops the network loop.
@@ -14,14 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fault_scenarios as fs
 import mqtt_fixtures
 import pytest
-from mqtt_broker import find_mosquitto
-from mqtt_fixtures import REPO, make_alert, mqtt_section, outbox_at
 
+import testbed.fault_scenarios as fs
 from edge.mqtt import MqttPublisher
 from edge.outbox import OutboxError
+from testbed.mosquitto import find_mosquitto, free_port
+from testbed.mqtt import REPO, make_alert, mqtt_section, outbox_at
 
 pytestmark = [pytest.mark.faults, pytest.mark.mqtt,
               pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto binary not installed")]
@@ -191,8 +191,6 @@ def test_subscriber_cli_survives_hostile_input_and_counts_it(tmp_path: Path) -> 
 
 
 def test_subscriber_cli_that_never_connected_says_so_and_fails() -> None:
-    from mqtt_broker import free_port
-
     result = subprocess.run([sys.executable, "-m", "edge.subscribe", "--broker", f"mqtt://127.0.0.1:{free_port()}",
                              "--timeout-s", "1"], cwd=REPO, capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -201,8 +199,6 @@ def test_subscriber_cli_that_never_connected_says_so_and_fails() -> None:
 
 
 def test_paho_reconnect_noise_stays_hidden_at_info(tmp_path: Path, caplog) -> None:
-    from mqtt_broker import free_port
-
     caplog.set_level(logging.INFO)
     pub = MqttPublisher("cam1", mqtt_section(f"mqtt://127.0.0.1:{free_port()}", tmp_path / "o.sqlite3", **fs.FAST))
     try:

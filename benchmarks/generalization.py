@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from contract.metadata import DEFAULT_TILE_PX
+from contract.metrics import disc  # the tolerance kernel of the metrics, so "within 2 px" means the same
+
 DEFAULT_WIDTH_EDGES_PX: tuple[float, ...] = (2.0, 5.0)  # bins: <= 2 px, 2-5 px, > 5 px
 # 8-neighbour offsets and their distances, for the maximal-disc test
 _NEIGHBOURS = tuple((dy, dx, float(np.hypot(dy, dx))) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
@@ -46,12 +49,6 @@ def _as_bool_mask(mask: np.ndarray, name: str = "mask") -> np.ndarray:
     if mask.ndim != 2 or 0 in mask.shape:
         raise ValueError(f"{name} must be a non-empty H x W array, got shape {mask.shape}")
     return mask if mask.dtype == bool else mask != 0
-
-
-def tolerance_disc(radius_px: int) -> np.ndarray:
-    """uint8 kernel of all offsets within Euclidean distance ``radius_px`` (side 2 r + 1), as contract.metrics."""
-    y, x = np.ogrid[-radius_px : radius_px + 1, -radius_px : radius_px + 1]
-    return (x * x + y * y <= radius_px * radius_px).astype(np.uint8)
 
 
 def width_map(mask: np.ndarray) -> np.ndarray:
@@ -191,7 +188,7 @@ def recall_by_width(
     elif bins.shape != crack.shape:
         raise ValueError(f"bins shape {bins.shape} differs from mask shape {crack.shape}")
     if tolerance_px:
-        pred = cv2.dilate(pred.astype(np.uint8), tolerance_disc(int(tolerance_px))) > 0
+        pred = cv2.dilate(pred.astype(np.uint8), disc(int(tolerance_px))) > 0
     n = len(edges) + 1
     crack_bins = bins[crack].astype(np.intp)
     total = np.bincount(crack_bins, minlength=n)
@@ -258,7 +255,7 @@ def _greedy_squares(free: np.ndarray, side: int) -> list[tuple[int, int]]:
 
 
 def crack_free_tiles(
-    image: np.ndarray, mask: np.ndarray, tile: int = 512, margin_px: int = 8, min_side_px: int = 64,
+    image: np.ndarray, mask: np.ndarray, tile: int = DEFAULT_TILE_PX, margin_px: int = 8, min_side_px: int = 64,
 ) -> list[Tile]:
     """Non-overlapping squares of ``image`` that hold no crack pixel within ``margin_px`` of them.
 
@@ -271,7 +268,7 @@ def crack_free_tiles(
         raise ValueError(f"tile ({tile}) and min_side_px ({min_side_px}) must be >= 1, margin_px ({margin_px}) >= 0")
     blocked = crack
     if margin_px:
-        blocked = cv2.dilate(crack.astype(np.uint8), tolerance_disc(int(margin_px))) > 0
+        blocked = cv2.dilate(crack.astype(np.uint8), disc(int(margin_px))) > 0
     side = min(int(tile), largest_free_square(blocked))
     if side < min_side_px:
         return []
@@ -287,7 +284,7 @@ def _axis_starts(length: int, side: int) -> list[int]:
     return starts
 
 
-def crack_tiles(image: np.ndarray, mask: np.ndarray, tile: int = 512, min_crack_px: int = 64) -> list[Tile]:
+def crack_tiles(image: np.ndarray, mask: np.ndarray, tile: int = DEFAULT_TILE_PX, min_crack_px: int = 64) -> list[Tile]:
     """Squares of side ``min(tile, H, W)`` on a grid covering the image that hold >= ``min_crack_px`` crack pixels.
 
     The grid steps by the side; a last row/column sits flush with the far edge, so it may overlap

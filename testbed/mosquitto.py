@@ -2,8 +2,8 @@
 
 `Mosquitto(workdir).start()` writes `mosquitto.conf`, starts `mosquitto -c`, and polls a TCP connect
 until the listener accepts (deadline, no fixed sleep). `stop()` sends SIGTERM (the broker saves its
-persistence file), `restart()` starts it again on the same port. Used by tests/mqtt_fixtures.py and
-benchmarks/bench_mqtt.py.
+persistence file), `restart()` starts it again on the same port. Used by tests/mqtt_fixtures.py,
+testbed/fault_scenarios.py and benchmarks/bench_mqtt.py.
 """
 
 from __future__ import annotations

@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mqtt_broker import Mosquitto
-from mqtt_fixtures import Daemon, make_alert, mqtt_section, outbox_at
-
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
+from testbed.mosquitto import Mosquitto
+from testbed.mqtt import Daemon, make_alert, mqtt_section, outbox_at
 
 WAIT_S = 60.0  # upper bound of any wait for an event (a loaded CI machine); scenarios take seconds
 FAST = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "keepalive_s": 5, "stats_interval_s": 0}

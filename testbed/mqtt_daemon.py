@@ -1,4 +1,4 @@
-"""A minimal edge daemon for the MQTT tests: MqttPublisher + outbox in their own process.
+"""A minimal edge daemon for the MQTT tests and benchmarks: MqttPublisher + outbox in their own process.
 
 Publishes `--alerts` alerts (each stored in the outbox before `publish_alert` returns), prints
 "stored N", prints "connected" once the broker accepted it, then runs until killed (SIGKILL in the
@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mqtt_fixtures import make_alert, mqtt_section
-
 from edge.mqtt import MqttPublisher
+from testbed.mqtt import make_alert, mqtt_section
 
 
 def main() -> int:
