@@ -1,11 +1,12 @@
 """Does the paper's network learn? Seeds of the width-64 U-Net at the paper's settings, two initialisations.
 
-``python -m benchmarks.bench_dead_network`` (5 seeds x 100 steps, 128-px crops, DeepCrack, CPU)
+``python -m benchmarks.bench_dead_network`` (5 seeds x 3 variants x 100 steps, 128-px crops, DeepCrack, CPU)
 
 Each seed trains the paper's network (width 64, deep head, AELF, Adam lr 1e-4, batch 1) through
-``train.loop.train_run`` twice, in one run of this program:
+``train.loop.train_run`` three times, in one run of this program:
 
 * **paper init**: He-normal everywhere, no gradient clipping (``--model-init he --clip-grad-norm 0``);
+* **alive init, no clipping**: ``--model-init alive --clip-grad-norm 0`` (the init's share of the fix);
 * **shipped defaults**: ``--model-init alive --clip-grad-norm 1`` (train.model.init_head_alive).
 
 A run **learns** when the dead-network watch never stopped it (train.health: no gradient below the
@@ -33,6 +34,7 @@ from benchmarks.common import (
 )
 
 VARIANTS = {"paper init": {"model_init": "he", "clip_grad_norm": 0.0},
+            "alive init, no clipping": {"model_init": "alive", "clip_grad_norm": 0.0},
             "shipped defaults": {"model_init": "alive", "clip_grad_norm": 1.0}}
 
 

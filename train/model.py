@@ -99,7 +99,7 @@ class UNet(nn.Module):
 
     def reset_parameters(self, init: str = "alive") -> None:
         """He-normal initialisation, as the paper (Keras ``he_normal``: fan-in, ReLU gain); ``init="alive"``
-        (the default) then sets the head's output and gate so the first steps cannot kill it
+        (the default) then sets the head's output so the first steps cannot close it
         (:func:`init_head_alive`); ``init="he"`` keeps the paper's He-normal everywhere (it can die)."""
         if init not in INITS:
             raise ValueError(f"model init must be one of {', '.join(INITS)}, got {init!r}")
@@ -125,33 +125,33 @@ class UNet(nn.Module):
 
 
 CRACK_PRIOR = 0.05  # share of crack pixels the untrained network predicts (the public sets hold 2-8 %)
-GATE_BIAS = 1.0  # initial bias of the deep head's 2-channel ReLU layer: the gate starts open
 
 
 def init_head_alive(head: nn.Module) -> None:
-    """Initialise the output so that the first Adam steps cannot close the head for good.
+    """Initialise the output so that the first Adam steps cannot close the deep head for good.
 
     Measured at the paper's width (64, lr 1e-4, batch 1, all He-normal): the first step's gradient
     says "less crack everywhere" (96 % of pixels are background). Adam moves every one of the 31 M
-    weights by about ``lr`` in that direction (its first steps are sign steps), which shifts the deep
-    head's 2-channel ReLU layer below zero at every pixel within 1-5 steps; from then on no gradient
-    reaches any layer below it and the output is one constant. Three changes of the initial values
-    (the layers, their order and their ReLUs stay the paper's) prevent it:
+    weights by about ``lr`` in that direction (its first steps are sign steps), which shifts both
+    channels of the deep head's 2-channel ReLU layer below zero at every pixel within 1-5 steps; from
+    then on no gradient reaches any layer below it and the output is one constant. With He-normal
+    output weights both channels usually carry the same sign of weight, so both are pushed shut.
+    Two changes of the initial values (the layers, their order and their ReLUs stay the paper's):
 
-    * the output 1x1 convolution starts at zero weights, so the first steps change the output
-      through its own weights and bias only, not by pushing the whole network (zero-initialised last
-      layers: Goyal et al. 2017, "Accurate, large minibatch SGD");
+    * the output 1x1 convolution reads the two channels with opposite signs, ``+1`` and ``-1`` (the
+      He-normal scale for a fan-in of 2): one channel is evidence for crack, the other for
+      background, as the two channels of the paper's head read in a two-class network. Whichever way
+      the first steps push the output, they open one channel while they close the other;
     * its bias starts at the log-odds of :data:`CRACK_PRIOR`, so background pixels do not all pull the
-      same way at the first step (the prior initialisation of Lin et al. 2017, "Focal loss");
-    * the 2-channel ReLU layer's bias starts at :data:`GATE_BIAS`, open at every pixel (as an LSTM's
-      forget gate starts open: Jozefowicz et al. 2015).
+      same way at the first step (the prior initialisation of Lin et al. 2017, "Focal loss").
+
+    The shallow head (one 1x1 convolution, no ReLU after it) cannot close; it gets the prior bias.
     """
     output = head[-1] if isinstance(head, nn.Sequential) else head
-    nn.init.zeros_(output.weight)
     nn.init.constant_(output.bias, math.log(CRACK_PRIOR / (1.0 - CRACK_PRIOR)))
-    if isinstance(head, nn.Sequential):
-        gate = head[-3]  # the 2-channel 3x3 conv, before its ReLU and the 1x1 output
-        nn.init.constant_(gate.bias, GATE_BIAS)
+    if output.weight.shape[1] == 2:
+        with torch.no_grad():
+            output.weight.copy_(torch.tensor([1.0, -1.0]).view(1, 2, 1, 1))
 
 
 def check_input_shape(shape: tuple, in_channels: int = 3) -> None:
