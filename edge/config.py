@@ -233,6 +233,13 @@ class OutboxConfig(_Section):
     memory_max_alerts: int = Field(
         1000, ge=0, description="while the file cannot be written, hold at most this many alerts in memory"
     )
+    wal_max_bytes: int = Field(
+        1024 * 1024, ge=16 * 1024,
+        description="write-ahead log size at which it is checkpointed and to which it is truncated, bytes",
+    )
+    reopen_interval_s: float = Field(
+        10.0, gt=0, description="when the file cannot be opened at start, try again this often (alerts wait in memory), s"
+    )
 
 
 class MqttConfig(_Section):

@@ -27,13 +27,22 @@ import functools
 import json
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.broker import MqttConfigError, connack_text, paho_logger, parse_broker_uri, read_password
+from edge.broker import (
+    PUBLISHER_SETTINGS,
+    MqttConfigError,
+    connack_text,
+    connect_failure_text,
+    paho_logger,
+    parse_broker_uri,
+    read_password,
+)
 from edge.config import MqttConfig
 from edge.health import read_cpu_temperature_c
 from edge.outbox import MemoryHold, Outbox, OutboxError, OutboxRow
@@ -76,10 +85,10 @@ class MqttPublisher:
         self.client_id = config.client_id or f"aelf-{device_id}"
         self._password = read_password(password, config.password_file) if config.username else None
         self._check_tls_files()
-        self.outbox = Outbox(config.outbox)
         self.held = MemoryHold(config.outbox.memory_max_alerts)
         self._init_delivery_state()
-        self._report_other_devices()
+        self.outbox: Outbox | None = None
+        self._open_outbox()
         self._start_network()
 
     def _check_tls_files(self) -> None:
@@ -110,13 +119,39 @@ class MqttPublisher:
         self._closing = False
         self._stop_sender = False
         self._last_refusal: str | None = None
+        self._reopen_at = float("inf")
+        self._resend: set[int] = set()  # rows whose retry time came: sent after rows never sent (no starving)
+        self._echo_seen = False  # MQTT 3.1.1: the broker routed at least one alert back since the last explanation
+        self._echo_explained = False
+        self.unconfirmed_resends = 0
         self._pipeline_stats: dict[str, Any] = {}
         interval = self.config.stats_interval_s
         self._stats_due = time.monotonic() + interval if interval > 0 else float("inf")
         self._stats_now = False
         self._final_backlog: Backlog | None = None
 
+    def _open_outbox(self) -> None:
+        """Open the outbox file; when that fails (read-only or full file system, a directory that cannot
+        be made) start anyway: alerts wait in memory and the sender tries again every reopen_interval_s."""
+        try:
+            self.outbox = Outbox(self.config.outbox)
+        except OutboxError as exc:
+            self._reopen_at = time.monotonic() + self.config.outbox.reopen_interval_s
+            if self.storage_error is None:
+                log.error("%s; starting without it: alerts wait in memory (at most %d, lost on restart) and the "
+                          "file is tried again every %g s", exc, self.held.max_alerts,
+                          self.config.outbox.reopen_interval_s)
+            self.storage_error = str(exc)
+            return
+        self._reopen_at = float("inf")
+        if self.storage_error is not None:
+            log.warning("outbox %s opened; new alerts are stored in it again, %d still wait in memory until "
+                        "delivered", self.outbox.path, len(self.held))
+            self.storage_error = None
+        self._report_other_devices()
+
     def _report_other_devices(self) -> None:
+        assert self.outbox is not None
         others = self.outbox.other_devices(self.device_id)
         if others:
             listed = ", ".join(f"{n} of device {d!r}" for d, n in sorted(others.items()))
@@ -201,10 +236,14 @@ class MqttPublisher:
 
     @_guarded
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
-        if self._last_refusal != "unreachable":
-            log.warning("MQTT broker %s:%s not reachable; retrying with back-off (%g-%g s), alerts wait in the outbox",
-                        self.address.host, self.address.port, self.config.reconnect_min_s, self.config.reconnect_max_s)
-        self._last_refusal = "unreachable"
+        # paho calls this inside its `except OSError` around the connect: the exception says why.
+        why = connect_failure_text(sys.exc_info()[1], self.address, PUBLISHER_SETTINGS,
+                                   ca_file=self.config.tls.ca_file)
+        if self._last_refusal != why:
+            log.warning("MQTT broker %s:%s: cannot connect: %s; retrying with back-off (%g-%g s), alerts wait in "
+                        "the outbox", self.address.host, self.address.port, why, self.config.reconnect_min_s,
+                        self.config.reconnect_max_s)
+        self._last_refusal = why
 
     @_guarded
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -215,7 +254,7 @@ class MqttPublisher:
         if was_connected:
             log.warning("MQTT connection to %s:%s lost (%s); reconnecting with back-off, alerts wait in the outbox",
                         self.address.host, self.address.port, connack_text(reason_code))
-        elif self._last_refusal is None or self._last_refusal == "unreachable":
+        elif self._last_refusal != "closed before connack":
             # TCP connected but the broker hung up before its CONNACK: typically plain MQTT sent to a TLS port.
             hint = ("; if that port is a TLS listener, use mqtts://" if not self.address.tls
                     else "; check that the port is a TLS listener and the CA file matches")
@@ -243,6 +282,7 @@ class MqttPublisher:
             return
         with self._lock:
             row_id = self._row_of_alert.get(alert_id)
+            self._echo_seen = True
         if row_id is not None:
             self._accept(row_id)
 
@@ -268,6 +308,7 @@ class MqttPublisher:
     def _retry_later(self, row_id: int) -> None:
         with self._lock:
             self._inflight.discard(row_id)
+            self._resend.discard(row_id)
             self._echo_due.pop(row_id, None)
             self._retry_at[row_id] = time.monotonic() + self.config.reconnect_max_s
             self._forget_alert_of(row_id)
@@ -289,12 +330,15 @@ class MqttPublisher:
             self._delete(row_id)
         with self._lock:
             self._inflight.discard(row_id)
+            self._resend.discard(row_id)
             self._echo_due.pop(row_id, None)
             self._forget_alert_of(row_id)
         self._notify()
 
     def _delete(self, row_id: int) -> None:
         try:
+            if self.outbox is None:
+                raise OutboxError(self.storage_error or "the outbox is not open")
             self.outbox.ack(row_id)
         except Exception as exc:  # never re-send a delivered alert in this process; retry the delete later
             with self._lock:
@@ -336,9 +380,13 @@ class MqttPublisher:
         self.storage_error = text
 
     def _storage_ok(self) -> None:
-        if self.storage_error is not None:
+        if self.storage_error is not None and self.outbox is not None:
             log.warning("outbox storage works again (%s); %d alerts still wait in memory until delivered",
                         self.outbox.path, len(self.held))
+            try:  # the write-ahead log grew while the disk was full: give its space back to alerts
+                self.outbox.checkpoint()
+            except OutboxError as exc:
+                log.warning("%s (it is tried again on the next write)", exc)
         self.storage_error = None
 
     def _hold(self, alert: dict, snapshot: bytes | None) -> None:
@@ -358,6 +406,8 @@ class MqttPublisher:
             if self._fallback_requested:
                 self._fall_back_to_311()
             try:
+                if self.outbox is None and time.monotonic() >= self._reopen_at:
+                    self._open_outbox()
                 self._retry_deletes()
                 self._expire_echoes()
                 if self._connected.is_set():
@@ -368,7 +418,7 @@ class MqttPublisher:
 
     def _next_wait_s(self) -> float:
         now = time.monotonic()
-        wait = min(self._stats_due - now, 1.0)
+        wait = min(self._stats_due - now, self._reopen_at - now, 1.0)
         with self._lock:
             for times in (self._retry_at, self._echo_due):
                 if times:
@@ -387,37 +437,69 @@ class MqttPublisher:
         now = time.monotonic()
         with self._lock:
             late = [r for r, t in self._echo_due.items() if t <= now]
+        if late:
+            self._explain_missing_echo()
         for row_id in late:
-            log.error("MQTT broker acknowledged alert row %d on %s but did not route it back within %.0f s "
-                      "(MQTT 3.1.1: its ACL may deny this topic, or this user may not read its own alert topic); "
-                      "kept in the outbox, retrying in %.0f s", row_id, self.topics.alert,
-                      self.config.echo_timeout_s, self.config.reconnect_max_s)
+            log.debug("MQTT broker acknowledged alert row %d on %s but did not route it back within %g s; "
+                      "kept, re-sent in %g s", row_id, self.topics.alert, self.config.echo_timeout_s,
+                      self.config.reconnect_max_s)
+            self.unconfirmed_resends += 1
             self._retry_later(row_id)
 
+    def _explain_missing_echo(self) -> None:
+        """MQTT 3.1.1: say once (until an echo arrives again) why acknowledged alerts stay queued."""
+        with self._lock:
+            if self._echo_seen:
+                self._echo_seen, self._echo_explained = False, False
+            if self._echo_explained:
+                return
+            self._echo_explained = True
+        user = f"user {self.config.username!r}" if self.config.username else "this client (anonymous)"
+        log.error(
+            "MQTT 3.1.1: the broker acknowledges alerts on %s but does not route them back to %s within "
+            "echo_timeout_s=%g s. Under 3.1.1 that echo is the only proof the broker accepted an alert (its PUBACK "
+            "carries no verdict), so they stay in the outbox and are re-sent in turn every %g s (subscribers "
+            "de-duplicate by alert_id). Fix: let %s read and write %s (mosquitto acl_file: 'topic readwrite %s'), "
+            "or use MQTT 5 (mqtt.protocol = \"5\", or \"auto\" with a broker that speaks it), whose PUBACK says "
+            "whether the alert was accepted", self.topics.alert, user, self.config.echo_timeout_s,
+            self.config.reconnect_max_s, user, self.topics.alert, self.topics.alert)
+
     def _fill_window(self) -> None:
+        """Send the next alerts: those never sent first, oldest first, then those due for a re-send, so
+        alerts the broker keeps refusing (or never confirms) cannot hold the window against newer ones."""
         now = time.monotonic()
         with self._lock:
             for row_id in [r for r, t in self._retry_at.items() if t <= now]:
                 del self._retry_at[row_id]
+                self._resend.add(row_id)
             room = self.config.max_inflight - len(self._inflight) - len(self._echo_due)
             busy = self._inflight | set(self._retry_at) | set(self._echo_due) | self._delete_failed
+            resend = set(self._resend)
         if room <= 0:
             return
-        rows: list[OutboxRow] = []
-        try:
-            rows = self.outbox.pending(room, exclude=busy, device_id=self.device_id)
-        except OutboxError as exc:
-            self._storage_failed(exc)
-        rows += self.held.pending(room - len(rows), exclude=busy)
+        rows = self._pending(room, busy | resend)
+        if len(rows) < room:
+            rows += self._pending(room - len(rows), busy | {r.row_id for r in rows})
         for row in rows:
             if not self._connected.is_set():
                 return
             with self._lock:
                 self._inflight.add(row.row_id)
+                self._resend.discard(row.row_id)
                 self._row_of_alert[row.alert_id] = row.row_id
             if row.snapshot is not None and self.config.publish_snapshots:
                 self._publish_tracked(self.topics.snapshot(row.alert_id), row.snapshot, qos=SNAPSHOT_QOS)
             self._publish_tracked(self.topics.alert, row.payload, qos=self.config.qos, row_id=row.row_id)
+
+    def _pending(self, limit: int, exclude: set[int]) -> list[OutboxRow]:
+        """The oldest `limit` alerts of this device not in `exclude`: the file's first, then memory's."""
+        rows: list[OutboxRow] = []
+        if self.outbox is not None:
+            try:
+                rows = self.outbox.pending(limit, exclude=exclude, device_id=self.device_id)
+            except OutboxError as exc:
+                self._storage_failed(exc)
+        return rows + self.held.pending(limit - len(rows), exclude=exclude)
 
     def _fall_back_to_311(self) -> None:
         self._fallback_requested = False
@@ -471,6 +553,10 @@ class MqttPublisher:
         if snapshot_jpeg is not None:
             previous = fitted.get("snapshot") or {}
             fitted = {**fitted, "snapshot": {**previous, "topic": self.topics.snapshot(str(fitted["alert_id"]))}}
+        if self.outbox is None:
+            self._hold(fitted, snapshot_jpeg)
+            self._notify()
+            return
         try:
             self.outbox.put(fitted, snapshot_jpeg)
         except OutboxError as exc:
@@ -488,12 +574,15 @@ class MqttPublisher:
         self._notify()
 
     def _outbox_figures(self) -> dict[str, Any]:
+        unknown = {"outbox_pending": None, "outbox_bytes": None, "outbox_dropped": None, "outbox_corrupted": None}
+        if self.outbox is None:
+            return unknown
         try:
             return {"outbox_pending": self.outbox.count(self.device_id), "outbox_bytes": self.outbox.size_bytes(),
-                    "outbox_dropped": self.outbox.dropped}
+                    "outbox_dropped": self.outbox.dropped, "outbox_corrupted": self.outbox.corrupted}
         except OutboxError as exc:
             self._storage_failed(exc)
-            return {"outbox_pending": None, "outbox_bytes": None, "outbox_dropped": None}
+            return unknown
 
     def stats(self) -> dict[str, Any]:
         """The pipeline's latest stats plus outbox/storage state, connection state and CPU temperature."""
@@ -512,6 +601,7 @@ class MqttPublisher:
             "alerts_inflight": inflight,
             "alerts_trimmed": self.trimmed_alerts,
             "alerts_oversized_dropped": self.oversized_dropped,
+            "alerts_unconfirmed_resends": self.unconfirmed_resends,
             "mqtt_callback_errors": self.callback_errors,
             "cpu_temperature_c": read_cpu_temperature_c(),
         })
@@ -534,7 +624,7 @@ class MqttPublisher:
     def waiting(self) -> int:
         """This device's alerts not yet accepted by the broker (outbox file + memory hold)."""
         try:
-            stored = self.outbox.count(self.device_id)
+            stored = self.outbox.count(self.device_id) if self.outbox is not None else 0
         except OutboxError:
             stored = 0
         with self._lock:
@@ -556,7 +646,12 @@ class MqttPublisher:
         """Alerts not yet accepted and where they wait (valid after :meth:`close` too)."""
         if self._final_backlog is not None:
             return self._final_backlog
-        return Backlog(self.waiting(), f"outbox {self.outbox.path}")
+        return Backlog(self.waiting(), self._where())
+
+    def _where(self) -> str:
+        if self.outbox is None:
+            return f"memory (outbox {self.config.outbox.path} could not be opened)"
+        return f"outbox {self.outbox.path}"
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Try for `timeout_s` to deliver the backlog, publish "offline" (retained), disconnect.
@@ -578,21 +673,26 @@ class MqttPublisher:
             info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
             self._client.disconnect()
         self._client.loop_stop()
+        if self.outbox is None:
+            self._open_outbox()  # one last try, so that held alerts survive the restart
         self._store_held()
-        self._final_backlog = Backlog(self.waiting(), f"outbox {self.outbox.path}")
-        self.outbox.close()
+        self._final_backlog = Backlog(self.waiting(), self._where())
+        if self.outbox is not None:
+            self.outbox.close()
 
     def _store_held(self) -> None:
         rows = self.held.take_all()
         lost = 0
         for row in rows:
             try:
+                if self.outbox is None:
+                    raise OutboxError(self.storage_error or "the outbox is not open")
                 self.outbox.put(json.loads(row.payload), row.snapshot)
             except OutboxError:
                 lost += 1
         if lost:
             log.error("%d alerts held in memory could not be written to %s at shutdown and are lost",
-                      lost, self.outbox.path)
+                      lost, self.config.outbox.path)
             self.held.lost += lost
 
     def __enter__(self) -> MqttPublisher:
