@@ -54,12 +54,20 @@ class SourceConfig(_Section):
     oversize: Literal["downscale", "reject"] = Field(
         "downscale", description="a larger frame is shrunk to max_frame_pixels, or skipped (both logged)"
     )
+    max_decode_pixels: int = Field(
+        67_108_864, ge=4096,
+        description="image files larger than this (read from their header) are skipped before decoding; "
+                    "default 8192x8192 (with oversize = reject: max_frame_pixels)",
+    )
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="after SIGTERM, frames in flight still not inferred after this are abandoned, s"
     )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> SourceConfig:
+        if self.max_decode_pixels < self.max_frame_pixels:
+            raise ValueError(f"max_decode_pixels ({self.max_decode_pixels}) must be >= max_frame_pixels "
+                             f"({self.max_frame_pixels}): a frame that may be processed must be decodable")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError(
                 f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s ({self.reconnect_min_s})"
