@@ -121,8 +121,8 @@ class MqttPublisher:
         self._last_refusal: str | None = None
         self._reopen_at = float("inf")
         self._resend: set[int] = set()  # rows whose retry time came: sent after rows never sent (no starving)
-        self._echo_seen = False  # MQTT 3.1.1: the broker routed at least one alert back since the last explanation
-        self._echo_explained = False
+        self._last_echo_s = float("-inf")  # MQTT 3.1.1: when the broker last routed one of our alerts back
+        self._echo_explained = False  # the missing echo was explained on this connection
         self.unconfirmed_resends = 0
         self._pipeline_stats: dict[str, Any] = {}
         interval = self.config.stats_interval_s
@@ -144,6 +144,7 @@ class MqttPublisher:
             self.storage_error = str(exc)
             return
         self._reopen_at = float("inf")
+        self._notify()
         if self.storage_error is not None:
             log.warning("outbox %s opened; new alerts are stored in it again, %d still wait in memory until "
                         "delivered", self.outbox.path, len(self.held))
@@ -229,6 +230,7 @@ class MqttPublisher:
         self._ever_connected = True
         log.info("MQTT connected to %s (MQTT %s) as %s", where, self.protocol, self.client_id)
         if self.protocol == "3.1.1":  # the broker's echo is the only proof it accepted an alert
+            self._echo_explained = False
             client.subscribe(self.topics.alert, qos=1)
         self._publish_tracked(self.topics.status, b"online", qos=STATUS_QOS, retain=True)
         self._connected.set()
@@ -282,7 +284,7 @@ class MqttPublisher:
             return
         with self._lock:
             row_id = self._row_of_alert.get(alert_id)
-            self._echo_seen = True
+            self._last_echo_s = time.monotonic()
         if row_id is not None:
             self._accept(row_id)
 
@@ -447,11 +449,10 @@ class MqttPublisher:
             self._retry_later(row_id)
 
     def _explain_missing_echo(self) -> None:
-        """MQTT 3.1.1: say once (until an echo arrives again) why acknowledged alerts stay queued."""
+        """MQTT 3.1.1: say once per connection why acknowledged alerts stay queued, unless echoes do come
+        (then a late one is a slow broker, not a denial)."""
         with self._lock:
-            if self._echo_seen:
-                self._echo_seen, self._echo_explained = False, False
-            if self._echo_explained:
+            if self._echo_explained or time.monotonic() - self._last_echo_s < 2 * self.config.echo_timeout_s:
                 return
             self._echo_explained = True
         user = f"user {self.config.username!r}" if self.config.username else "this client (anonymous)"
@@ -630,6 +631,11 @@ class MqttPublisher:
         with self._lock:
             stored -= len(self._delete_failed)  # accepted already; only their delete is pending
         return max(0, stored) + len(self.held)
+
+    def wait_outbox(self, timeout_s: float) -> bool:
+        """Block until the outbox file is open (it may not be after a storage failure at start)."""
+        with self._wake:
+            return self._wake.wait_for(lambda: self.outbox is not None, timeout=timeout_s)
 
     def flush(self, timeout_s: float) -> bool:
         """Block until every alert of this device is accepted or `timeout_s` passed; True when none waits."""
