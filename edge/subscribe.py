@@ -462,8 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(sink.alerts)} new alerts, {sink.duplicates} duplicates, {len(sink.invalid)} invalid messages",
           file=sys.stderr)
     if not sub.ever_connected:
-        log.warning("never connected to the broker %s:%s: no alert could have arrived (is it running, "
-                    "and is the URI right?)", sub.address.host, sub.address.port)
+        log.warning("never connected to the broker %s:%s (%s): no alert could have arrived", sub.address.host,
+                    sub.address.port, sub.last_failure or "no answer before --timeout-s")
         return EXIT_NEVER_CONNECTED
     return 1 if target is not None and len(sink.alerts) < target else 0
 
