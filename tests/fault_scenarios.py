@@ -238,13 +238,12 @@ def corrupt_outbox(workdir: Path) -> Tally:
         salvaged = {r.alert_id for r in pub.outbox.pending(100)}
         new_ids = _produce(pub, 10, start=40)
         ids = {a["alert_id"] for a in stored} | new_ids
+        assert pub.outbox is not None
         recovered, unreadable = pub.outbox.recovered, pub.outbox.unrecoverable
         rx.wait_for(salvaged | new_ids)
         pub.flush(WAIT_S)
-        tally = rx.tally("corrupt outbox (8 KiB overwritten)", ids, recovered=recovered, unreadable=unreadable,
-                         moved_aside=pub.outbox.damaged_copy is not None)
-        tally.notes["destroyed_by_damage"] = tally.lost
-        return tally
+        return rx.tally("corrupt outbox (8 KiB overwritten)", ids, recovered=recovered, reported_lost=unreadable,
+                        moved_aside=pub.outbox.damaged_copy is not None)
     finally:
         pub.close(timeout_s=2)
         rx.stop()
