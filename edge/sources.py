@@ -112,6 +112,7 @@ class FrameSource:
     def __init__(self, source_id: str) -> None:
         self.source_id = source_id
         self.dropped_frames = 0
+        self.oversized_files = 0  # image files skipped before decoding (too_large_to_decode)
         self._stop = threading.Event()
 
     def __iter__(self) -> Iterator[Frame]:
@@ -233,7 +234,6 @@ class ImageFolderSource(FrameSource):
         if not self.files:
             raise SourceError(f"image folder {path} has no images ({', '.join(IMAGE_SUFFIXES)})")
         self.skipped_files = 0
-        self.oversized_files = 0
 
     def frames(self) -> Iterator[Frame]:
         index = 0

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mqtt_broker import Mosquitto
-from mqtt_fixtures import Daemon, make_alert, mqtt_section, outbox_at
+from mqtt_fixtures import Daemon, LogWatcher, make_alert, make_tls_material, mqtt_section, outbox_at
 
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
@@ -510,6 +512,39 @@ def echo_denied_311(workdir: Path) -> Tally:
         broker.stop()
 
 
+def wrong_ca(workdir: Path) -> Tally:
+    """The camera trusts the wrong CA for an mqtts:// broker: alerts wait in the outbox and the cause is
+    named (a certificate problem, which file, which setting); restarted with the right CA, all arrive."""
+    try:
+        tls = make_tls_material(workdir / "tls")
+        other = make_tls_material(workdir / "other-ca")
+    except ImportError as exc:
+        raise PermissionError(f"the [dev] extra's cryptography is needed to make certificates: {exc}") from exc
+    broker = _broker(workdir, tls={"ca": tls["ca"], "cert": tls["server_cert"], "key": tls["server_key"]})
+    rx = Receiver(broker, "wrong-ca", ca_file=str(tls["ca"]))
+    watcher = LogWatcher()
+    logging.getLogger("edge.mqtt").addHandler(watcher)
+    outbox = workdir / "outbox.sqlite3"
+    started = time.monotonic()
+    pub = _publisher(broker, outbox, tls={"ca_file": other["ca"]})
+    try:
+        named = watcher.wait_for("TLS certificate problem", WAIT_S)
+        named_after_s = time.monotonic() - started
+        line = next((m for m in watcher.messages if "TLS certificate problem" in m), "")
+        ids = _produce(pub, 5)
+        pub.close(timeout_s=0)
+        pub = _publisher(broker, outbox, tls={"ca_file": tls["ca"]})
+        rx.wait_for(ids)
+        pub.flush(WAIT_S)
+        return rx.tally("wrong CA, then the right one", ids, cause_named=named and "mqtt.tls.ca_file" in line,
+                        named_after_s=round(named_after_s, 1))
+    finally:
+        logging.getLogger("edge.mqtt").removeHandler(watcher)
+        pub.close(timeout_s=2)
+        rx.stop()
+        broker.stop()
+
+
 SCENARIOS: dict[str, Callable[[Path], Tally]] = {
     "broker_stop_start": broker_stop_start,
     "broker_sigkill": broker_sigkill,
@@ -525,6 +560,7 @@ SCENARIOS: dict[str, Callable[[Path], Tally]] = {
     "acl_denial_311": lambda w: acl_denial(w, "3.1.1"),
     "acl_denial_5": lambda w: acl_denial(w, "5"),
     "echo_denied_311": echo_denied_311,
+    "wrong_ca": wrong_ca,
     "device_id_change": device_id_change,
     "hostile_payloads": hostile_subscriber_input,
 }

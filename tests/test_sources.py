@@ -248,3 +248,13 @@ def test_an_oversize_image_file_is_skipped_before_decoding(tmp_path: Path, overs
     assert int(grown_mib) < 100, f"reading the folder grew the process by {grown_mib} MiB"
     limit = "max_frame_pixels" if oversize == "reject" else "max_decode_pixels"
     assert f"bomb.png without decoding it: 20000x20000 = 400000000 px > source.{limit}" in out
+
+
+def test_the_frame_guard_rejects_or_downscales_decoded_frames() -> None:
+    """Video and camera frames are decoded before any header can be read: the guard acts on the frame."""
+    from edge.frame_guard import fit_frame
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+    assert fit_frame(frame, 19200, "reject") is None
+    assert fit_frame(frame, 19200, "downscale").shape == (120, 160, 3)
+    assert fit_frame(frame, 76800, "reject") is frame

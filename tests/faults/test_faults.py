@@ -172,6 +172,16 @@ def test_acl_denial_keeps_alerts_until_the_broker_accepts_them(tmp_path: Path, p
     assert any(expected in m for m in log_watcher.messages), log_watcher.messages[-5:]
 
 
+def test_wrong_ca_is_named_and_the_right_one_delivers_everything(tmp_path: Path) -> None:
+    try:
+        tally = fs.wrong_ca(tmp_path)
+    except PermissionError as exc:
+        pytest.skip(str(exc))
+    assert_exact(tally)
+    assert tally.notes["cause_named"], "the log says: TLS certificate problem ... set mqtt.tls.ca_file"
+    assert tally.notes["named_after_s"] < 15
+
+
 def test_device_id_change_never_publishes_alerts_under_another_device(tmp_path: Path, log_watcher) -> None:
     tally = fs.device_id_change(tmp_path)
     assert_exact(tally)
