@@ -1,53 +1,26 @@
-"""Reaching an MQTT broker: the broker URI, credentials, readable CONNACK reasons and paho's log.
+"""Reaching an MQTT broker: credentials, readable CONNACK reasons and connection failures, paho's log.
 
-Shared by the publisher (edge/mqtt.py) and the subscriber (edge/subscribe.py); no paho import here.
+Shared by the publisher (edge/mqtt_link.py) and the subscriber (edge/subscribe.py): the password,
+what a CONNACK or a failed connection attempt means in words, the guard around paho callbacks and the
+filter on paho's log. No paho import here.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from edge.mqtt_names import BrokerAddress, MqttConfigError
 
 PASSWORD_ENV = "AELF_MQTT_PASSWORD"
-
-
-class MqttConfigError(ValueError):
-    """An MQTT setting is invalid; the message names the setting and what would fix it."""
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker listens: `tls` is True for mqtts://."""
-
-    host: str
-    port: int
-    tls: bool
-
-
-def parse_broker_uri(uri: str) -> BrokerAddress:
-    """`mqtt://host[:1883]` or `mqtts://host[:8883]` -> BrokerAddress (no credentials in the URI)."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise MqttConfigError(f"broker URI {uri!r}: scheme must be mqtt:// or mqtts://, got {parts.scheme!r}")
-    if not parts.hostname:
-        raise MqttConfigError(f"broker URI {uri!r}: no host (expected mqtt://host:port)")
-    if parts.username or parts.password:
-        raise MqttConfigError(
-            f"broker URI {uri!r}: put credentials in username / password_file, not in the URI (URIs get logged)"
-        )
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise MqttConfigError(f"broker URI {uri!r}: bad port ({exc})") from exc
-    return BrokerAddress(parts.hostname, port, tls)
 
 
 def read_password(password: str | None, password_file: str | Path | None) -> str | None:
@@ -135,6 +108,25 @@ def connect_failure_text(exc: BaseException | None, address: BrokerAddress, name
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}"
     return "not reachable"
+
+
+def guarded(logger: logging.Logger, consequence: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator for the methods paho calls back: an exception is logged with its traceback and
+    `consequence` (what happens next, for the reader) and counted in ``self.callback_errors``; it is
+    never raised into paho's network thread, which would stop (a publisher or subscriber gone deaf)."""
+
+    def decorate(method: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any) -> None:
+            try:
+                method(self, *args)
+            except Exception:
+                self.callback_errors += 1
+                logger.exception("%s failed (%s)", method.__name__, consequence)
+
+        return wrapper
+
+    return decorate
 
 
 class _QuietReconnects(logging.Filter):

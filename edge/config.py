@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge.broker import parse_broker_uri
-from edge.measure import SEVERITY_LEVELS, SeverityRules
-from edge.topics import topic_part_problem
+# Only pure definitions: the configuration is read before (and without) any runtime module.
+from edge.mqtt_names import parse_broker_uri, topic_part_problem
+from edge.severity import SEVERITY_LEVELS, SeverityRules
 
 try:  # Python 3.11+
     import tomllib
@@ -116,7 +116,7 @@ class TilingConfig(_Section):
 
 class SeverityConfig(_Section):
     """Width/length limits of the severity classes: the fields, defaults and checks of
-    edge/measure.py's :class:`SeverityRules` (its dataclass is the one home of both).
+    edge/severity.py's :class:`SeverityRules` (its dataclass is the one home of both).
 
     Millimetre limits apply when tiling.gsd_mm_per_px is set, else the ``*_px`` limits; a length
     limit of 0 disables that length rule.
@@ -137,7 +137,7 @@ class SeverityConfig(_Section):
         return self
 
     def rules_kwargs(self) -> dict[str, float | None]:
-        """Keyword arguments for ``edge.measure.SeverityRules`` (0 length limits become None)."""
+        """Keyword arguments for ``edge.severity.SeverityRules`` (0 length limits become None)."""
         data: dict[str, float | None] = dict(self.model_dump())
         for key in ("medium_length_mm", "high_length_mm", "medium_length_px", "high_length_px"):
             data[key] = data[key] or None

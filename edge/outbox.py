@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.config import OutboxConfig
-from edge.measure import SEVERITY_LEVELS
 from edge.outbox_salvage import scan_records
+from edge.severity import SEVERITY_LEVELS
 
 log = logging.getLogger("edge.outbox")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import logging
 import math
@@ -28,13 +27,13 @@ from typing import Any
 
 from edge.broker import (
     SUBSCRIBER_SETTINGS,
-    MqttConfigError,
     connack_text,
     connect_failure_text,
+    guarded,
     paho_logger,
-    parse_broker_uri,
     read_password,
 )
+from edge.mqtt_names import MqttConfigError, parse_broker_uri
 from edge.topics import check_topic_part
 
 log = logging.getLogger("edge.subscribe")
@@ -141,18 +140,7 @@ def parse_json_strictly(payload: bytes) -> Any:
     return value
 
 
-def _guarded(method: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a paho callback: an exception is logged and counted, never raised into paho's network loop."""
-
-    @functools.wraps(method)
-    def wrapper(self: Subscriber, *args: Any) -> None:
-        try:
-            method(self, *args)
-        except Exception:
-            self.callback_errors += 1
-            log.exception("subscriber %s failed on a message (skipped; still listening)", method.__name__)
-
-    return wrapper
+_guarded = guarded(log, "the message is skipped; still listening")
 
 
 class AlertSink:
