@@ -16,9 +16,9 @@ Guarantees (see docs/MQTT.md "Outbox"):
   handed out: a row whose stored bytes changed on disk (damage SQLite's own checks do not see) is never
   published; it is moved to the ``quarantine`` table, counted (`corrupted`, persistent) and logged.
 - The write-ahead log is bounded (``wal_max_bytes``: automatic checkpoints and ``journal_size_limit``)
-  and truncated when the outbox empties (if it holds more than a quarter of that) and on `checkpoint`
-  (the publisher calls it when storage works again after a failure), so space freed on a full disk goes
-  to alerts, not to a WAL that grew into it.
+  and truncated to 0 bytes by `checkpoint` (the publisher calls it when storage works again after a
+  failure; a write that meets a full disk checkpoints and tries once more), so space freed on a full disk
+  goes to alerts, not to a WAL that grew into it.
 - A damaged file (not a database, or failing SQLite's quick_check) is moved aside to
   ``<path>.damaged-<UTC time>`` when it is opened. Its rows are read page by page without SQLite
   (edge/outbox_salvage.py: SQLite refuses every query on a truncated file), so a file cut short or
@@ -437,9 +437,7 @@ class Outbox:
         return {str(d): int(n) for d, n in rows}
 
     def ack(self, row_id: int) -> None:
-        """Delete the row the broker accepted (a row already dropped or acked is ignored); when that
-        empties the outbox and the write-ahead log holds more than a quarter of ``wal_max_bytes``, the
-        log is truncated too (not on every empty queue: a checkpoint costs an fsync)."""
+        """Delete the row the broker accepted (a row already dropped or acked is ignored)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -447,18 +445,9 @@ class Outbox:
                 if gone:
                     self._db.execute("UPDATE counters SET value = value - ? WHERE name = 'stored'", (gone,))
                 self._db.execute("COMMIT")
-                empty = self._db.execute("SELECT 1 FROM alerts LIMIT 1").fetchone() is None
             except sqlite3.Error as exc:
                 self._rollback()
                 raise self._fail(f"cannot delete delivered alert row {row_id}", exc) from exc
-            if empty and self._wal_bytes() > self.config.wal_max_bytes // 4:
-                self._checkpoint_locked()
-
-    def _wal_bytes(self) -> int:
-        try:
-            return self.path.with_name(self.path.name + "-wal").stat().st_size
-        except OSError:
-            return 0
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database and truncate it to 0 bytes (frees its disk space)."""
