@@ -260,7 +260,7 @@ class DeliveryWindow:
         if room <= 0:
             return
         rows = self.store.pending(room, busy | resend)
-        if len(rows) < room:
+        if resend and len(rows) < room:
             rows += self.store.pending(room - len(rows), busy | {r.row_id for r in rows})
         for row in rows:
             if not is_connected():
