@@ -6,7 +6,7 @@ Each seed trains the paper's network (width 64, deep head, AELF, Adam lr 1e-4, b
 ``train.loop.train_run`` three times, in one run of this program:
 
 * **paper init**: He-normal everywhere, no gradient clipping (``--model-init he --clip-grad-norm 0``);
-* **alive init, no clipping**: ``--model-init alive --clip-grad-norm 0`` (the init's share of the fix);
+* **alive init without clipping**: ``--model-init alive --clip-grad-norm 0`` (the init's share of the fix);
 * **shipped defaults**: ``--model-init alive --clip-grad-norm 1`` (train.model.init_head_alive).
 
 A run **learns** when the dead-network watch never stopped it (train.health: no gradient below the
@@ -34,7 +34,7 @@ from benchmarks.common import (
 )
 
 VARIANTS = {"paper init": {"model_init": "he", "clip_grad_norm": 0.0},
-            "alive init, no clipping": {"model_init": "alive", "clip_grad_norm": 0.0},
+            "alive init without clipping": {"model_init": "alive", "clip_grad_norm": 0.0},
             "shipped defaults": {"model_init": "alive", "clip_grad_norm": 1.0}}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,8 @@ import numpy as np
 from contract.metadata import ModelMetadata
 from contract.predict import frame_tiles
 from contract.tiling import default_overlap
+
+log = logging.getLogger("contract.image_tiles")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -151,17 +154,26 @@ def draw_tiles(
     per_image = math.ceil(max_tiles / len(files))
     tiles: list[np.ndarray] = []
     sources: list[tuple[str, int, int]] = []
+    skipped = 0
     with tqdm(total=max_tiles, desc="calibration tiles", unit="tile", disable=not progress) as bar:
         for index in order:
             if len(sources) >= max_tiles:
                 break
-            grid, batch = frame_tiles(read_bgr(files[index]), meta, overlap)
+            try:
+                image = read_bgr(files[index])
+            except ImageFolderError:  # skipped, as the edge daemon skips it in an image folder
+                log.warning("skipping %s: not a readable image (corrupt or unsupported format)", files[index])
+                skipped += 1
+                continue
+            grid, batch = frame_tiles(image, meta, overlap)
             take = min(per_image, max_tiles - len(sources), len(batch))
             for t in sorted(rng.choice(len(batch), size=take, replace=False)):
                 tiles.append(batch[t])
                 y, x = grid.origins[t]
                 sources.append((str(files[index]), int(y), int(x)))
             bar.update(take)
+    if not tiles:
+        raise ImageFolderError(f"none of the {skipped} images drawn from {len(files)} files could be read")
     result = TileSet(np.ascontiguousarray(np.stack(tiles), dtype=np.float32), tuple(sources))
     if cache is not None:
         _write_cache(Path(cache), key, result)

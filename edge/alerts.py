@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import AlertsConfig
-from edge.measure import FrameMeasurement, severity_rank
+from edge.measure import FrameMeasurement
+from edge.severity import severity_rank
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "alert.schema.json"

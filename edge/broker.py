@@ -1,50 +1,26 @@
-"""Reaching an MQTT broker: the broker URI, credentials, readable CONNACK reasons and paho's log.
+"""Reaching an MQTT broker: credentials, readable CONNACK reasons and connection failures, paho's log.
 
-Shared by the publisher (edge/mqtt.py) and the subscriber (edge/subscribe.py); no paho import here.
+Shared by the publisher (edge/mqtt_link.py) and the subscriber (edge/subscribe.py): the password,
+what a CONNACK or a failed connection attempt means in words, the guard around paho callbacks and the
+filter on paho's log. No paho import here.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import os
+import socket
+import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from edge.mqtt_names import BrokerAddress, MqttConfigError
 
 PASSWORD_ENV = "AELF_MQTT_PASSWORD"
-
-
-class MqttConfigError(ValueError):
-    """An MQTT setting is invalid; the message names the setting and what would fix it."""
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the broker listens: `tls` is True for mqtts://."""
-
-    host: str
-    port: int
-    tls: bool
-
-
-def parse_broker_uri(uri: str) -> BrokerAddress:
-    """`mqtt://host[:1883]` or `mqtts://host[:8883]` -> BrokerAddress (no credentials in the URI)."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise MqttConfigError(f"broker URI {uri!r}: scheme must be mqtt:// or mqtts://, got {parts.scheme!r}")
-    if not parts.hostname:
-        raise MqttConfigError(f"broker URI {uri!r}: no host (expected mqtt://host:port)")
-    if parts.username or parts.password:
-        raise MqttConfigError(
-            f"broker URI {uri!r}: put credentials in username / password_file, not in the URI (URIs get logged)"
-        )
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise MqttConfigError(f"broker URI {uri!r}: bad port ({exc})") from exc
-    return BrokerAddress(parts.hostname, port, tls)
 
 
 def read_password(password: str | None, password_file: str | Path | None) -> str | None:
@@ -70,15 +46,100 @@ def connack_text(reason_code: Any) -> str:
     return text.lower()
 
 
+@dataclass(frozen=True)
+class SettingNames:
+    """What the user sets to fix a connection, as that program spells it (config key or CLI flag)."""
+
+    uri: str
+    ca_file: str
+    client_cert: str
+
+
+PUBLISHER_SETTINGS = SettingNames("mqtt.broker_uri", "mqtt.tls.ca_file", "mqtt.tls.certfile / keyfile")
+SUBSCRIBER_SETTINGS = SettingNames("--broker", "--ca-file", "--certfile / --keyfile")
+
+_UNTRUSTED_ISSUER = (18, 19, 20, 21)  # X509_V_ERR_*: self-signed leaf/chain, unknown local issuer, unverifiable
+
+
+def connect_failure_text(exc: BaseException | None, address: BrokerAddress, names: SettingNames,
+                         ca_file: str | os.PathLike | None = None) -> str:
+    """Why a connection attempt failed, for a person: the cause (certificate, port, host, network) and
+    the setting that fixes it. `exc` is what the socket / TLS layer raised (None: unknown)."""
+    where = f"{address.host}:{address.port}"
+    trusted = f"the CA in {ca_file}" if ca_file else "the system's CA store"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code, message = exc.verify_code, exc.verify_message
+        if code in _UNTRUSTED_ISSUER:
+            return (f"TLS certificate problem: the broker's certificate is not signed by {trusted} ({message}); "
+                    f"set {names.ca_file} to the CA certificate that signed the broker's certificate")
+        if code == 10:
+            return (f"TLS certificate problem: the broker's certificate has expired ({message}); renew it on the "
+                    "broker, or check this device's clock")
+        if code == 9:
+            return (f"TLS certificate problem: the broker's certificate is not valid yet ({message}); check this "
+                    "device's clock")
+        if code == 62 or "hostname" in str(message).lower() or "ip address mismatch" in str(message).lower():
+            return (f"TLS certificate problem: the broker's certificate is not issued for {address.host!r} "
+                    f"({message}); put the name the certificate is issued for in {names.uri}")
+        return f"TLS certificate problem: the broker's certificate was rejected ({message})"
+    if isinstance(exc, ssl.SSLError):
+        reason = str(getattr(exc, "reason", "") or exc).upper()
+        if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER_FAILURE" in reason or "UNEXPECTED_EOF" in reason:
+            return (f"TLS problem: {where} does not answer TLS ({exc}); it is probably a plain MQTT port: use "
+                    f"its TLS port, or mqtt:// in {names.uri}")
+        if "CERTIFICATE_REQUIRED" in reason:
+            return (f"TLS certificate problem: the broker requires a client certificate ({exc}); set "
+                    f"{names.client_cert}")
+        if "HANDSHAKE_FAILURE" in reason:
+            return (f"TLS problem: the broker ended the handshake ({exc}): it may require a client certificate "
+                    f"({names.client_cert}) or share no TLS version / cipher with this client")
+        if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
+            return (f"TLS certificate problem: the broker rejected this client's certificate ({exc}); have "
+                    f"{names.client_cert} signed by the CA the broker trusts")
+        return f"TLS problem: {exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused: nothing listens on {where} (is the broker running, is the port right?)"
+    if isinstance(exc, socket.gaierror):
+        return f"host name {address.host!r} does not resolve ({exc.strerror}); check {names.uri}"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return f"no answer from {where} (timed out): wrong host or port, a firewall, or no network"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return f"{where} cannot be reached ({exc.strerror}): no route to it (network down?)"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}"
+    return "not reachable"
+
+
+def guarded(logger: logging.Logger, consequence: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator for the methods paho calls back: an exception is logged with its traceback and
+    `consequence` (what happens next, for the reader) and counted in ``self.callback_errors``; it is
+    never raised into paho's network thread, which would stop (a publisher or subscriber gone deaf)."""
+
+    def decorate(method: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any) -> None:
+            try:
+                method(self, *args)
+            except Exception:
+                self.callback_errors += 1
+                logger.exception("%s failed (%s)", method.__name__, consequence)
+
+        return wrapper
+
+    return decorate
+
+
 class _QuietReconnects(logging.Filter):
-    """paho logs every failed reconnect attempt at ERROR; we log one clear line per outage instead.
+    """paho logs every failed reconnect attempt, and every connection the broker drops ("failed to
+    receive on socket"), at ERROR; we log one clear line per outage and per cause instead.
 
     The record is demoted to DEBUG and then dropped unless the logger is enabled for DEBUG: the level
     check happened before the filter ran, so a demoted record would otherwise print at INFO verbosity.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and "not connected" in record.getMessage():
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR and ("not connected" in message or "failed to receive on socket" in message):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# Only pure definitions: the configuration is read before (and without) any runtime module.
 from contract.metadata import SIDE_MULTIPLE
-from edge.broker import parse_broker_uri
-from edge.measure import SEVERITY_LEVELS, MaskCleanup, SeverityRules
-from edge.topics import topic_part_problem
+from edge.mqtt_names import parse_broker_uri, topic_part_problem
+from edge.severity import SEVERITY_LEVELS, MaskCleanup, SeverityRules
 
 try:  # Python 3.11+
     import tomllib
@@ -56,12 +56,20 @@ class SourceConfig(_Section):
     oversize: Literal["downscale", "reject"] = Field(
         "downscale", description="a larger frame is shrunk to max_frame_pixels, or skipped (both logged)"
     )
+    max_decode_pixels: int = Field(
+        67_108_864, ge=4096,
+        description="image files larger than this (read from their header) are skipped before decoding; "
+                    "default 8192x8192 (with oversize = reject: max_frame_pixels)",
+    )
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="after SIGTERM, frames in flight still not inferred after this are abandoned, s"
     )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> SourceConfig:
+        if self.max_decode_pixels < self.max_frame_pixels:
+            raise ValueError(f"max_decode_pixels ({self.max_decode_pixels}) must be >= max_frame_pixels "
+                             f"({self.max_frame_pixels}): a frame that may be processed must be decodable")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError(
                 f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s ({self.reconnect_min_s})"
@@ -112,7 +120,7 @@ class TilingConfig(_Section):
 
 class SeverityConfig(_Section):
     """Width/length limits of the severity classes: the fields, defaults and checks of
-    edge/measure.py's :class:`SeverityRules` (its dataclass is the one home of both).
+    edge/severity.py's :class:`SeverityRules` (its dataclass is the one home of both).
 
     Millimetre limits apply when tiling.gsd_mm_per_px is set, else the ``*_px`` limits; a length
     limit of 0 disables that length rule.
@@ -133,7 +141,7 @@ class SeverityConfig(_Section):
         return self
 
     def rules_kwargs(self) -> dict[str, float | None]:
-        """Keyword arguments for ``edge.measure.SeverityRules`` (0 length limits become None)."""
+        """Keyword arguments for ``edge.severity.SeverityRules`` (0 length limits become None)."""
         data: dict[str, float | None] = dict(self.model_dump())
         for key in ("medium_length_mm", "high_length_mm", "medium_length_px", "high_length_px"):
             data[key] = data[key] or None
@@ -238,6 +246,13 @@ class OutboxConfig(_Section):
     )
     memory_max_alerts: int = Field(
         1000, ge=0, description="while the file cannot be written, hold at most this many alerts in memory"
+    )
+    wal_max_bytes: int = Field(
+        1024 * 1024, ge=16 * 1024,
+        description="write-ahead log size at which it is checkpointed and to which it is truncated, bytes",
+    )
+    reopen_interval_s: float = Field(
+        10.0, gt=0, description="when the file cannot be opened at start, try again this often (alerts wait in memory), s"
     )
 
 

@@ -47,27 +47,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-SEVERITY_LEVELS: tuple[str, ...] = ("low", "medium", "high")
+from edge.severity import MaskCleanup, SeverityRules, severity_rank
+
 SQRT2 = math.sqrt(2.0)
 # Subtracted per change of direction of the skeleton chain. Fitted over all digital straight lines
 # with slopes p/q, q < 40: max relative length error +2.3 % / -0.8 % (0 %, not 0.8 %, at 0/45/90 deg).
 CORNER_CORRECTION_PX = 0.1
-
-
-@dataclass(frozen=True)
-class MaskCleanup:
-    """How a thresholded mask becomes cracks (pixels, 0 = step off); the defaults are the daemon's.
-
-    The one home of these defaults: ``edge.config.MeasureConfig`` and :func:`measure_cracks` take
-    theirs from here. ``min_length_px`` and ``link_gap_px`` are the inspector's notion of a crack
-    (module docstring); set both to 0 for the raw connected components.
-    """
-
-    min_area_px: int = 20
-    min_length_px: float = 40.0
-    link_gap_px: int = 30
-    open_px: int = 0
-    close_px: int = 0
 
 
 _CLEANUP = MaskCleanup()
@@ -75,65 +60,6 @@ _CLEANUP = MaskCleanup()
 
 class MeasureError(ValueError):
     """Bad input to the measurement (shape, threshold, GSD, rules); the message names the argument."""
-
-
-def severity_rank(severity: str | None) -> int:
-    """0 for no crack, 1 low, 2 medium, 3 high: for comparing severities."""
-    return 0 if severity is None else SEVERITY_LEVELS.index(severity) + 1
-
-
-@dataclass(frozen=True)
-class SeverityRules:
-    """Width/length limits that make a crack medium or high severity (else low).
-
-    A crack's severity is the higher of its width class (on ``max_width``) and its length class.
-    Millimetre limits apply when the ground sampling distance is known; pixel limits otherwise.
-    A length limit of ``None`` disables the length rule. Defaults follow common road-inspection
-    practice for hairline (< 1 mm), open (1-3 mm) and wide (>= 3 mm) cracks; the pixel defaults
-    assume roughly 1 mm/px. Set them for your camera and surface.
-    """
-
-    medium_width_mm: float = 1.0
-    high_width_mm: float = 3.0
-    medium_length_mm: float | None = 300.0
-    high_length_mm: float | None = 1000.0
-    medium_width_px: float = 3.0
-    high_width_px: float = 8.0
-    medium_length_px: float | None = 150.0
-    high_length_px: float | None = 600.0
-
-    def __post_init__(self) -> None:
-        for unit in ("mm", "px"):
-            for kind in ("width", "length"):
-                medium = getattr(self, f"medium_{kind}_{unit}")
-                high = getattr(self, f"high_{kind}_{unit}")
-                for name, value in ((f"medium_{kind}_{unit}", medium), (f"high_{kind}_{unit}", high)):
-                    if value is None and kind == "length":
-                        continue
-                    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                        raise MeasureError(f"severity rule {name} must be a positive number, got {value!r}")
-                if medium is not None and high is not None and medium > high:
-                    raise MeasureError(
-                        f"severity rule medium_{kind}_{unit} ({medium}) must not exceed high_{kind}_{unit} ({high})"
-                    )
-
-    def classify(self, max_width_px: float, length_px: float, gsd_mm_per_px: float | None = None) -> str:
-        """``"low"``, ``"medium"`` or ``"high"`` for one crack (sizes in pixels; converted with the GSD)."""
-        if gsd_mm_per_px is not None:
-            width, length, unit = max_width_px * gsd_mm_per_px, length_px * gsd_mm_per_px, "mm"
-        else:
-            width, length, unit = max_width_px, length_px, "px"
-        rank = 1
-        if width >= getattr(self, f"high_width_{unit}"):
-            rank = 3
-        elif width >= getattr(self, f"medium_width_{unit}"):
-            rank = 2
-        high_len, medium_len = getattr(self, f"high_length_{unit}"), getattr(self, f"medium_length_{unit}")
-        if high_len is not None and length >= high_len:
-            rank = max(rank, 3)
-        elif medium_len is not None and length >= medium_len:
-            rank = max(rank, 2)
-        return SEVERITY_LEVELS[rank - 1]
 
 
 @dataclass(frozen=True)

@@ -326,6 +326,7 @@ class Pipeline:
             frame_queue=self._frames.qsize(),
             result_queue=self._results.qsize(),
             dropped_frames=self.stats.frames_dropped + self.source.dropped_frames,
+            frames_oversized=self.stats.frames_oversized + self.source.oversized_files,
         )
 
     def report_stats(self) -> dict[str, Any]:

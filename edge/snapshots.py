@@ -15,11 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.measure import SEVERITY_LEVELS, Crack
+from edge.measure import Crack
+from edge.severity import SEVERITY_LEVELS
 
 # BGR colours: the crack tint, and the box colour per severity.
 TINT_BGR = (0, 0, 255)
-# One colour per entry of measure.SEVERITY_LEVELS, in its order (yellow, orange, red).
+# One colour per entry of severity.SEVERITY_LEVELS, in its order (yellow, orange, red).
 SEVERITY_BGR = dict(zip(SEVERITY_LEVELS, ((0, 215, 255), (0, 140, 255), (0, 0, 255)), strict=True))
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

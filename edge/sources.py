@@ -112,6 +112,7 @@ class FrameSource:
     def __init__(self, source_id: str) -> None:
         self.source_id = source_id
         self.dropped_frames = 0
+        self.oversized_files = 0  # image files skipped before decoding (too_large_to_decode)
         self._stop = threading.Event()
 
     def __iter__(self) -> Iterator[Frame]:
@@ -132,6 +133,7 @@ class FrameSource:
 
 
 JPEG_END = b"\xff\xd9"  # the end-of-image marker every complete JPEG ends with
+JPEG_START = b"\xff\xd8\xff"  # start-of-image marker and the first segment's marker byte
 
 
 def jpeg_is_truncated(data: bytes) -> bool:
@@ -147,12 +149,65 @@ def _jpeg_tail(file: Path, size: int = 4096) -> bytes:
         return fh.read()
 
 
+def header_size(file: Path) -> tuple[int, int] | None:
+    """(width, height) read from an image file's header without decoding its pixels; None when the
+    header is not one Pillow knows.
+
+    Pillow's format plugins parse only the header when an image is opened; they are called directly
+    here because ``Image.open`` refuses to report the size of an image it deems a decompression bomb,
+    which is exactly the image whose size must be reported.
+    """
+    try:
+        from PIL import Image  # lazy: only image folders need it (the [edge] extra installs Pillow)
+    except ImportError:
+        return None
+    Image.init()
+    try:
+        with open(file, "rb") as fh:
+            prefix = fh.read(16)
+            for format_id in Image.ID:
+                factory, accept = Image.OPEN[format_id]
+                if accept is not None and not accept(prefix):
+                    continue
+                fh.seek(0)
+                try:
+                    image = factory(fh, str(file))
+                except Exception:  # noqa: BLE001 - not this format (or a bad header): try the next one
+                    continue
+                return image.size
+    except OSError:
+        return None
+    return None
+
+
+def too_large_to_decode(file: Path, config: SourceConfig) -> str | None:
+    """Why `file` must not be decoded (its header says it is larger than the guard allows), or None.
+
+    Decoding allocates width x height x channels bytes before any frame guard can act: a 440 KB PNG of
+    20000 x 20000 pixels would take 1.2 GB. With ``oversize = "reject"`` anything above
+    ``max_frame_pixels`` is skipped here; with "downscale" anything above ``max_decode_pixels``.
+    """
+    size = header_size(file)
+    if size is None:
+        return None
+    pixels = size[0] * size[1]
+    if config.oversize == "reject":
+        limit, name = config.max_frame_pixels, "max_frame_pixels={} (oversize = reject)"
+    else:
+        limit, name = config.max_decode_pixels, "max_decode_pixels={}"
+    if pixels <= limit:
+        return None
+    return f"{size[0]}x{size[1]} = {pixels} px > source.{name.format(limit)}"
+
+
 def read_image(file: Path) -> np.ndarray | None:
     """Decode an image file with OpenCV (None when unreadable); a truncated JPEG is decoded (its missing
     bottom comes out grey) with a warning naming the file."""
     if file.suffix.lower() in (".jpg", ".jpeg"):
         try:
-            truncated = jpeg_is_truncated(_jpeg_tail(file))
+            with open(file, "rb") as fh:
+                is_jpeg = fh.read(3) == JPEG_START
+            truncated = is_jpeg and jpeg_is_truncated(_jpeg_tail(file))
         except OSError as exc:
             log.warning("cannot read %s: %s", file, exc.strerror)
             return None
@@ -163,11 +218,13 @@ def read_image(file: Path) -> np.ndarray | None:
 
 
 class ImageFolderSource(FrameSource):
-    """Images in a folder (or one image file), in name order; unreadable files are logged and skipped."""
+    """Images in a folder (or one image file), in name order; unreadable files are logged and skipped, and so
+    are files whose header says they are too large to decode (:func:`too_large_to_decode`)."""
 
     def __init__(self, path: Path, config: SourceConfig) -> None:
         super().__init__(str(path))
         self.path = path
+        self.config = config
         self.loop = config.loop
         self.fps_limit = config.fps_limit
         if path.is_dir():
@@ -186,6 +243,12 @@ class ImageFolderSource(FrameSource):
             for file in self.files:
                 if self._stop.is_set():
                     return
+                too_large = too_large_to_decode(file, self.config)
+                if too_large is not None:
+                    self.skipped_files += 1
+                    self.oversized_files += 1
+                    log.warning("skipping %s without decoding it: %s", file, too_large)
+                    continue
                 image = read_image(file)
                 if image is None or image.size == 0:
                     self.skipped_files += 1

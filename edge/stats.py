@@ -22,7 +22,7 @@ class PipelineStats:
     frames_captured: int = 0
     frames_done: int = 0
     frames_dropped: int = 0  # by the pipeline's own queue (live sources)
-    frames_oversized: int = 0  # larger than source.max_frame_pixels (downscaled or rejected)
+    frames_oversized: int = 0  # larger than source.max_frame_pixels (downscaled or rejected; + files skipped undecoded)
     frames_abandoned: int = 0  # still not inferred source.shutdown_grace_s after a stop request
     tiles: int = 0
     alerts: int = 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import logging
 import math
@@ -26,13 +25,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge.broker import MqttConfigError, connack_text, paho_logger, parse_broker_uri, read_password
+from edge.broker import (
+    SUBSCRIBER_SETTINGS,
+    connack_text,
+    connect_failure_text,
+    guarded,
+    paho_logger,
+    read_password,
+)
+from edge.mqtt_names import MqttConfigError, parse_broker_uri
 from edge.topics import check_topic_part
 
 log = logging.getLogger("edge.subscribe")
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "alert.schema.json"
 EXIT_NEVER_CONNECTED = 3
+RECONNECT_MAX_S = 5.0  # largest back-off between connection attempts, seconds
 CSV_COLUMNS = ("received_at", "alert_id", "device_id", "sequence", "created_at", "capture_time", "severity",
                "n_cracks", "max_width_px", "max_width_mm", "max_length_px", "coverage", "source", "frame_index")
 
@@ -132,18 +140,7 @@ def parse_json_strictly(payload: bytes) -> Any:
     return value
 
 
-def _guarded(method: Callable[..., None]) -> Callable[..., None]:
-    """Wrap a paho callback: an exception is logged and counted, never raised into paho's network loop."""
-
-    @functools.wraps(method)
-    def wrapper(self: Subscriber, *args: Any) -> None:
-        try:
-            method(self, *args)
-        except Exception:
-            self.callback_errors += 1
-            log.exception("subscriber %s failed on a message (skipped; still listening)", method.__name__)
-
-    return wrapper
+_guarded = guarded(log, "the message is skipped; still listening")
 
 
 class AlertSink:
@@ -280,6 +277,10 @@ class Subscriber:
         self.subscribed = threading.Event()
         self.ever_connected = False
         self.callback_errors = 0
+        self.last_failure: str | None = None
+        self._stopping = False
+        self._answered = False  # the broker answered the last CONNECT (accepted or refused)
+        self._ca_file = ca_file
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self._client.enable_logger(paho_logger("edge.subscribe.paho"))
         self._client.max_inflight_messages_set(100)
@@ -289,6 +290,7 @@ class Subscriber:
             self._client.tls_set(ca_certs=str(ca_file) if ca_file else None,
                                  certfile=str(certfile) if certfile else None, keyfile=str(keyfile) if keyfile else None)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.message_callback_add(self.alert_topic, self._on_alert)
         self._client.message_callback_add(self.status_topic, self._on_status)
@@ -302,28 +304,49 @@ class Subscriber:
 
     def start(self) -> Subscriber:
         """Connect in the background (retrying with back-off) and start the network thread."""
-        self._client.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]
+        self._client.reconnect_delay_set(0.2, RECONNECT_MAX_S)  # type: ignore[arg-type]
         self._client.connect_async(self.address.host, self.address.port, **self._connect_args)
         self._client.loop_start()
         return self
 
     def stop(self) -> None:
         """Disconnect and stop the network thread."""
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
 
     @_guarded
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._answered = True
         if reason_code.is_failure:
-            log.error("broker %s:%s refused the subscriber: %s", self.address.host, self.address.port,
-                      connack_text(reason_code))
+            self._failed(f"the broker refused the subscriber: {connack_text(reason_code)}")
             return
         client.subscribe([(self.alert_topic, 1), (self.status_topic, 1)])
+        if self.last_failure is not None:
+            log.warning("connected to broker %s:%s", self.address.host, self.address.port)
+        self.last_failure = None
         self.ever_connected = True
         self.connected.set()
 
+    def _failed(self, why: str) -> None:
+        """Say once per cause why the subscriber cannot connect (paho keeps retrying, every <= 5 s)."""
+        if why != self.last_failure:
+            log.error("cannot connect to broker %s:%s: %s; retrying every <= %g s", self.address.host,
+                      self.address.port, why, RECONNECT_MAX_S)
+        self.last_failure = why
+
     @_guarded
-    def _on_disconnect(self, *args: Any) -> None:
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        # paho calls this inside its `except OSError` around the connect: the exception says why.
+        self._failed(connect_failure_text(sys.exc_info()[1], self.address, SUBSCRIBER_SETTINGS, ca_file=self._ca_file))
+
+    @_guarded
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        answered, self._answered = self._answered, False
+        if not answered and not self._stopping:
+            hint = ("if that port is a TLS listener, use mqtts://" if not self.address.tls
+                    else "check that the port is a TLS listener and the CA file matches")
+            self._failed(f"the broker closed the connection before answering CONNECT ({hint})")
         self.connected.clear()
 
     @_guarded
@@ -427,8 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(sink.alerts)} new alerts, {sink.duplicates} duplicates, {len(sink.invalid)} invalid messages",
           file=sys.stderr)
     if not sub.ever_connected:
-        log.warning("never connected to the broker %s:%s: no alert could have arrived (is it running, "
-                    "and is the URI right?)", sub.address.host, sub.address.port)
+        log.warning("never connected to the broker %s:%s (%s): no alert could have arrived", sub.address.host,
+                    sub.address.port, sub.last_failure or "no answer before --timeout-s")
         return EXIT_NEVER_CONNECTED
     return 1 if target is not None and len(sink.alerts) < target else 0
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.broker import MqttConfigError
-from edge.measure import severity_rank
+from edge.mqtt_names import MqttConfigError, topic_part_problem
+from edge.severity import severity_rank
 
 SNAPSHOT_QOS = 1
 STATS_QOS = 0
@@ -26,20 +26,6 @@ STATUS_QOS = 1
 
 class TopicError(MqttConfigError):
     """A device id or topic prefix cannot be used as an MQTT topic level; the message names it."""
-
-
-def topic_part_problem(name: str, value: str) -> str | None:
-    """Why ``value`` cannot be the ``name`` ("device_id" or "topic_prefix") topic level, or None when it can.
-
-    Both must be non-empty and free of the wildcards '#', '+' and NUL; only the prefix may contain '/'.
-    """
-    forbidden = "#+\0" if name == "topic_prefix" else "/#+\0"
-    if not value:
-        return "must not be empty (it is an MQTT topic level)"
-    if any(c in value for c in forbidden):
-        shown = "'#' or '+'" if name == "topic_prefix" else "'/', '#' or '+'"
-        return f"must not contain {shown} (it is an MQTT topic level)"
-    return None
 
 
 def check_topic_part(name: str, value: str) -> str:

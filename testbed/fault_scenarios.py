@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +24,7 @@ from pathlib import Path
 from edge.mqtt import MqttPublisher
 from edge.subscribe import AlertSink, Subscriber
 from testbed.mosquitto import Mosquitto
-from testbed.mqtt import Daemon, make_alert, mqtt_section, outbox_at
+from testbed.mqtt import Daemon, LogWatcher, make_alert, make_tls_material, mqtt_section, outbox_at
 
 WAIT_S = 60.0  # upper bound of any wait for an event (a loaded CI machine); scenarios take seconds
 FAST = {"reconnect_min_s": 0.1, "reconnect_max_s": 0.5, "keepalive_s": 5, "stats_interval_s": 0}
@@ -53,10 +56,10 @@ class Tally:
 class Receiver:
     """A subscriber with a persistent session (the broker queues alerts for it across its restarts)."""
 
-    def __init__(self, broker: Mosquitto, name: str) -> None:
+    def __init__(self, broker: Mosquitto, name: str, **credentials: str) -> None:
         self.sink = AlertSink(None)
         self.sub = Subscriber(broker.uri, self.sink, client_id=f"fault-{name}"[:60], session_expiry_s=600,
-                              on_line=lambda line: None).start()
+                              on_line=lambda line: None, allow_insecure_credentials=True, **credentials).start()
         if not self.sub.subscribed.wait(WAIT_S):
             raise TimeoutError("receiver did not subscribe")
 
@@ -77,9 +80,9 @@ def _broker(workdir: Path, **kw: object) -> Mosquitto:
     return Mosquitto(workdir / "broker", save_every_change=True, **kw).start()
 
 
-def _publisher(broker: Mosquitto, outbox: Path, device: str = "cam1", **kw: object) -> MqttPublisher:
+def _publisher(broker: Mosquitto, outbox_path: Path, device: str = "cam1", **kw: object) -> MqttPublisher:
     outbox_kw = kw.pop("outbox", None)
-    return MqttPublisher(device, mqtt_section(broker.uri, outbox, outbox=outbox_kw, **{**FAST, **kw}))
+    return MqttPublisher(device, mqtt_section(broker.uri, outbox_path, outbox=outbox_kw, **{**FAST, **kw}))
 
 
 def _produce(pub: MqttPublisher, n: int, start: int = 0, device: str = "cam1") -> set[str]:
@@ -236,13 +239,131 @@ def corrupt_outbox(workdir: Path) -> Tally:
         salvaged = {r.alert_id for r in pub.outbox.pending(100)}
         new_ids = _produce(pub, 10, start=40)
         ids = {a["alert_id"] for a in stored} | new_ids
+        assert pub.outbox is not None
         recovered, unreadable = pub.outbox.recovered, pub.outbox.unrecoverable
         rx.wait_for(salvaged | new_ids)
         pub.flush(WAIT_S)
-        tally = rx.tally("corrupt outbox (8 KiB overwritten)", ids, recovered=recovered, unreadable=unreadable,
-                         moved_aside=pub.outbox.damaged_copy is not None)
-        tally.notes["destroyed_by_damage"] = tally.lost
-        return tally
+        return rx.tally("corrupt outbox (8 KiB overwritten)", ids, recovered=recovered, reported_lost=unreadable,
+                        moved_aside=pub.outbox.damaged_copy is not None)
+    finally:
+        pub.close(timeout_s=2)
+        rx.stop()
+        broker.stop()
+
+
+def _stored_alerts(outbox: Path, n: int, n_cracks: int = 12) -> list[dict]:
+    """`n` alerts written to a fresh outbox at `outbox` (then closed): what a daemon had queued."""
+    box = outbox_at(outbox)
+    alerts = [make_alert(sequence=i, n_cracks=n_cracks) for i in range(n)]
+    with contextlib.closing(box):
+        for alert in alerts:
+            box.put(alert)
+    return alerts
+
+
+TRUNCATIONS = {"half": lambda size: size // 2, "16k": lambda size: size - 16384, "4k": lambda size: size - 4096}
+
+
+def truncated_outbox(workdir: Path, cut: str) -> Tally:
+    """An outbox holding 90 alerts is cut short (to half its length, or by 16 KiB / 4 KiB at its end)
+    and the daemon starts on it: what the bytes still hold is delivered, the rest is reported lost."""
+    broker = _broker(workdir)
+    outbox = workdir / "outbox.sqlite3"
+    stored = _stored_alerts(outbox, 90)
+    os.truncate(outbox, TRUNCATIONS[cut](outbox.stat().st_size))
+    rx = Receiver(broker, f"truncated-{cut}")
+    pub = _publisher(broker, outbox)
+    try:
+        assert pub.outbox is not None
+        salvaged = {r.alert_id for r in pub.outbox.pending(100)}
+        rx.wait_for(salvaged)
+        pub.flush(WAIT_S)
+        return rx.tally(f"outbox truncated ({cut})", {a["alert_id"] for a in stored},
+                        recovered=pub.outbox.recovered, reported_lost=pub.outbox.unrecoverable,
+                        loss_counted=not pub.outbox.uncounted_loss)
+    finally:
+        pub.close(timeout_s=2)
+        rx.stop()
+        broker.stop()
+
+
+def damaged_payloads(workdir: Path) -> Tally:
+    """4 bytes change inside 3 of 30 stored alert payloads (SQLite's quick_check still says ok): the
+    3 are quarantined and reported, never published garbled; the other 27 arrive."""
+    broker = _broker(workdir)
+    outbox = workdir / "outbox.sqlite3"
+    stored = _stored_alerts(outbox, 30)
+    data = bytearray(outbox.read_bytes())
+    for alert in stored[5:8]:
+        at = data.find(f'"alert_id":"{alert["alert_id"]}"'.encode())
+        data[at + 200:at + 204] = b"\xff\xfe\x00\x01"  # inside its cracks: not UTF-8 any more
+    outbox.write_bytes(bytes(data))
+    check = sqlite3.connect(outbox)
+    quick_check = check.execute("PRAGMA quick_check").fetchone()[0]
+    check.close()
+    rx = Receiver(broker, "damaged-payloads")
+    pub = _publisher(broker, outbox)
+    try:
+        ids = {a["alert_id"] for a in stored}
+        rx.wait_for(ids - {a["alert_id"] for a in stored[5:8]})
+        pub.flush(WAIT_S)
+        assert pub.outbox is not None
+        return rx.tally("4 bytes changed in 3 stored payloads", ids, quick_check=quick_check,
+                        reported_lost=pub.outbox.corrupted, garbled_published=len(rx.sink.invalid))
+    finally:
+        pub.close(timeout_s=2)
+        rx.stop()
+        broker.stop()
+
+
+def freed_disk(workdir: Path) -> Tally:
+    """The outbox's file system fills up while the broker is down; after the filler is deleted a second
+    outage of 80 alerts must fit in the freed space (the write-ahead log must not eat it)."""
+    broker = _broker(workdir)
+    rx = Receiver(broker, "freed-disk")
+    with small_filesystem(1024) as fs:
+        pub = _publisher(broker, fs / "outbox.sqlite3", outbox={"wal_max_bytes": 64 * 1024})
+        try:
+            broker.stop()
+            ids = _produce(pub, 5)
+            filler = fill(fs)
+            ids |= _produce(pub, 10, start=5)  # held in memory
+            full_seen = pub.storage_error is not None
+            filler.unlink()
+            ids |= _produce(pub, 80, start=15)  # the second outage: into the freed space
+            state = pub.stats()
+            broker.start()
+            rx.wait_for(ids)
+            pub.flush(WAIT_S)
+            return rx.tally("freed disk works again", ids, full_seen=full_seen,
+                            error_after_freeing=state["outbox_storage_error"],
+                            in_file_after_freeing=state["outbox_pending"], held=state["alerts_held_in_memory"])
+        finally:
+            pub.close(timeout_s=2)
+            rx.stop()
+            broker.stop()
+
+
+def storage_fails_at_start(workdir: Path) -> Tally:
+    """The outbox's directory cannot be made at start (its parent is a file): the daemon starts anyway,
+    holds alerts in memory and delivers them; once the directory can be made the file is used."""
+    broker = _broker(workdir)
+    rx = Receiver(broker, "storage-at-start")
+    blocker = workdir / "state"
+    blocker.write_text("a file where the outbox's directory should be")
+    pub = _publisher(broker, blocker / "outbox.sqlite3", outbox={"reopen_interval_s": 0.2})
+    try:
+        started_without = pub.outbox is None
+        ids = _produce(pub, 5)
+        rx.wait_for(ids)
+        blocker.unlink()
+        pub.wait_outbox(WAIT_S)
+        ids |= _produce(pub, 5, start=5)
+        in_file = pub.outbox is not None and (blocker / "outbox.sqlite3").is_file()
+        rx.wait_for(ids)
+        pub.flush(WAIT_S)
+        return rx.tally("outbox cannot be opened at start", ids, started_without_outbox=started_without,
+                        reopened=in_file)
     finally:
         pub.close(timeout_s=2)
         rx.stop()
@@ -358,14 +479,87 @@ def hostile_subscriber_input(workdir: Path) -> Tally:
         broker.stop()
 
 
+def echo_denied_311(workdir: Path) -> Tally:
+    """MQTT 3.1.1, and the broker lets the camera write its alert topic but not read it back: the echo that
+    proves acceptance never comes. Every alert still reaches the subscriber (newer ones are not starved
+    by re-sends of older ones), the cause is logged once, and granting read empties the outbox."""
+    if shutil.which("mosquitto_passwd") is None:
+        raise PermissionError("mosquitto_passwd not installed (Debian package 'mosquitto')")
+    passwd, acl = workdir / "passwd", workdir / "acl"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "cam1", "cam1-secret"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "viewer", "viewer-secret"], check=True)
+    (workdir / "cam1.pw").write_text("cam1-secret\n")
+    viewer = "user viewer\ntopic read crack/#\n"
+    acl.write_text(f"user cam1\ntopic write crack/cam1/alert\ntopic readwrite crack/cam1/status\n{viewer}")
+    broker = _broker(workdir, password_file=passwd, acl_file=acl)
+    rx = Receiver(broker, "echo-denied", username="viewer", password="viewer-secret")
+    pub = _publisher(broker, workdir / "outbox.sqlite3", protocol="3.1.1", username="cam1",
+                     password_file=str(workdir / "cam1.pw"), allow_insecure_credentials=True,
+                     max_inflight=3, echo_timeout_s=0.3)
+    try:
+        ids = _produce(pub, 12)
+        all_arrived = rx.wait_for(ids)
+        kept = pub.waiting()
+        acl.write_text(f"user cam1\ntopic readwrite crack/cam1/#\n{viewer}")
+        broker.reload()
+        emptied = pub.flush(WAIT_S)
+        return rx.tally("3.1.1, no read access to its own alert topic", ids, all_arrived_while_denied=all_arrived,
+                        kept_while_unconfirmed=kept, emptied_after_grant=emptied)
+    finally:
+        pub.close(timeout_s=2)
+        rx.stop()
+        broker.stop()
+
+
+def wrong_ca(workdir: Path) -> Tally:
+    """The camera trusts the wrong CA for an mqtts:// broker: alerts wait in the outbox and the cause is
+    named (a certificate problem, which file, which setting); restarted with the right CA, all arrive."""
+    try:
+        tls = make_tls_material(workdir / "tls")
+        other = make_tls_material(workdir / "other-ca")
+    except ImportError as exc:
+        raise PermissionError(f"the [dev] extra's cryptography is needed to make certificates: {exc}") from exc
+    broker = _broker(workdir, tls={"ca": tls["ca"], "cert": tls["server_cert"], "key": tls["server_key"]})
+    rx = Receiver(broker, "wrong-ca", ca_file=str(tls["ca"]))
+    watcher = LogWatcher()
+    logging.getLogger("edge.mqtt").addHandler(watcher)
+    outbox = workdir / "outbox.sqlite3"
+    started = time.monotonic()
+    pub = _publisher(broker, outbox, tls={"ca_file": other["ca"]})
+    try:
+        named = watcher.wait_for("TLS certificate problem", WAIT_S)
+        named_after_s = time.monotonic() - started
+        line = next((m for m in watcher.messages if "TLS certificate problem" in m), "")
+        ids = _produce(pub, 5)
+        pub.close(timeout_s=0)
+        pub = _publisher(broker, outbox, tls={"ca_file": tls["ca"]})
+        rx.wait_for(ids)
+        pub.flush(WAIT_S)
+        return rx.tally("wrong CA, then the right one", ids, cause_named=named and "mqtt.tls.ca_file" in line,
+                        named_after_s=round(named_after_s, 1))
+    finally:
+        logging.getLogger("edge.mqtt").removeHandler(watcher)
+        pub.close(timeout_s=2)
+        rx.stop()
+        broker.stop()
+
+
 SCENARIOS: dict[str, Callable[[Path], Tally]] = {
     "broker_stop_start": broker_stop_start,
     "broker_sigkill": broker_sigkill,
     "daemon_sigkill_restart": daemon_sigkill_restart,
     "disk_full": disk_full,
     "corrupt_outbox": corrupt_outbox,
+    "truncated_outbox_half": lambda w: truncated_outbox(w, "half"),
+    "truncated_outbox_16k": lambda w: truncated_outbox(w, "16k"),
+    "truncated_outbox_4k": lambda w: truncated_outbox(w, "4k"),
+    "damaged_payloads": damaged_payloads,
+    "freed_disk": freed_disk,
+    "storage_fails_at_start": storage_fails_at_start,
     "acl_denial_311": lambda w: acl_denial(w, "3.1.1"),
     "acl_denial_5": lambda w: acl_denial(w, "5"),
+    "echo_denied_311": echo_denied_311,
+    "wrong_ca": wrong_ca,
     "device_id_change": device_id_change,
     "hostile_payloads": hostile_subscriber_input,
 }

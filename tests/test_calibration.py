@@ -52,6 +52,20 @@ def test_missing_split_and_empty_folder_are_named(shared_data, tmp_path):
         draw_tiles(tmp_path, META, progress=False)
 
 
+def test_an_unreadable_image_is_skipped_as_the_daemon_skips_it(tmp_path, caplog):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "good.png"), rng.integers(0, 255, (SIZE * 2, SIZE * 2, 3), dtype=np.uint8))
+    (tmp_path / "noise.jpg").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    tiles = draw_tiles(tmp_path, META, max_tiles=4, progress=False)
+    assert len(tiles) >= 1 and {Path(s[0]).name for s in tiles.sources} == {"good.png"}
+    assert any("skipping" in r.getMessage() and "noise.jpg" in r.getMessage() for r in caplog.records)
+    (tmp_path / "good.png").unlink()
+    with pytest.raises(ImageFolderError, match="none of the 1 images"):
+        draw_tiles(tmp_path, META, max_tiles=4, progress=False)
+
+
 def test_split_may_be_a_run_folders_split_file(shared_data, tmp_path):
     # a training run writes runs/<run>/splits/val.txt: calibration must be able to use exactly those images
     split_file = tmp_path / "val.txt"

@@ -70,7 +70,7 @@ def test_missing_file_bad_toml_and_bad_set_syntax(tmp_path: Path) -> None:
 
 
 def test_severity_section_maps_onto_the_measure_rules() -> None:
-    from edge.measure import SeverityRules
+    from edge.severity import SeverityRules
 
     cfg = load_config(None, ["measure.severity.high_length_px=0", "measure.severity.high_width_px=12"])
     rules = SeverityRules(**cfg.measure.severity.rules_kwargs())
@@ -128,3 +128,16 @@ def test_every_config_option_is_documented_in_the_example() -> None:
             seen.add((section, key.group(1)))
     missing = [".".join((*s, f)) for s, f in _field_paths(EdgeConfig) if (s, f) not in seen]
     assert not missing, f"options missing from {EXAMPLE}: {missing}"
+
+
+def test_the_config_imports_no_runtime_module() -> None:
+    """Reading a configuration must not pull in measurement, MQTT or OpenCV code (layering, start-up cost):
+    the defaults it needs live in pure modules."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edge.config; print(sorted(m for m in sys.modules if m.startswith('edge')), "
+            "'cv2' in sys.modules, 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    assert out == "['edge', 'edge.config', 'edge.mqtt_names', 'edge.severity'] False False", out

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from contract.tiling import extract_tiles, stitch, tile_grid
-from edge.measure import MeasureError, SeverityRules, measure_cracks
+from edge.measure import MeasureError, measure_cracks
+from edge.severity import SeverityRuleError, SeverityRules
 
 RAW = {"min_length_px": 0, "link_gap_px": 0}  # every connected component, without the inspector's steps
 
@@ -109,9 +110,9 @@ def test_severity_rules_in_mm_and_px():
     assert rules.classify(max_width_px=8, length_px=100) == "high"
     no_length = SeverityRules(medium_length_mm=None, high_length_mm=None)
     assert no_length.classify(max_width_px=1, length_px=5000, gsd_mm_per_px=0.5) == "low"
-    with pytest.raises(MeasureError, match=r"medium_width_mm \(5\) must not exceed high_width_mm \(3"):
+    with pytest.raises(SeverityRuleError, match=r"medium_width_mm \(5\) must not exceed high_width_mm \(3"):
         SeverityRules(medium_width_mm=5)
-    with pytest.raises(MeasureError, match="high_length_px must be a positive number"):
+    with pytest.raises(SeverityRuleError, match="high_length_px must be a positive number"):
         SeverityRules(high_length_px=-1)
 
 

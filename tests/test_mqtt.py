@@ -20,9 +20,9 @@ from mqtt_fixtures import (  # noqa: F401
 )
 from pydantic import ValidationError
 
-from edge.broker import MqttConfigError, parse_broker_uri
 from edge.config import load_config
 from edge.mqtt import MqttPublisher
+from edge.mqtt_names import MqttConfigError, parse_broker_uri
 from edge.subscribe import AlertSink, Subscriber
 from edge.topics import fit_alert
 

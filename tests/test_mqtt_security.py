@@ -125,3 +125,74 @@ def test_plain_mqtt_to_a_tls_port_gets_a_tls_hint_once(secure_broker, log_watche
         assert len(hints) == 1, "one line per outage, not one per retry"
     finally:
         pub.close(timeout_s=0.5)
+
+
+def test_wrong_ca_is_named_a_certificate_problem_with_the_setting_to_fix(secure_broker, log_watcher) -> None:
+    mosq, tls, tmp_path = secure_broker
+    other = make_tls_material(tmp_path / "other-ca")
+    section = mqtt_section(mosq.uri, tmp_path / "wrong-ca.sqlite3", reconnect_min_s=0.1, reconnect_max_s=0.2,
+                           tls={"ca_file": other["ca"], "certfile": tls["client_cert"], "keyfile": tls["client_key"]})
+    pub = MqttPublisher("cam1", section)
+    try:
+        assert log_watcher.wait_for("TLS certificate problem", 10), log_watcher.messages[-5:]
+        assert not pub.wait_connected(1.0)
+        lines = [m for m in log_watcher.messages if "TLS certificate problem" in m]
+        assert len(lines) == 1, "one line per cause, not one per retry"
+        assert "not signed by the CA in" in lines[0] and str(other["ca"]) in lines[0]
+        assert "set mqtt.tls.ca_file" in lines[0]
+        assert not any("not reachable" in m for m in log_watcher.messages)
+    finally:
+        pub.close(timeout_s=0.5)
+
+
+def test_subscriber_says_within_seconds_why_it_cannot_connect_and_keeps_trying(secure_broker, log_watcher) -> None:
+    mosq, tls, tmp_path = secure_broker
+    other = make_tls_material(tmp_path / "other-ca")
+    sub = Subscriber(mosq.uri, AlertSink(None), username="viewer", password="viewer-secret", ca_file=other["ca"],
+                     certfile=tls["client_cert"], keyfile=tls["client_key"], on_line=lambda line: None).start()
+    try:
+        assert log_watcher.wait_for("cannot connect to broker", 10), log_watcher.messages[-5:]
+        line = next(m for m in log_watcher.messages if "cannot connect to broker" in m)
+        assert "TLS certificate problem" in line and "set --ca-file" in line and "retrying" in line
+        assert not sub.connected.is_set()
+    finally:
+        sub.stop()
+
+
+def test_subscriber_cli_on_a_wrong_port_says_so_before_its_timeout(tmp_path: Path) -> None:
+    import os
+    import sys
+    import time
+
+    from mqtt_fixtures import REPO
+
+    from testbed.mosquitto import free_port
+
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "edge.subscribe", "--broker", f"mqtt://127.0.0.1:{free_port()}",
+                             "--timeout-s", "60"], cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        line = proc.stderr.readline()
+        elapsed = time.monotonic() - started
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert "cannot connect to broker" in line and "connection refused" in line, line
+    assert elapsed < 15, f"the first word came after {elapsed:.0f} s"
+
+
+def test_plain_mqtt_to_a_tls_port_shows_no_paho_socket_noise(secure_broker, caplog) -> None:
+    import logging
+
+    mosq, tls, tmp_path = secure_broker
+    caplog.set_level(logging.INFO)
+    pub = MqttPublisher("cam1", mqtt_section(mosq.uri.replace("mqtts://", "mqtt://"), tmp_path / "p.sqlite3",
+                                             reconnect_min_s=0.1, reconnect_max_s=0.2))
+    try:
+        assert not pub.wait_connected(2.0)
+    finally:
+        pub.close(timeout_s=0.5)
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("TLS listener" in m for m in shown)
+    assert not any("failed to receive on socket" in m for m in shown), shown

@@ -186,3 +186,75 @@ def test_a_truncated_jpeg_is_decoded_with_a_warning_naming_the_file(tmp_path: Pa
     assert [f.name for f in frames] == ["cut.jpg", "whole.jpg"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "cut.jpg is a truncated JPEG" in warnings[0]
+
+
+def test_random_bytes_named_jpg_are_skipped_not_called_a_truncated_jpeg(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "noise.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    cv2.imwrite(str(folder / "ok.png"), numbered_frame(1))
+    with caplog.at_level(logging.WARNING):
+        frames = list(open_source(SourceConfig(uri=str(folder))))
+    messages = [r.getMessage() for r in caplog.records]
+    assert [f.name for f in frames] == ["ok.png"]
+    assert not any("truncated" in m for m in messages), messages
+    assert any("skipping" in m and "noise.jpg" in m and "not a readable image" in m for m in messages)
+
+
+def huge_png(path: Path, width: int, height: int) -> None:
+    """A real, decodable 1-bit PNG of width x height black pixels: a few hundred KB on disk, and
+    width x height bytes once OpenCV decodes it to 8-bit grey."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    squeeze = zlib.compressobj(9)
+    body = b"".join(squeeze.compress(row * 1000) for _ in range(height // 1000)) + squeeze.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("oversize", ["reject", "downscale"])
+def test_an_oversize_image_file_is_skipped_before_decoding(tmp_path: Path, oversize: str) -> None:
+    """A 20000 x 20000 PNG (about 0.4 MB on disk, 400 MB decoded) is skipped from its header: the child
+    process that reads the folder never grows by anything like the decoded size."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    huge_png(folder / "bomb.png", 20000, 20000)
+    cv2.imwrite(str(folder / "small.png"), numbered_frame(2))
+    assert (folder / "bomb.png").stat().st_size < 2_000_000
+    code = (
+        "import logging, resource, sys\n"
+        "from edge.config import SourceConfig\n"
+        "from edge.sources import open_source\n"
+        "logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format='%(message)s')\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"source = open_source(SourceConfig(uri={str(folder)!r}, oversize={oversize!r}))\n"
+        "names = [f.name for f in source]\n"
+        "grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+        "print('RESULT', names, source.oversized_files, grown // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    result = next(line for line in out.splitlines() if line.startswith("RESULT"))
+    names, oversized, grown_mib = result.removeprefix("RESULT ").rsplit(" ", 2)
+    assert names == "['small.png']" and oversized == "1", out
+    assert int(grown_mib) < 100, f"reading the folder grew the process by {grown_mib} MiB"
+    limit = "max_frame_pixels" if oversize == "reject" else "max_decode_pixels"
+    assert f"bomb.png without decoding it: 20000x20000 = 400000000 px > source.{limit}" in out
+
+
+def test_the_frame_guard_rejects_or_downscales_decoded_frames() -> None:
+    """Video and camera frames are decoded before any header can be read: the guard acts on the frame."""
+    from edge.frame_guard import fit_frame
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+    assert fit_frame(frame, 19200, "reject") is None
+    assert fit_frame(frame, 19200, "downscale").shape == (120, 160, 3)
+    assert fit_frame(frame, 76800, "reject") is frame
