@@ -51,6 +51,7 @@ class Mosquitto:
         require_certificate: bool = False,
         message_size_limit: int = 0,
         save_every_change: bool = False,
+        extra_lines: tuple[str, ...] | list[str] = (),
     ) -> None:
         binary = find_mosquitto()
         if binary is None:
@@ -89,6 +90,7 @@ class Mosquitto:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
             if require_certificate:
                 lines.append("require_certificate true")
+        lines += list(extra_lines)  # e.g. a bridge section (bridge_lines below)
         self.conf_path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
 
@@ -146,6 +148,22 @@ class Mosquitto:
         self.stop()
         return self.start()
 
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def log_text(self) -> str:
         """What the broker logged so far (errors, warnings, notices)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def bridge_lines(name: str, remote_port: int, topics: tuple[str, ...] = ("crack/# out 1",), *,
+                 restart_s: int = 1) -> list[str]:
+    """A mosquitto bridge section to 127.0.0.1:`remote_port` (deploy/mosquitto-bridge.conf, test timings).
+
+    QoS 1 and a persistent session (cleansession false) on both sides: while the link is down the local
+    broker queues the bridged messages and sends them when it is back (store-and-forward).
+    """
+    return [f"connection {name}", f"address 127.0.0.1:{remote_port}", *[f"topic {t}" for t in topics],
+            "cleansession false", f"remote_clientid {name}", f"local_clientid {name}-local",
+            "try_private true", "bridge_protocol_version mqttv311", f"restart_timeout {restart_s}",
+            "keepalive_interval 5", "notifications true", "queue_qos0_messages false"]
