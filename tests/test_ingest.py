@@ -244,11 +244,135 @@ def test_postgres_three_workers_and_a_database_restart_lose_nothing(broker, post
                 assert wait_until(lambda: len(alert_ids(postgres.url)) >= 30, 30)
                 postgres.stop()  # alerts keep arriving while the database is down
             if i == 70:
+                assert wait_until(lambda: sum(w.counters()["commit_failures"] for w in workers) > 0, 30), \
+                    "the workers tried to write while the database was down"
                 postgres.start()
         assert wait_until(lambda: len(alert_ids(postgres.url)) >= 100, 60), f"stored {len(alert_ids(postgres.url))}"
         assert sorted(alert_ids(postgres.url)) == sorted(produced)
-        assert sum(w.counters()["commit_failures"] for w in workers) > 0, "the restart was felt and retried"
     finally:
         pub.close(timeout_s=5)
         for w in workers:
             w.stop()
+
+
+# -- a vehicle broker bridged to the central one -----------------------------------------------------
+@needs_mosquitto
+@pytest.mark.mqtt
+def test_bridge_stores_and_forwards_across_a_cut_link(tmp_path: Path) -> None:
+    from mqtt_broker import Mosquitto, bridge_lines
+    from tcp_relay import TcpRelay
+
+    central = Mosquitto(tmp_path / "central").start()
+    link = TcpRelay(central.port).start()
+    vehicle = Mosquitto(tmp_path / "vehicle", extra_lines=bridge_lines("truck-7", link.port)).start()
+    db = sqlite_url(tmp_path)
+    w = worker(central.uri, db, tmp_path, batch_wait_s=0.05)
+    pub = publisher(vehicle.uri, tmp_path, "truck-7")
+    engine = create_db_engine(db, write=False)
+    try:
+        assert wait_until(lambda: _status_of(engine, "truck-7") == "online", 20), "retained status crosses the bridge"
+        first = [make_alert("truck-7", i) for i in range(10)]
+        for a in first:
+            pub.publish_alert(a)
+        assert wait_until(lambda: len(alert_ids(db)) == 10, 20)
+        link.cut()
+        during = [make_alert("truck-7", 10 + i) for i in range(30)]
+        for a in during:
+            pub.publish_alert(a, snapshot_jpeg=JPEG)
+        assert pub.flush(10), "the vehicle broker accepts alerts while its uplink is down"
+        assert len(alert_ids(db)) == 10, "nothing can arrive while the link is cut"
+        link.restore()
+        assert wait_until(lambda: len(alert_ids(db)) == 40, 30), f"stored {len(alert_ids(db))} of 40 after the link"
+        assert sorted(alert_ids(db)) == sorted(a["alert_id"] for a in first + during)
+        assert wait_until(lambda: len(list((tmp_path / "snapshots").rglob("*.jpg"))) == 30, 10)
+    finally:
+        pub.close(timeout_s=5)
+        w.stop()
+        link.cut()
+        vehicle.stop()
+        central.stop()
+
+
+# -- reads: the report and the fleet summary from the database ---------------------------------------
+def _fill(tmp_path: Path) -> tuple[str, list[dict], bytes]:
+    """A database with alerts of two devices on two sites (one with snapshots), status and stats."""
+    import cv2
+    import numpy as np
+
+    image = np.full((108, 192, 3), 90, np.uint8)
+    cv2.line(image, (10, 20), (150, 90), (20, 20, 20), 3)
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    db = sqlite_url(tmp_path)
+    engine = create_db_engine(db)
+    migrate(engine)
+    store = Store(engine, "crack/+", tmp_path / "snapshots")
+    alerts = [make_alert("cam1", i, "high" if i % 2 else "low") for i in range(4)]
+    alerts += [make_alert("cam2", i, "medium") for i in range(3)]
+    batch = [Message("crack/north/cam1/status", b"online", now()), Message("crack/south/cam2/status", b"offline", now()),
+             Message("crack/north/cam1/stats", b'{"outbox_pending": 12, "outbox_dropped": 0}', now())]
+    for a in alerts:
+        site = "north" if a["device_id"] == "cam1" else "south"
+        if a["device_id"] == "cam1":
+            a["snapshot"] = {"topic": f"crack/{site}/cam1/snapshot/{a['alert_id']}"}
+            batch.append(Message(f"crack/{site}/cam1/snapshot/{a['alert_id']}", jpeg, now()))
+        batch.append(Message(f"crack/{site}/{a['device_id']}/alert", encode_alert(a), now()))
+    assert len(store.write(batch).new_alerts) == 7
+    engine.dispose()
+    return db, alerts, jpeg
+
+
+def test_report_from_the_database_equals_the_report_from_files(tmp_path: Path) -> None:
+    import json
+
+    from edge.report.__main__ import main as report_main
+
+    db, alerts, _ = _fill(tmp_path)
+    cam1 = [a for a in alerts if a["device_id"] == "cam1"]
+    (tmp_path / "cam1.jsonl").write_text("".join(json.dumps(a) + "\n" for a in cam1))
+    assert report_main(["--db", db, "--site", "north", "--since", "1h", "--out", str(tmp_path / "from_db")]) == 0
+    assert report_main([str(tmp_path / "cam1.jsonl"), "--snapshots", str(tmp_path / "snapshots" / "cam1"),
+                        "--out", str(tmp_path / "from_file")]) == 0
+    from_db = (tmp_path / "from_db" / "cracks.csv").read_text()
+    assert from_db == (tmp_path / "from_file" / "cracks.csv").read_text() and from_db.count("cam1") >= 1
+    assert "cam2" not in from_db
+    html = (tmp_path / "from_db" / "report.html").read_text()
+    assert html.count("data:image/jpeg;base64") >= 1, "snapshots come from the files the rows name"
+    assert report_main(["--db", db, "--device", "cam2", "--out", str(tmp_path / "cam2")]) == 0
+    assert "cam2" in (tmp_path / "cam2" / "cracks.csv").read_text()
+    assert report_main(["--db", db, "--since", "2099-01-01", "--out", str(tmp_path / "none")]) == 0
+    assert (tmp_path / "none" / "cracks.csv").read_text().count("\n") == 1, "header only"
+    assert report_main(["--db", db, "--since", "yesterday", "--out", str(tmp_path / "bad")]) == 1
+
+
+def test_fleet_summary(tmp_path: Path, capsys) -> None:
+    import json
+
+    from edge.fleet import main as fleet_main
+
+    db, _, _ = _fill(tmp_path)
+    assert fleet_main(["--db", db, "--json"]) == 0
+    rows = {r["device_id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows["cam1"]["site"], rows["cam1"]["status"], rows["cam1"]["outbox_pending"]) == ("north", "online", 12)
+    assert (rows["cam1"]["alerts_low"], rows["cam1"]["alerts_high"], rows["cam1"]["alerts_medium"]) == (2, 2, 0)
+    assert (rows["cam2"]["status"], rows["cam2"]["alerts_medium"], rows["cam2"]["outbox_pending"]) == ("offline", 3, None)
+    assert fleet_main(["--db", db]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("device_id") and len(table) == 3
+    assert fleet_main(["--db", f"sqlite:///{tmp_path / 'empty.db'}"]) == 1
+    assert "schema version 0" in capsys.readouterr().err
+
+
+def test_worker_started_while_the_database_is_down_waits_for_it(postgres, tmp_path: Path) -> None:
+    postgres.stop()
+    config = make_config(db_url=postgres.url, retry_min_s=0.1, retry_max_s=0.3)
+    made: list[IngestWorker] = []
+    opening = threading.Thread(target=lambda: made.append(IngestWorker(config)))
+    opening.start()
+    opening.join(1.0)
+    assert opening.is_alive() and not made, "it waits instead of exiting"
+    postgres.start()
+    opening.join(30)
+    assert made, "it opened and migrated the database once it was back"
+    with made[0].engine.connect() as conn:
+        assert schema.current_version(conn) == LATEST_VERSION
+    made[0].engine.dispose()

@@ -95,13 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             applied = migrate(create_db_engine(config.db_url))
             print(f"schema migrations applied: {applied or 'none (up to date)'}")
             return 0
-        worker = IngestWorker(config)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        worker = IngestWorker(config, stop=stop)
+    except InterruptedError:
+        return 0
     except (DatabaseUrlError, SchemaError, SQLAlchemyError, MqttConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_DB
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     worker.start()
     logging.getLogger("edge.ingest").info("ingest worker %s: %s -> %s", config.effective_client_id,
                                           config.broker_uri, config.db_url.split("@")[-1])

@@ -38,15 +38,22 @@ class IngestWorker:
     """One ingest process's MQTT client + writer thread (``start``, ``stop``; counters for stats and tests)."""
 
     def __init__(self, config: IngestConfig, *, on_batch: Callable[[BatchResult], None] | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, stop: threading.Event | None = None) -> None:
+        """Open (waiting for) the database and migrate it; ready the MQTT client (``start`` connects).
+
+        A database that cannot be reached is waited for with back-off (``retry_min_s`` .. ``retry_max_s``),
+        logged once: a worker restarted while its database restarts must come up, not exit, or its share
+        of the alerts would wait in its broker session. ``stop`` ends that wait (raises InterruptedError).
+        """
         import paho.mqtt.client as mqtt
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
         self.config = config
         self.address = parse_broker_uri(config.broker_uri)
+        self._stop = stop or threading.Event()
         self.engine = create_db_engine(config.db_url)
-        applied = migrate(self.engine)
+        applied = self._migrate_when_reachable()
         if applied:
             log.info("database %s migrated to schema version %d", safe_url(config.db_url), applied[-1])
         self.store = Store(self.engine, config.prefix, config.snapshot_dir, max_message_bytes=config.max_message_bytes)
@@ -58,7 +65,6 @@ class IngestWorker:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._queue: queue.Queue[Message] = queue.Queue()
-        self._stop = threading.Event()
         self._lock = threading.Lock()
         self._writer = threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True)
 
@@ -77,6 +83,26 @@ class IngestWorker:
         props.SessionExpiryInterval = config.session_expiry_s
         props.ReceiveMaximum = config.receive_maximum
         self._connect_args: dict[str, Any] = dict(keepalive=config.keepalive_s, clean_start=False, properties=props)
+
+    def _migrate_when_reachable(self) -> list[int]:
+        from sqlalchemy.exc import OperationalError
+
+        delay, waiting = self.config.retry_min_s, False
+        while True:
+            try:
+                applied = migrate(self.engine)
+            except OperationalError as exc:
+                if not waiting:
+                    log.error("database %s not reachable (%s); waiting for it, retrying every <= %.0f s",
+                              safe_url(self.config.db_url), str(exc).splitlines()[0][:300], self.config.retry_max_s)
+                    waiting = True
+                if self._stop.wait(delay):
+                    raise InterruptedError("stopped while waiting for the database") from exc
+                delay = min(delay * 2, self.config.retry_max_s)
+                continue
+            if waiting:
+                log.warning("database %s reachable again", safe_url(self.config.db_url))
+            return applied
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> IngestWorker:
@@ -131,6 +157,7 @@ class IngestWorker:
                 log.error("broker refused ingest subscriptions %s: %s",
                           [t for t, _ in subscriptions(self.config.prefix, self.config.group)], ", ".join(refused))
                 return
+            log.info("subscribed to %s", ", ".join(t for t, _ in subscriptions(self.config.prefix, self.config.group)))
             self.subscribed.set()
         self._guard("on_subscribe", run)
 
