@@ -156,14 +156,22 @@ class Mosquitto:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def bridge_lines(name: str, remote_port: int, topics: tuple[str, ...] = ("crack/# out 1",), *,
-                 restart_s: int = 1) -> list[str]:
-    """A mosquitto bridge section to 127.0.0.1:`remote_port` (deploy/mosquitto-bridge.conf, test timings).
+DEPLOY_BRIDGE_CONF = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto-bridge.conf"
 
-    QoS 1 and a persistent session (cleansession false) on both sides: while the link is down the local
-    broker queues the bridged messages and sends them when it is back (store-and-forward).
+
+def bridge_lines(name: str, remote_port: int, *, conf: Path = DEPLOY_BRIDGE_CONF) -> list[str]:
+    """The bridge section of deploy/mosquitto-bridge.conf, pointed at 127.0.0.1:`remote_port`.
+
+    Only what a loopback test must change is changed: the address, the client ids (from `name`),
+    shorter reconnect / keep-alive timers, and no TLS / credentials (the loopback broker has none); every other bridge setting is the example's, so the test
+    runs the shipped configuration. Comments and commented-out lines are dropped.
     """
-    return [f"connection {name}", f"address 127.0.0.1:{remote_port}", *[f"topic {t}" for t in topics],
-            "cleansession false", f"remote_clientid {name}", f"local_clientid {name}-local",
-            "try_private true", "bridge_protocol_version mqttv311", f"restart_timeout {restart_s}",
-            "keepalive_interval 5", "notifications true", "queue_qos0_messages false"]
+    lines = [line.strip() for line in conf.read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]  # mosquitto: comments are whole lines
+    section = lines[next(i for i, line in enumerate(lines) if line.startswith("connection ")):]
+    replace = {"address": f"address 127.0.0.1:{remote_port}", "remote_clientid": f"remote_clientid {name}",
+               "local_clientid": f"local_clientid {name}-local", "restart_timeout": "restart_timeout 1",
+               "keepalive_interval": "keepalive_interval 5"}
+    loopback_has_no_tls = ("bridge_cafile", "bridge_capath", "bridge_certfile", "bridge_keyfile", "remote_username",
+                           "remote_password")
+    return [replace.get(line.split()[0], line) for line in section if line.split()[0] not in loopback_has_no_tls]
