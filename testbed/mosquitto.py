@@ -51,6 +51,7 @@ class Mosquitto:
         require_certificate: bool = False,
         message_size_limit: int = 0,
         save_every_change: bool = False,
+        extra_lines: tuple[str, ...] | list[str] = (),
     ) -> None:
         binary = find_mosquitto()
         if binary is None:
@@ -89,6 +90,7 @@ class Mosquitto:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
             if require_certificate:
                 lines.append("require_certificate true")
+        lines += list(extra_lines)  # e.g. a bridge section (bridge_lines below)
         self.conf_path.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
 
@@ -146,6 +148,30 @@ class Mosquitto:
         self.stop()
         return self.start()
 
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def log_text(self) -> str:
         """What the broker logged so far (errors, warnings, notices)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+DEPLOY_BRIDGE_CONF = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto-bridge.conf"
+
+
+def bridge_lines(name: str, remote_port: int, *, conf: Path = DEPLOY_BRIDGE_CONF) -> list[str]:
+    """The bridge section of deploy/mosquitto-bridge.conf, pointed at 127.0.0.1:`remote_port`.
+
+    Only what a loopback test must change is changed: the address, the client ids (from `name`),
+    shorter reconnect / keep-alive timers, and no TLS / credentials (the loopback broker has none); every other bridge setting is the example's, so the test
+    runs the shipped configuration. Comments and commented-out lines are dropped.
+    """
+    lines = [line.strip() for line in conf.read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]  # mosquitto: comments are whole lines
+    section = lines[next(i for i, line in enumerate(lines) if line.startswith("connection ")):]
+    replace = {"address": f"address 127.0.0.1:{remote_port}", "remote_clientid": f"remote_clientid {name}",
+               "local_clientid": f"local_clientid {name}-local", "restart_timeout": "restart_timeout 1",
+               "keepalive_interval": "keepalive_interval 5"}
+    loopback_has_no_tls = ("bridge_cafile", "bridge_capath", "bridge_certfile", "bridge_keyfile", "remote_username",
+                           "remote_password")
+    return [replace.get(line.split()[0], line) for line in section if line.split()[0] not in loopback_has_no_tls]

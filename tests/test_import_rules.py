@@ -170,3 +170,18 @@ def test_the_backend_table_names_real_classes_and_only_train_outside_the_contrac
         path = REPO / (module.replace(".", "/") + ".py")
         classes = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.ClassDef)}
         assert cls in classes, f"{module} defines no class {cls}"
+
+
+def test_database_libraries_stay_with_the_fleet_ingest() -> None:
+    # a device installs '.[edge]' without SQLAlchemy/psycopg: only the central-side ingest imports them at
+    # module level; the two readers outside it (report --db, fleet summary) import them where they are used
+    broken = []
+    for package, where, name, at_top in all_imports():
+        if name.split(".")[0] not in ("sqlalchemy", "psycopg"):
+            continue
+        path = where.split(":")[0]
+        if path.startswith("edge/ingest/"):
+            continue
+        if at_top or path not in ("edge/report/db.py", "edge/fleet.py", "edge/ingest/__main__.py"):
+            broken.append(f"{where}: {package} imports {name}")
+    assert not broken, "\n".join(broken)

@@ -1,6 +1,7 @@
 """``python -m edge.report``: an offline inspection report from crack alerts.
 
     python -m edge.report alerts.jsonl [outbox.sqlite3 ...] --out report/ [--snapshots DIR]
+    python -m edge.report --db sqlite:///alerts.db [--site S] [--device D] [--since 24h] --out report/
 
 Writes ``report.html`` (self-contained: snapshots, sizes, severity, time, position, sortable table,
 track plot), ``cracks.geojson`` and ``cracks.csv``. Thin: parse flags, call ``write_report``.
@@ -26,9 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspection report from crack alerts: report.html (self-contained), cracks.geojson, cracks.csv. "
         "The same crack seen in consecutive frames is listed once (rules: docs/REPORT.md).",
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+    parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                         help="alerts as JSON lines (python -m edge.subscribe --out, the demo's alerts.jsonl) or a "
-                        "daemon's outbox .sqlite3 (its queued alerts and snapshots)")
+                        "daemon's outbox .sqlite3 (its queued alerts and snapshots); or use --db")
+    parser.add_argument("--db", default=None, metavar="URL",
+                        help="read the alerts from the fleet database that python -m edge.ingest fills, "
+                        "sqlite:///alerts.db or postgresql://user@host/db (default: none, read INPUT files)")
+    parser.add_argument("--site", default=None, help="with --db: only this site (default: all)")
+    parser.add_argument("--device", default=None, help="with --db: only this device id (default: all)")
+    parser.add_argument("--since", default=None, metavar="WHEN",
+                        help="with --db: captured at or after WHEN, an ISO date/time (UTC unless an offset is given) "
+                        "or a span back from now: 30m, 24h, 7d (default: all)")
     parser.add_argument("--out", type=Path, default=Path("report"), metavar="DIR",
                         help="folder for the three files (default: %(default)s)")
     parser.add_argument("--snapshots", type=Path, action="append", default=[], metavar="DIR",
@@ -55,8 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     dedup = DedupOptions(args.max_gap_s, args.max_distance_m, args.min_overlap, args.margin_px,
                          args.min_scene_correlation)
+    if bool(args.inputs) == bool(args.db):
+        print("error: give INPUT files or --db URL (one of the two)", file=sys.stderr)
+        return 2
     try:
-        files = write_report(args.inputs, args.out, snapshot_dirs=args.snapshots, title=args.title, dedup=dedup)
+        loaded = None
+        if args.db:
+            from edge.report.db import read_database
+
+            loaded = read_database(args.db, site=args.site, device=args.device, since=args.since)
+        files = write_report(args.inputs, args.out, snapshot_dirs=args.snapshots, title=args.title, dedup=dedup,
+                             loaded=loaded)
     except (ReportInputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -25,9 +25,13 @@ class ReportFiles:
 
 
 def write_report(inputs: list[Path], out_dir: Path, *, snapshot_dirs: list[Path] | None = None,
-                 title: str = "Crack inspection report", dedup: DedupOptions = DedupOptions()) -> ReportFiles:  # noqa: B008
-    """Read the alerts of ``inputs`` (JSONL / outbox), group the cracks, write the three files into ``out_dir``."""
-    alerts, jpegs = read_inputs(inputs)
+                 title: str = "Crack inspection report", dedup: DedupOptions = DedupOptions(),  # noqa: B008
+                 loaded: tuple[list[dict], dict[str, bytes]] | None = None) -> ReportFiles:
+    """Read the alerts of ``inputs`` (JSONL / outbox), group the cracks, write the three files into ``out_dir``.
+
+    ``loaded``: alerts and snapshot JPEGs already read elsewhere (edge/report/db.py), used instead of ``inputs``.
+    """
+    alerts, jpegs = loaded if loaded is not None else read_inputs(inputs)
     dirs = list(snapshot_dirs or [])
     dirs += [p.parent / "snapshots" for p in inputs if (p.parent / "snapshots").is_dir()]  # the demo's layout
     snapshots = {a["alert_id"]: find_snapshot(a, dirs, jpegs) for a in alerts}
