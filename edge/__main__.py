@@ -96,6 +96,19 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def files_written(config) -> str:
+    """One line saying where the daemon keeps its files (they survive restarts; relative paths are the cwd's)."""
+    from pathlib import Path
+
+    places = []
+    if config.alerts.snapshot_dir:
+        places.append(f"snapshots in {Path(config.alerts.snapshot_dir).resolve()}/")
+    places.append(f"alert sequence in {Path(config.alerts.state_path).resolve()}")
+    if config.mqtt is not None:
+        places.append(f"outbox in {Path(config.mqtt.outbox.path).resolve()}")
+    return "files: " + ", ".join(places) + " (set alerts.snapshot_dir, alerts.state_path, mqtt.outbox.path to move them)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from contract.backends import BackendError
@@ -127,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = threading.Event()
     install_stop_handlers(stop)
+    logging.getLogger("edge").info("%s", files_written(config))
     try:
         stats = run_daemon(config, stop)
     except (BackendError, SourceError, PipelineError, SequenceError, OutboxError, ValueError, ImportError) as exc:

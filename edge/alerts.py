@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import AlertsConfig
+from edge.geo.ground import ground_distance_m
 from edge.measure import FrameMeasurement
 from edge.severity import severity_rank
 
@@ -77,6 +78,7 @@ def build_alert(
     snapshot: Mapping[str, str] | None = None,
     max_cracks: int = MAX_CRACKS,
     alert_id: str | None = None,
+    file: str | None = None,
 ) -> dict[str, Any]:
     """The alert dict (schema v1) for a frame with at least one crack.
 
@@ -89,6 +91,7 @@ def build_alert(
     ``snapshot``: ``{"path"[, "topic"]}`` of the overlay JPEG. ``cracks`` keeps the first
     ``max_cracks`` (<= 256) of the measurement's, which come most severe first, then longest.
     ``alert_id``: pass one from :func:`new_alert_id` when the snapshot is saved under it first.
+    ``file``: the name of the image file the frame came from (image folders), so a reader finds the photo.
     """
     if not measurement.cracks:
         raise AlertError("the measurement has no crack: an alert needs at least one (ask AlertPolicy.decide first)")
@@ -105,6 +108,7 @@ def build_alert(
         "capture_time": _utc_iso("capture_time", capture_time),
         "source": source,
         "frame_index": int(frame_index),
+        **({} if file is None else {"file": str(file)}),
         "frame_size": _frame_size(frame_size),
         "model": dict(model_info),
         "severity": measurement.severity,
@@ -186,6 +190,7 @@ class _Track:
     rank: int  # severity rank last alerted for this crack
     alerted_s: float
     seen_s: float
+    place: tuple[float, float] | None = None  # (lat, lon) on the ground where first seen, when known
 
 
 @dataclass
@@ -193,6 +198,7 @@ class _SourceState:
     tracks: list[_Track] = field(default_factory=list)
     last_alert_s: float = -math.inf
     last_alert_rank: int = 0
+    view: str | None = None
 
 
 class AlertPolicy:
@@ -203,20 +209,26 @@ class AlertPolicy:
     1. it has at least one crack of severity >= ``min_severity`` (smaller cracks are ignored
        throughout) and its coverage is >= ``min_coverage``;
     2. at least one of those cracks is **new or worse**: it matches no crack of this source seen
-       within ``cooldown_s`` (boxes match when :func:`box_overlap` with ``match_margin_px`` is >=
-       ``match_overlap``), or its severity is higher than the one last alerted for the crack it
-       matches, or that crack was last alerted ``cooldown_s`` or more ago (a reminder);
+       within ``cooldown_s``, or its severity is higher than the one last alerted for the crack it
+       matches, or that crack was last alerted ``cooldown_s`` or more ago (a reminder). Two cracks
+       match when **both have a ground position** (``places``) at most ``match_distance_m`` apart:
+       the same crack is the same place, however the camera moved; otherwise when their boxes
+       match (:func:`box_overlap` with ``match_margin_px`` >= ``match_overlap``), which only means
+       something while the camera looks at the same scene;
     3. the source's last alert is at least ``source_cooldown_s`` old, unless this frame's severity
-       is higher than that alert's. Use it on a moving vehicle, where the same crack crosses the
-       frame and may not match its own earlier box: it caps alerts per source to one per
-       ``source_cooldown_s`` (0 = off).
+       is higher than that alert's (0 = off): a cap on alerts per source.
 
-    Matched cracks update their remembered box every frame, alerted or not, so a crack drifting
-    across the frame as the vehicle moves stays the same crack. Cracks unseen for ``cooldown_s``
-    are forgotten. ``now_s`` is seconds on any non-decreasing clock (the pipeline passes the
-    frame's capture time, so a video replayed faster than real time is judged in its own time).
-    ``last_reason`` says why the last decision went the way it did (for the log). The thresholds are
-    the fields of ``config`` (edge/config.py's AlertsConfig, validated there).
+    **A new photo is a new view** (``per_photo``, the default): when the frame's ``view`` (the image
+    file's name) differs from the previous frame's, the source's cracks are forgotten, so a survey of
+    photos gives one alert per photo with cracks (the report merges the same crack across photos by
+    position). Video and cameras have no view: their frames are one scene.
+
+    Box-matched cracks update their remembered box every frame, alerted or not, so a crack drifting
+    across the frame stays the same crack; position-matched ones keep the place where they were
+    first seen. Cracks unseen for ``cooldown_s`` are forgotten. ``now_s`` is seconds on any
+    non-decreasing clock (the pipeline passes the frame's capture time). ``last_reason`` says why
+    the last decision went the way it did (for the log). The thresholds are the fields of
+    ``config`` (edge/config.py's AlertsConfig, validated there).
     """
 
     def __init__(self, config: AlertsConfig) -> None:
@@ -228,12 +240,22 @@ class AlertPolicy:
         """Forget every crack and cool-down (e.g. when the camera is re-aimed)."""
         self._sources.clear()
 
-    def decide(self, measurement: FrameMeasurement, now_s: float, source: str) -> bool:
-        """True when this frame should raise an alert; updates the policy's memory either way."""
+    def decide(self, measurement: FrameMeasurement, now_s: float, source: str, *, view: str | None = None,
+               places: Sequence[tuple[float, float] | None] | None = None) -> bool:
+        """True when this frame should raise an alert; updates the policy's memory either way.
+
+        ``view``: the photo's file name for image folders (None for video/cameras). ``places``: the
+        ground (lat, lon) of each crack of ``measurement`` in its order, None where unknown or stale.
+        """
         state = self._sources.setdefault(source, _SourceState())
+        if self.config.per_photo and view is not None and view != state.view:
+            state.tracks = []  # another photo: boxes of the last one say nothing about this one
+        state.view = view
         state.tracks = [t for t in state.tracks if now_s - t.seen_s < self.config.cooldown_s]
         floor = severity_rank(self.config.min_severity)
-        cracks = [c for c in measurement.cracks if severity_rank(c.severity) >= floor]
+        places = list(places) if places is not None else [None] * len(measurement.cracks)
+        cracks = [(c, p) for c, p in zip(measurement.cracks, places, strict=False)
+                  if severity_rank(c.severity) >= floor]
         if not cracks:
             self.last_reason = f"no crack of severity >= {self.config.min_severity}"
             return False
@@ -241,15 +263,15 @@ class AlertPolicy:
             self.last_reason = f"coverage {measurement.coverage:.5f} < min_coverage {self.config.min_coverage}"
             return False
 
-        matches: list[tuple[Any, _Track | None]] = []
+        matches: list[tuple[Any, tuple[float, float] | None, _Track | None]] = []
         fresh = []
-        for crack in cracks:
-            track = self._best_match(state.tracks, crack.bbox)
-            matches.append((crack, track))
+        for crack, place in cracks:
+            track = self._best_match(state.tracks, crack.bbox, place)
+            matches.append((crack, place, track))
             rank = severity_rank(crack.severity)
             if track is None or rank > track.rank or now_s - track.alerted_s >= self.config.cooldown_s:
                 fresh.append(crack)
-        frame_rank = max(severity_rank(c.severity) for c in cracks)
+        frame_rank = max(severity_rank(c.severity) for c, _ in cracks)
 
         alert = bool(fresh)
         if not alert:
@@ -263,12 +285,14 @@ class AlertPolicy:
         else:
             self.last_reason = f"{len(fresh)} new or worse crack(s)"
 
-        for crack, track in matches:
+        for crack, place, track in matches:
             rank = severity_rank(crack.severity)
             if track is None:
-                track = _Track(tuple(crack.bbox), rank if alert else 0, now_s if alert else -math.inf, now_s)
+                track = _Track(tuple(crack.bbox), rank if alert else 0, now_s if alert else -math.inf, now_s, place)
                 state.tracks.append(track)
             track.bbox, track.seen_s = tuple(crack.bbox), now_s
+            if track.place is None:
+                track.place = place
             if alert:
                 track.rank, track.alerted_s = max(track.rank, rank), now_s
         if len(state.tracks) > self.config.max_tracks_per_source:
@@ -278,11 +302,17 @@ class AlertPolicy:
             state.last_alert_s, state.last_alert_rank = now_s, frame_rank
         return alert
 
-    def _best_match(self, tracks: list[_Track], bbox: Sequence[int]) -> _Track | None:
+    def _best_match(self, tracks: list[_Track], bbox: Sequence[int], place: tuple[float, float] | None) -> _Track | None:
+        if place is not None:
+            located = [(ground_distance_m(*place, *t.place), t) for t in tracks if t.place is not None]
+            near = [(d, t) for d, t in located if d <= self.config.match_distance_m]
+            if near:
+                return min(near, key=lambda dt: dt[0])[1]
+            if located:
+                return None  # the camera knows where it is: a crack elsewhere is another crack
         best, best_overlap = None, self.config.match_overlap
         for track in tracks:
             overlap = box_overlap(track.bbox, bbox, self.config.match_margin_px)
             if overlap >= best_overlap:
                 best, best_overlap = track, overlap
         return best
-

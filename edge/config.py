@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +65,46 @@ class SourceConfig(_Section):
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="after SIGTERM, frames in flight still not inferred after this are abandoned, s"
     )
+    photo_time: Literal["exif", "clock"] = Field(
+        "exif", description="image files: capture time from the photo's EXIF (DateTimeOriginal + OffsetTimeOriginal, "
+        "else the GPS time stamp; the clock when it has neither) | clock = when it is read"
+    )
+    photo_utc_offset: str | None = Field(
+        None, description="zone of cameras that write DateTimeOriginal without OffsetTimeOriginal, e.g. +02:00"
+    )
+    start_time: str | None = Field(
+        None, description="video file: when its first frame was recorded (ISO 8601 with offset, e.g. "
+        "2024-05-03T09:12:00+02:00); frames are stamped with it plus their position in the file"
+    )
+
+    @field_validator("photo_utc_offset")
+    @classmethod
+    def _utc_offset(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.strptime(value.replace(":", ""), "%z")
+            except ValueError:
+                raise ValueError(f"must be an offset from UTC like +02:00 or -05:30, got {value!r}") from None
+        return value
+
+    @field_validator("start_time")
+    @classmethod
+    def _aware_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                when = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+            except ValueError:
+                raise ValueError(f"must be an ISO 8601 time like 2024-05-03T09:12:00+02:00, got {value!r}") from None
+            if when.tzinfo is None:
+                raise ValueError(f"needs its offset from UTC (e.g. {value}+02:00 or {value}Z)")
+        return value
+
+    def start_datetime(self) -> datetime | None:
+        """``start_time`` as a timezone-aware datetime (None when unset)."""
+        if self.start_time is None:
+            return None
+        text = self.start_time
+        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> SourceConfig:
@@ -174,6 +215,13 @@ class AlertsConfig(_Section):
     match_overlap: float = Field(0.5, gt=0, le=1, description="box overlap at which two cracks are the same")
     match_margin_px: float = Field(16.0, ge=0, description="boxes grow by this before the overlap test, px")
     source_cooldown_s: float = Field(0.0, ge=0, description="at most one alert per source this often, s (0 = off)")
+    per_photo: bool = Field(
+        True, description="image folders: every photo is a new view, alerted on its own cracks (a survey); "
+        "false = photos are frames of one scene (a fixed camera's time-lapse)"
+    )
+    match_distance_m: float = Field(
+        1.5, gt=0, description="with positions: two cracks within this distance on the ground are the same, m"
+    )
     snapshot_dir: str | None = Field("snapshots", description="JPEG overlays; empty disables them")
     snapshot_max_mb: float = Field(512.0, gt=0, description="oldest snapshots are deleted beyond this, MB")
     state_path: str = Field("edge_state.json", description="alert sequence counter that survives restarts")
@@ -195,9 +243,11 @@ class AlertsConfig(_Section):
 class GeoConfig(_Section):
     """Where each frame was taken (edge/geo/): the source of positions and how old one may be."""
 
-    source: Literal["none", "fixed", "exif", "gpsd", "mavlink"] = Field(
-        "none", description="none | fixed (lat/lon below) | exif (image files' GPS) | gpsd | mavlink"
+    source: Literal["auto", "none", "fixed", "exif", "gpsd", "mavlink", "log"] = Field(
+        "auto", description="auto (the image file's EXIF GPS where it has one, else none) | none | fixed (lat/lon "
+        "below) | exif | gpsd | mavlink | log (a recorded NMEA/GPX file, log_path)"
     )
+    log_path: str | None = Field(None, description="log: NMEA 0183 or GPX file recorded beside the video")
     max_age_s: float = Field(2.0, gt=0, description="a position further than this from the capture time is flagged stale, s")
     track_keep_s: float = Field(120.0, gt=0, description="gpsd/MAVLink fixes kept for matching by capture time, s")
     lat: float | None = Field(None, ge=-90, le=90, description="fixed: latitude, degrees (WGS 84)")
@@ -213,6 +263,8 @@ class GeoConfig(_Section):
     def _fixed_needs_position(self) -> GeoConfig:
         if self.source == "fixed" and (self.lat is None or self.lon is None):
             raise ValueError('source = "fixed" needs lat and lon')
+        if self.source == "log" and not self.log_path:
+            raise ValueError('source = "log" needs log_path (an NMEA or GPX file)')
         return self
 
 

@@ -37,7 +37,8 @@ from contract.tiling import TileGrid, default_overlap, resize_to_gsd, stitch
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
 from edge.config import EdgeConfig
 from edge.frame_guard import fit_frame
-from edge.geo import FrameLocator
+from edge.geo import FrameGeo, FrameLocator
+from edge.geo.ground import crack_ground_position
 from edge.measure import FrameMeasurement, measure_cracks
 from edge.publish import Publisher
 from edge.sequence import SequenceCounter
@@ -107,6 +108,16 @@ def check_model_input(backend: Backend, tile: int | None) -> int:
     return tile_h
 
 
+def crack_places(where: FrameGeo, measurement: FrameMeasurement, image: np.ndarray) -> list[tuple[float, float] | None]:
+    """Each crack's (lat, lon) on the ground (edge/geo/ground.py), None for all without a fresh position."""
+    position = where.position
+    if position is None or position.stale:
+        return [None] * len(measurement.cracks)
+    fix, (height, width) = position.fix, image.shape[:2]
+    return [crack_ground_position(fix.lat, fix.lon, fix.heading_deg, measurement.gsd_mm_per_px, c.bbox, width, height)[:2]
+            for c in measurement.cracks]
+
+
 class Pipeline:
     """One source, one backend, one publisher; :meth:`run` processes frames until the source ends or ``stop``."""
 
@@ -134,7 +145,10 @@ class Pipeline:
         self.tile = check_model_input(backend, config.tiling.tile)
         self.overlap = default_overlap(self.tile) if config.tiling.overlap is None else config.tiling.overlap
         if self.overlap >= self.tile:
-            raise PipelineError(f"tiling.overlap ({self.overlap}) must be smaller than the tile ({self.tile})")
+            raise PipelineError(
+                f"tiling.overlap ({self.overlap}) must be smaller than the tile ({self.tile}): this model takes "
+                f"{self.tile}-px tiles, so set an overlap below that, e.g. --set tiling.overlap={self.tile // 4}"
+            )
         self.batch_size = max(1, min(config.model.batch_size, max_batch))
         self.threshold = config.model.threshold or meta.threshold
         self.rules = config.measure.severity.rules()
@@ -275,13 +289,14 @@ class Pipeline:
             min_length_px=self.config.measure.min_length_px, link_gap_px=self.config.measure.link_gap_px,
         )
         alert, jpeg = None, None
-        if measurement.cracks and self.policy.decide(measurement, p.frame.capture_time.timestamp(), p.frame.source_id):
+        if measurement.cracks and self.policy.decide(measurement, p.frame.capture_time.timestamp(), p.frame.source_id,
+                                                     view=p.frame.name, places=crack_places(where, measurement, p.image)):
             alert_id = new_alert_id()
             snapshot_ref = None
             if self.snapshots is not None or self.on_frame is not None:
                 jpeg = render_overlay(p.image, measurement.mask, measurement.cracks)
             if self.snapshots is not None and jpeg is not None:
-                snapshot_ref = {"path": str(self.snapshots.save(alert_id, jpeg))}
+                snapshot_ref = {"path": str(self.snapshots.save(alert_id, jpeg).resolve())}  # readable from anywhere
             height, width = p.image.shape[:2]
             alert = build_alert(
                 measurement, device_id=self.config.device_id, sequence=self.sequence.take(),
@@ -289,6 +304,7 @@ class Pipeline:
                 source=p.frame.source_id, frame_index=p.frame.index, frame_size=(width, height),
                 model_info=self.model_info, gsd_mm_per_px=gsd, snapshot=snapshot_ref, alert_id=alert_id,
                 geo=where.alert_geo(), gsd_error_mm_per_px=where.gsd.error_mm_per_px if where.gsd else None,
+                file=p.frame.name,
             )
             self.publisher.publish_alert(alert, jpeg)
             self.stats.alerts += 1

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -234,6 +234,29 @@ class ImageFolderSource(FrameSource):
         if not self.files:
             raise SourceError(f"image folder {path} has no images ({', '.join(IMAGE_SUFFIXES)})")
         self.skipped_files = 0
+        self.photo_time = config.photo_time
+        self.photo_utc_offset = config.photo_utc_offset
+        self._clock_warned = False
+
+    def capture_time(self, file: Path) -> datetime:
+        """The photo's own time (EXIF, config.photo_time = "exif"), else now; the fallback is logged once (info:
+        plain PNGs and screenshots have no time of their own, and that is no fault)."""
+        if self.photo_time == "exif":
+            try:
+                from edge.geo.exif import photo_capture_time
+
+                when = photo_capture_time(file, utc_offset=self.photo_utc_offset)
+            except ImportError as exc:
+                when, why = None, str(exc)
+            else:
+                why = "no DateTimeOriginal with OffsetTimeOriginal (or source.photo_utc_offset) and no GPS time stamp"
+            if when is not None:
+                return when.astimezone(timezone.utc)
+            if not self._clock_warned:
+                self._clock_warned = True
+                log.info("%s: %s; photos without their own time are stamped with the time they are read "
+                         "(logged once per folder)", file, why)
+        return utc_now()
 
     def frames(self) -> Iterator[Frame]:
         index = 0
@@ -256,7 +279,7 @@ class ImageFolderSource(FrameSource):
                     continue
                 decoded_any = True
                 limiter.wait()
-                yield Frame(as_bgr(image), utc_now(), index, self.source_id, name=file.name)
+                yield Frame(as_bgr(image), self.capture_time(file), index, self.source_id, name=file.name)
                 index += 1
             if not self.loop or not decoded_any:
                 return
@@ -290,6 +313,7 @@ class CaptureSource(FrameSource):
         self.reconnect_min_s = config.reconnect_min_s
         self.reconnect_max_s = config.reconnect_max_s
         self.max_bad_frames = config.max_bad_frames
+        self.start_time = None if live else config.start_datetime()
         self.frames_read = 0
         self.reconnects = 0
         self._queue: collections.deque[Frame] = collections.deque()
@@ -329,12 +353,18 @@ class CaptureSource(FrameSource):
                     limiter.wait()
                     self.frames_read += 1
                     delivered += 1
-                    yield Frame(as_bgr(image), utc_now(), index, self.source_id)
+                    yield Frame(as_bgr(image), self._file_time(cap), index, self.source_id)
                     index += 1
             finally:
                 cap.release()
             if not self.loop or delivered == 0:
                 return
+
+    def _file_time(self, cap: Any) -> datetime:
+        """A recorded video's frame time: source.start_time + the frame's position in the file; else now."""
+        if self.start_time is None:
+            return utc_now()
+        return (self.start_time + timedelta(milliseconds=float(cap.get(cv2.CAP_PROP_POS_MSEC)))).astimezone(timezone.utc)
 
     # -------------------------------------------------------------- live: reader thread + drop-oldest
     def _put_dropping_oldest(self, frame: Frame) -> None:

@@ -16,6 +16,8 @@ import csv
 import json
 import logging
 import math
+import os
+import re
 import sys
 import threading
 import time
@@ -41,6 +43,8 @@ log = logging.getLogger("edge.subscribe")
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "alert.schema.json"
 EXIT_NEVER_CONNECTED = 3
 RECONNECT_MAX_S = 5.0  # largest back-off between connection attempts, seconds
+NOT_CONNECTED_WARNING_S = 5.0  # say so when the broker has not answered by then (a wrong port is silent)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CSV_COLUMNS = ("received_at", "alert_id", "device_id", "sequence", "created_at", "capture_time", "severity",
                "n_cracks", "max_width_px", "max_width_mm", "max_length_px", "coverage", "source", "frame_index")
 
@@ -152,7 +156,7 @@ class AlertSink:
     """
 
     def __init__(self, out_path: str | Path | None = None, *, max_message_bytes: int = 1024 * 1024,
-                 schema_path: Path = SCHEMA_PATH) -> None:
+                 schema_path: Path = SCHEMA_PATH, snapshot_dir: str | Path | None = None) -> None:
         from edge.alerts import alert_validator  # jsonschema, lazily: only the subscriber needs it here
 
         self._validator = alert_validator(schema_path)
@@ -164,6 +168,10 @@ class AlertSink:
         self.duplicates = 0
         self.invalid: list[str] = []
         self.device_status: dict[str, str] = {}
+        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir else None
+        self.snapshots_saved = 0
+        if self.snapshot_dir is not None:
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         self._cond = threading.Condition()
         if self.out_path is not None and self.out_path.exists():
             self.seen |= self._ids_in_file(self.out_path)
@@ -209,11 +217,48 @@ class AlertSink:
                 self.duplicates += 1
                 self._cond.notify_all()
                 return SinkResult("duplicate", alert)
+            alert = self._with_local_snapshot(alert)
             self._write(alert)
             self.seen.add(alert["alert_id"])
             self.alerts.append(alert)
             self._cond.notify_all()
         return SinkResult("new", alert)
+
+    def snapshot_file(self, alert_id: str) -> Path:
+        return self.snapshot_dir / f"{alert_id}.jpg"
+
+    def handle_snapshot(self, topic: str, payload: bytes) -> Path:
+        """Save a snapshot message (``<prefix>/<device>/snapshot/<alert_id>``) as ``<snapshot_dir>/<alert_id>.jpg``,
+        written whole (temporary file, then renamed); ValueError naming why it was not saved."""
+        alert_id = topic.rsplit("/", 1)[-1]
+        if not _SAFE_ID.match(alert_id):
+            raise ValueError(f"snapshot topic {topic!r}: the last level is not an alert id")
+        if len(payload) > self.max_message_bytes:
+            raise ValueError(f"snapshot {alert_id}: {len(payload)} bytes > limit {self.max_message_bytes}")
+        if not payload.startswith(b"\xff\xd8"):
+            raise ValueError(f"snapshot {alert_id}: not a JPEG")
+        path = self.snapshot_file(alert_id)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+        with self._cond:
+            self.snapshots_saved += 1
+            self._cond.notify_all()
+        return path
+
+    def _with_local_snapshot(self, alert: dict) -> dict:
+        """The alert with ``snapshot.path`` pointing at where this subscriber saves its JPEG, relative to the
+        output file's folder (the report resolves it from there), when the device published one."""
+        snapshot = alert.get("snapshot") or {}
+        if self.snapshot_dir is None or not snapshot.get("topic"):
+            return alert
+        where = self.snapshot_file(alert["alert_id"]).resolve()
+        base = (self.out_path.resolve().parent if self.out_path is not None else Path.cwd())
+        try:
+            path = str(where.relative_to(base))
+        except ValueError:
+            path = os.path.relpath(where, base) if where.anchor == base.anchor else str(where)
+        return {**alert, "snapshot": {**snapshot, "path": path}}
 
     def handle_status(self, topic: str, payload: bytes) -> tuple[str, str] | None:
         """Record a device's status; return (device, state) when it changed, else None."""
@@ -273,6 +318,7 @@ class Subscriber:
         prefix = prefix.strip("/")
         self.alert_topic = f"{prefix}/{device}/alert"
         self.status_topic = f"{prefix}/{device}/status"
+        self.snapshot_topic = f"{prefix}/{device}/snapshot/+" if sink.snapshot_dir is not None else None
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.ever_connected = False
@@ -294,6 +340,8 @@ class Subscriber:
         self._client.on_disconnect = self._on_disconnect
         self._client.message_callback_add(self.alert_topic, self._on_alert)
         self._client.message_callback_add(self.status_topic, self._on_status)
+        if self.snapshot_topic:
+            self._client.message_callback_add(self.snapshot_topic, self._on_snapshot)
         self._client.on_message = lambda c, u, m: None
         self._client.on_subscribe = self._on_subscribe
         props = None
@@ -321,7 +369,10 @@ class Subscriber:
         if reason_code.is_failure:
             self._failed(f"the broker refused the subscriber: {connack_text(reason_code)}")
             return
-        client.subscribe([(self.alert_topic, 1), (self.status_topic, 1)])
+        topics = [(self.alert_topic, 1), (self.status_topic, 1)]
+        if self.snapshot_topic:
+            topics.append((self.snapshot_topic, 1))
+        client.subscribe(topics)
         if self.last_failure is not None:
             log.warning("connected to broker %s:%s", self.address.host, self.address.port)
         self.last_failure = None
@@ -368,6 +419,13 @@ class Subscriber:
             log.warning("bad message on %s skipped: %s", message.topic, result.reason)
 
     @_guarded
+    def _on_snapshot(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            self.sink.handle_snapshot(message.topic, message.payload)
+        except (ValueError, OSError) as exc:
+            log.warning("snapshot on %s not saved: %s", message.topic, exc)
+
+    @_guarded
     def _on_status(self, client: Any, userdata: Any, message: Any) -> None:
         change = self.sink.handle_status(message.topic, message.payload)
         if change:
@@ -388,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="append new alerts here: *.csv = one summary row each, otherwise JSON lines; ids already in "
                         "the file are not written again (default: none, print only)")
+    p.add_argument("--snapshots", type=Path, default=None, metavar="DIR",
+                   help="save the overlay JPEGs the devices publish as DIR/<alert_id>.jpg, and point each written "
+                        "alert's snapshot.path there (relative to --out's folder), so python -m edge.report finds "
+                        "them (default: none, not saved)")
     p.add_argument("--username", default=None, help="user name (default: none, anonymous)")
     p.add_argument("--password-file", type=Path, default=None,
                    help="file whose first line is the password (default: $AELF_MQTT_PASSWORD if set)")
@@ -424,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("edge.subscribe.paho").setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         password = read_password(None, args.password_file) if args.username else None
-        sink = AlertSink(args.out, max_message_bytes=args.max_message_bytes)
+        sink = AlertSink(args.out, max_message_bytes=args.max_message_bytes, snapshot_dir=args.snapshots)
         sub = Subscriber(args.broker, sink, prefix=args.prefix, device=args.device, client_id=args.client_id,
                          session_expiry_s=args.session_expiry_s, username=args.username, password=password,
                          ca_file=args.ca_file, certfile=args.certfile, keyfile=args.keyfile,
@@ -436,12 +498,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.start()
     deadline = time.monotonic() + args.timeout_s if args.timeout_s is not None else float("inf")
     target = args.count
+    warn_at = time.monotonic() + NOT_CONNECTED_WARNING_S
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            if sink.wait_for(lambda s: target is not None and len(s.alerts) >= target, min(remaining, 1.0)):
+            if warn_at is not None and time.monotonic() >= warn_at:
+                warn_at = None
+                if not sub.ever_connected:
+                    log.warning("not connected to the broker %s:%s after %.0f s, still trying (is it running, and is "
+                                "the URI right?)", sub.address.host, sub.address.port, NOT_CONNECTED_WARNING_S)
+            if sink.wait_for(lambda s: target is not None and len(s.alerts) >= target, min(remaining, 0.5)):
                 break
     except KeyboardInterrupt:
         pass

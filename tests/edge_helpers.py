@@ -9,11 +9,14 @@ its alerts are deterministic, which an untrained tiny U-Net's would not be.
 
 from __future__ import annotations
 
+import io
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 from contract.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
@@ -78,3 +81,54 @@ def numbered_frame(i: int, height: int = 48, width: int = 64) -> np.ndarray:
 
 def frame_number(image: np.ndarray) -> int:
     return int(round((float(image.mean()) - 4) / 8))
+
+
+def _rational(value: float, denominator: int = 10000) -> tuple[int, int]:
+    f = Fraction(value).limit_denominator(denominator)
+    return f.numerator, f.denominator
+
+
+def _dms(degrees: float) -> tuple:
+    d = int(degrees)
+    m = int((degrees - d) * 60)
+    s = (degrees - d - m / 60) * 3600
+    return ((d, 1), (m, 1), _rational(s, 1000))
+
+
+def write_geotagged_jpeg(path: Path, lat: float, lon: float, *, alt_m: float = 520.0, height_m: float | None = 30.0,
+                         gimbal_pitch: float = -90.0, image=None, taken: str = "2026:06:01 12:00:05",
+                         offset: str | None = "+02:00", heading_deg: float = 123.4) -> Path:
+    """A JPEG as a drone writes it: EXIF GPS + focal length + focal-plane resolution, DJI XMP heights."""
+    piexif = pytest.importorskip("piexif", reason="piexif not installed (extra [geo])")
+
+    image = crack_image(120, 160, crack=True, seed=4) if image is None else image
+    height, width = image.shape[:2]
+    ok, jpeg = cv2.imencode(".jpg", image)
+    assert ok
+    sensor_width_mm = 13.2
+    exif = {
+        "0th": {piexif.ImageIFD.Make: b"DJI"},
+        "Exif": {
+            piexif.ExifIFD.FocalLength: (88, 10),
+            piexif.ExifIFD.PixelXDimension: width, piexif.ExifIFD.PixelYDimension: height,
+            piexif.ExifIFD.FocalPlaneXResolution: _rational(width / sensor_width_mm), piexif.ExifIFD.FocalPlaneResolutionUnit: 4,
+            piexif.ExifIFD.DateTimeOriginal: taken.encode(),
+            **({} if offset is None else {piexif.ExifIFD.OffsetTimeOriginal: offset.encode()}),
+        },
+        "GPS": {
+            piexif.GPSIFD.GPSLatitudeRef: b"S" if lat < 0 else b"N", piexif.GPSIFD.GPSLatitude: _dms(abs(lat)),
+            piexif.GPSIFD.GPSLongitudeRef: b"W" if lon < 0 else b"E", piexif.GPSIFD.GPSLongitude: _dms(abs(lon)),
+            piexif.GPSIFD.GPSAltitudeRef: 0, piexif.GPSIFD.GPSAltitude: _rational(alt_m),
+            piexif.GPSIFD.GPSImgDirection: _rational(heading_deg % 360.0, 100), piexif.GPSIFD.GPSImgDirectionRef: b"T",
+        },
+    }
+    out = io.BytesIO()
+    piexif.insert(piexif.dump(exif), jpeg.tobytes(), out)
+    data = out.getvalue()
+    if height_m is not None:  # an XMP APP1 segment right after SOI, as DJI cameras write it
+        xmp = (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description drone-dji:RelativeAltitude="+{height_m:.2f}" '
+               f'drone-dji:GimbalPitchDegree="{gimbal_pitch:+.1f}"/></rdf:RDF></x:xmpmeta>').encode()
+        body = b"http://ns.adobe.com/xap/1.0/\0" + xmp
+        data = data[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[2:]
+    path.write_bytes(data)
+    return path

@@ -59,6 +59,7 @@ def test_exit_line_says_how_many_alerts_wait_in_the_outbox_and_where(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert (f"stopped after 1 frames, 1 alerts; 1 alert(s) not yet acknowledged by mqtt://127.0.0.1:{port} "
             f"are queued in outbox {outbox} and are sent at the next start") in result.stderr
+    assert f"files: alert sequence in {tmp_path / 's.json'}, outbox in {outbox} (set " in result.stderr  # said at start
     assert "edge.mqtt.paho" not in result.stderr  # paho's packet log only at DEBUG
     assert "DEBUG" not in result.stderr, "paho's packet trace must not show at INFO"
 

@@ -3,18 +3,16 @@ MAVLink (pymavlink's own encoder over UDP) as real counterparts, GSD from geomet
 
 from __future__ import annotations
 
-import io
 import shutil
 import socket
 import subprocess
 import time
 from datetime import datetime, timezone
-from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import pytest
-from edge_helpers import crack_image, darkness_model
+from edge_helpers import crack_image, darkness_model, write_geotagged_jpeg
 
 from edge.alerts import validate_alert
 from edge.config import ConfigError, load_config
@@ -75,55 +73,6 @@ def test_interpolation_across_the_antimeridian_goes_the_short_way() -> None:
 
 
 # ---------------------------------------------------------------- EXIF from a real JPEG
-def _rational(value: float, denominator: int = 10000) -> tuple[int, int]:
-    f = Fraction(value).limit_denominator(denominator)
-    return f.numerator, f.denominator
-
-
-def _dms(degrees: float) -> tuple:
-    d = int(degrees)
-    m = int((degrees - d) * 60)
-    s = (degrees - d - m / 60) * 3600
-    return ((d, 1), (m, 1), _rational(s, 1000))
-
-
-def write_geotagged_jpeg(path: Path, lat: float, lon: float, *, alt_m: float = 520.0, height_m: float | None = 30.0,
-                         gimbal_pitch: float = -90.0, image=None) -> Path:
-    """A JPEG as a drone writes it: EXIF GPS + focal length + focal-plane resolution, DJI XMP heights."""
-    piexif = pytest.importorskip("piexif", reason="piexif not installed (extra [geo])")
-
-    image = crack_image(120, 160, crack=True, seed=4) if image is None else image
-    height, width = image.shape[:2]
-    ok, jpeg = cv2.imencode(".jpg", image)
-    assert ok
-    sensor_width_mm = 13.2
-    exif = {
-        "0th": {piexif.ImageIFD.Make: b"DJI"},
-        "Exif": {
-            piexif.ExifIFD.FocalLength: (88, 10),
-            piexif.ExifIFD.PixelXDimension: width, piexif.ExifIFD.PixelYDimension: height,
-            piexif.ExifIFD.FocalPlaneXResolution: _rational(width / sensor_width_mm), piexif.ExifIFD.FocalPlaneResolutionUnit: 4,
-            piexif.ExifIFD.DateTimeOriginal: b"2026:06:01 12:00:05", piexif.ExifIFD.OffsetTimeOriginal: b"+02:00",
-        },
-        "GPS": {
-            piexif.GPSIFD.GPSLatitudeRef: b"S" if lat < 0 else b"N", piexif.GPSIFD.GPSLatitude: _dms(abs(lat)),
-            piexif.GPSIFD.GPSLongitudeRef: b"W" if lon < 0 else b"E", piexif.GPSIFD.GPSLongitude: _dms(abs(lon)),
-            piexif.GPSIFD.GPSAltitudeRef: 0, piexif.GPSIFD.GPSAltitude: _rational(alt_m),
-            piexif.GPSIFD.GPSImgDirection: (1234, 10), piexif.GPSIFD.GPSImgDirectionRef: b"T",
-        },
-    }
-    out = io.BytesIO()
-    piexif.insert(piexif.dump(exif), jpeg.tobytes(), out)
-    data = out.getvalue()
-    if height_m is not None:  # an XMP APP1 segment right after SOI, as DJI cameras write it
-        xmp = (f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description drone-dji:RelativeAltitude="+{height_m:.2f}" '
-               f'drone-dji:GimbalPitchDegree="{gimbal_pitch:+.1f}"/></rdf:RDF></x:xmpmeta>').encode()
-        body = b"http://ns.adobe.com/xap/1.0/\0" + xmp
-        data = data[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[2:]
-    path.write_bytes(data)
-    return path
-
-
 def test_exif_position_altitude_heading_time_and_intrinsics_from_a_jpeg(tmp_path: Path) -> None:
     path = write_geotagged_jpeg(tmp_path / "DJI_0001.JPG", -33.856784, 151.215297, height_m=30.0, gimbal_pitch=-88.0)
     assert cv2.imread(str(path)) is not None  # still a valid JPEG

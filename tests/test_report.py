@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +18,7 @@ from edge.alerts import build_alert, model_info, validate_alert
 from edge.measure import measure_cracks
 from edge.report import DedupOptions, group_cracks
 from edge.report.__main__ import main as report_main
-from edge.report.records import METRES_PER_DEGREE_LAT, crack_position
+from edge.report.records import METRES_PER_DEGREE_LAT, crack_position, summary_row
 from edge.snapshots import render_overlay
 
 T0 = datetime(2026, 6, 1, 10, 0, 0, tzinfo=timezone.utc)
@@ -125,22 +126,95 @@ def flight(tmp_path: Path) -> tuple[Path, Path]:
     return path, snaps
 
 
-def test_geojson_and_csv_exports(tmp_path: Path) -> None:
+@pytest.mark.filterwarnings("ignore:Normalized/laundered field name")  # a shapefile's 10-character names
+@pytest.mark.filterwarnings("ignore:Field .* created as String field")  # and no date-time type
+def test_geojson_layers_and_csv_open_in_gdal(tmp_path: Path) -> None:
     jsonl, _ = flight(tmp_path)
     out = tmp_path / "report"
     assert report_main([str(jsonl), "--out", str(out)]) == 0
-    collection = json.loads((out / "cracks.geojson").read_text())
-    assert collection["type"] == "FeatureCollection"
-    points = [f for f in collection["features"] if f["geometry"]["type"] == "Point"]
-    (line,) = [f for f in collection["features"] if f["geometry"]["type"] == "LineString"]
-    assert len(points) == 4  # 2 cracks x 2 places, each seen in 3 frames
-    assert all(f["properties"]["frames"] == 3 for f in points)
-    lon, lat = points[0]["geometry"]["coordinates"]  # GeoJSON order: lon, lat
+    cracks = json.loads((out / "cracks.geojson").read_text())
+    assert {f["geometry"]["type"] for f in cracks["features"]} == {"Point"}  # one geometry type per layer
+    assert len(cracks["features"]) == 4  # 2 cracks x 2 places, each seen in 3 frames
+    assert all(f["properties"]["frames"] == 3 for f in cracks["features"])
+    lon, lat = cracks["features"][0]["geometry"]["coordinates"]  # GeoJSON order: lon, lat
     assert lon == pytest.approx(11.0) and 48.0 <= lat < 48.001
-    assert len(line["geometry"]["coordinates"]) == 6
+    (line,) = json.loads((out / "track.geojson").read_text())["features"]
+    assert line["geometry"]["type"] == "LineString" and len(line["geometry"]["coordinates"]) == 6
+    assert line["properties"]["length_m"] == pytest.approx(40.25, abs=0.05)
     rows = list(csv.DictReader(open(out / "cracks.csv", newline="")))
     assert len(rows) == 4 and {r["position"] for r in rows} == {"frame"}
     assert rows[0]["severity"] in ("low", "medium", "high") and float(rows[0]["max_width_px"]) > 0
+    pyogrio = pytest.importorskip("pyogrio", reason="pyogrio (GDAL) not installed (extra [dev])")
+    for layer, geometry, count in (("cracks", "Point", 4), ("track", "LineString", 1)):
+        # what `ogr2ogr -f "ESRI Shapefile"` does: read the layer with GDAL, write it as a shapefile, read it back
+        meta, _, geometries, field_data = pyogrio.raw.read(out / f"{layer}.geojson")
+        assert meta["geometry_type"] == geometry and len(geometries) == count
+        shp = tmp_path / f"{layer}.shp"
+        pyogrio.raw.write(shp, geometries, field_data, fields=meta["fields"], geometry_type=geometry, crs=meta["crs"],
+                          driver="ESRI Shapefile", encoding="UTF-8")
+        assert pyogrio.read_info(shp)["features"] == count
+
+
+def test_stale_positions_are_kept_and_flagged_never_merged_on(tmp_path: Path) -> None:
+    stale = {**geo_at(0.0), "age_s": 80.0, "stale": True, "interpolated": False}
+    alerts = [make_alert(two_crack_image(7), i, i * 0.5, geo=stale, source="/data/clip.mp4") for i in range(2)]
+    jsonl = tmp_path / "alerts.jsonl"
+    jsonl.write_text("".join(json.dumps(a) + "\n" for a in alerts))
+    out = tmp_path / "rep"
+    assert report_main([str(jsonl), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "cracks.csv", newline="")))
+    assert len(rows) == 2 and all(r["position_stale"] == "True" and r["position_age_s"] == "80.0" for r in rows)
+    features = json.loads((out / "cracks.geojson").read_text())["features"]
+    assert len(features) == 2 and all(f["properties"]["position_stale"] is True for f in features)
+    assert json.loads((out / "track.geojson").read_text())["features"] == []  # a stale fix is not the track
+
+
+def test_different_photos_without_snapshots_or_gsd_are_never_merged(tmp_path: Path) -> None:
+    # the subscriber-without-snapshots case: photos 0.5 m apart, frame positions only, same boxes
+    alerts = []
+    for i in range(3):
+        alert = make_alert(two_crack_image(i), i, float(i), geo=geo_at(0.5 * i), source="/data/survey")
+        alert["file"] = f"IMG_{i:04d}.JPG"
+        alerts.append(alert)
+    assert len(group_cracks(alerts)) == 6
+    for a in alerts:
+        a.pop("file")  # frames of one video: the same boxes 0.5 m apart are the same cracks
+    assert len(group_cracks(alerts)) == 2
+
+
+def test_a_crack_merged_over_frames_spans_them_all(tmp_path: Path) -> None:
+    gsd = 2.0  # mm/px: a 240-px frame is 0.48 m tall; heading north, 0.4 m per frame along a long crack
+    alerts = []
+    for i in range(3):
+        image = np.full((240, 320, 3), 170, np.uint8)
+        cv2.line(image, (160, 5), (160, 235), (30, 30, 30), 3)  # the crack runs on beyond the frame
+        alerts.append(make_alert(image, i, i * 0.5, geo=geo_at(0.4 * i), gsd=gsd))
+    (group,) = group_cracks(alerts)
+    row = summary_row(group)
+    assert row["frames"] == 3 and row["length_mm"] < 500  # one frame sees under half a metre of it ...
+    assert row["extent_m"] == pytest.approx(0.8 + 0.234 * 2, abs=0.02)  # ... all three see 1.27 m
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + bytes(range(256)) * 4, "binary file, not alerts"),
+    (b"", "no valid alert in .*the input is empty"),
+    (b"hello\n{\"a\": 1}\n", "no valid alert in .*2 line\\(s\\) skipped, the first: .*:1: not JSON"),
+    (b"caf\xe9\n", "not UTF-8 text at byte 3"),
+])
+def test_bad_inputs_give_one_sentence_and_exit_1(tmp_path: Path, capsys, content: bytes, expected: str) -> None:
+    path = tmp_path / "alerts.jsonl"
+    path.write_bytes(content)
+    assert report_main([str(path), "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert re.search(expected, err) and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_folder_input_and_out_on_a_file_are_explained(tmp_path: Path, capsys) -> None:
+    jsonl, _ = flight(tmp_path)
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "r")]) == 1
+    assert "is a folder; give the alerts file itself" in capsys.readouterr().err
+    assert report_main([str(jsonl), "--out", str(jsonl)]) == 1
+    assert "is a file; give a folder" in capsys.readouterr().err
 
 
 def test_outbox_is_an_input_with_its_snapshots(tmp_path: Path) -> None:
@@ -154,7 +228,7 @@ def test_outbox_is_an_input_with_its_snapshots(tmp_path: Path) -> None:
     box.close()
     out = tmp_path / "r"
     assert report_main([str(tmp_path / "outbox.sqlite3"), "--out", str(out)]) == 0
-    assert out.joinpath("report.html").read_text().count("data:image/jpeg;base64,") == 2
+    assert (out / "frames" / f"{alert['alert_id']}.jpg").read_bytes() == jpeg
     assert report_main([str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 1
 
 
@@ -162,47 +236,104 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="needs Chromium + chromedriver (Debian packages chromium, chromium-driver)")
-def test_html_report_renders_rows_images_sorting_in_headless_chromium(tmp_path: Path) -> None:
+def open_chromium(tmp_path: Path):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (extra [dev])")
     from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1600",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="needs Chromium + chromedriver (Debian packages chromium, chromium-driver)")
+def test_html_report_map_rows_crops_filter_sorting_in_headless_chromium(tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     jsonl, _ = flight(tmp_path)
     out = tmp_path / "report"
     assert report_main([str(jsonl), "--out", str(out), "--title", "Bridge B12 inspection"]) == 0
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1400",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = open_chromium(tmp_path)
     try:
         driver.get((out / "report.html").resolve().as_uri())
-        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "images").text != "")
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: d.find_element(By.ID, "images").text != "")
         assert driver.title == "Bridge B12 inspection"
-        rows = driver.find_elements(By.CSS_SELECTOR, "#cracks tbody tr")
-        assert len(rows) == 4
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#cracks tbody tr")) == 4
         assert driver.find_element(By.ID, "images").text == "4 of 4 snapshots shown"
-        for img in driver.find_elements(By.CSS_SELECTOR, "#cracks img"):
-            assert driver.execute_script("return arguments[0].naturalWidth", img) > 0
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#track circle.crack")) == 4
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#track polyline")) == 1
+        assert driver.execute_script("return typeof L") == "object"  # the bundled Leaflet, offline
+        pins = driver.find_elements(By.CSS_SELECTOR, "#map .pin")
+        assert sorted(p.text for p in pins) == ["1", "2", "3", "4"]
+        assert driver.execute_script("let n=0;reportMap.eachLayer(l=>{if(l instanceof L.Polyline)n++});return n") == 1
+        # a marker click shows its row; a row's number shows its marker's popup
+        driver.execute_script("arguments[0].click()", next(p for p in pins if p.text == "3"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#cracks tr.hl[data-n="3"]'))
+        driver.find_element(By.CSS_SELECTOR, '#cracks .num[data-n="2"]').click()
+        wait.until(lambda d: "#2" in d.find_element(By.CSS_SELECTOR, ".leaflet-popup-content").text)
+        # a crop enlarges to its whole frame
+        driver.find_element(By.CSS_SELECTOR, '#cracks .crop[data-n="1"]').click()
+        viewer_img = driver.find_element(By.CSS_SELECTOR, "#viewer.open img")
+        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", viewer_img) == 320)
+        driver.save_screenshot(str(tmp_path / "enlarged.png"))
+        driver.find_element(By.ID, "viewer").click()
 
         def column(index: int) -> list[float]:
             cells = driver.find_elements(By.CSS_SELECTOR, f"#cracks tbody tr td:nth-child({index})")
             return [float(c.text) for c in cells]
 
-        header = driver.find_elements(By.CSS_SELECTOR, "#cracks th")[2]  # "Length px"
+        header = driver.find_elements(By.CSS_SELECTOR, "#cracks th")[5]  # "Length px"
         header.click()
-        assert column(3) == sorted(column(3))
+        assert column(6) == sorted(column(6))
         header.click()
-        assert column(3) == sorted(column(3), reverse=True)
+        assert column(6) == sorted(column(6), reverse=True)
+        # the severity filter hides rows and markers together
+        severities = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#cracks tbody .sev")]
+        shown = driver.find_element(By.CSS_SELECTOR, f'.sevf[value="{severities[0]}"]')
+        shown.click()
+        left = 4 - severities.count(severities[0])
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#cracks tbody tr")) == left
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#map .pin")) == left
+        shown.click()
         driver.save_screenshot(str(tmp_path / "report.png"))
     finally:
         driver.quit()
     assert (tmp_path / "report.png").stat().st_size > 10_000
     shutil.copy(tmp_path / "report.png", out / "report.png")
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="needs Chromium + chromedriver (Debian packages chromium, chromium-driver)")
+def test_a_long_survey_pages_its_table_and_clusters_its_markers(tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    template = make_alert(two_crack_image(5), 0, 0.0, geo=geo_at(0.0), snapshot_dir=tmp_path / "snapshots")
+    lines = []
+    for i in range(150):  # 300 cracks 10 m apart along a road: more markers than are drawn one by one
+        when = T0 + timedelta(seconds=i)
+        lines.append(json.dumps({**template, "alert_id": f"{i:032x}", "frame_index": i, "sequence": i,
+                                 "capture_time": when.isoformat().replace("+00:00", "Z"), "geo": geo_at(10.0 * i)}))
+    jsonl = tmp_path / "alerts.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "report"
+    assert report_main([str(jsonl), "--out", str(out)]) == 0
+    driver = open_chromium(tmp_path)
+    try:
+        driver.get((out / "report.html").resolve().as_uri())
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "images").text != "")
+        assert driver.find_element(By.ID, "page").text == "rows 1–50 of 300"
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#cracks tbody tr")) == 50
+        driver.find_element(By.ID, "next").click()
+        assert driver.find_element(By.ID, "page").text == "rows 51–100 of 300"
+        assert driver.execute_script("return markerLayer instanceof L.MarkerClusterGroup")
+        assert driver.find_elements(By.CSS_SELECTOR, "#map .marker-cluster")  # clusters drawn, not 300 pins
+        driver.find_element(By.CSS_SELECTOR, '#cracks .num[data-n="60"]').click()  # zooms into its cluster
+        WebDriverWait(driver, 30).until(
+            lambda d: "#60" in d.find_element(By.CSS_SELECTOR, ".leaflet-popup-content").text)
+    finally:
+        driver.quit()

@@ -122,3 +122,15 @@ def test_cli_help_explains_flags() -> None:
     assert proc.returncode == 0
     for flag in ("--broker", "--prefix", "--device", "--out", "--count", "--timeout-s", "--password-file", "--ca-file"):
         assert flag in proc.stdout
+
+
+def test_cli_says_early_when_no_broker_answers(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run([sys.executable, "-m", "edge.subscribe", "--broker", f"mqtt://127.0.0.1:{port}",
+                             "--timeout-s", "6"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3
+    assert f"not connected to the broker 127.0.0.1:{port} after 5 s, still trying" in result.stderr

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from struct import error as struct_error
 
 from edge.geo.track import Fix, GeoError
 from edge.gsd import tilt_from_pitch
@@ -69,7 +70,8 @@ def _text(value) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def _fix_time(gps: dict, exif: dict, tags) -> float | None:
+def _gps_time(gps: dict, tags) -> datetime | None:
+    """The GPS receiver's UTC time stamp (GPSDateStamp + GPSTimeStamp), or None."""
     date, hms = _text(gps.get(tags.GPSIFD.GPSDateStamp)), gps.get(tags.GPSIFD.GPSTimeStamp)
     if date and isinstance(hms, tuple) and len(hms) == 3:
         parts = [_ratio(v) for v in hms]
@@ -77,17 +79,51 @@ def _fix_time(gps: dict, exif: dict, tags) -> float | None:
             try:
                 day = datetime.strptime(date, "%Y:%m:%d").replace(tzinfo=timezone.utc)
             except ValueError:
-                day = None
-            if day is not None:
-                return (day + timedelta(hours=parts[0], minutes=parts[1], seconds=parts[2])).timestamp()
+                return None
+            return day + timedelta(hours=parts[0], minutes=parts[1], seconds=parts[2])
+    return None
+
+
+def _original_time(exif: dict, tags, utc_offset: str | None = None) -> datetime | None:
+    """DateTimeOriginal (+ SubSecTimeOriginal) in the zone of OffsetTimeOriginal, else of ``utc_offset``."""
     original = _text(exif.get(tags.ExifIFD.DateTimeOriginal))
-    offset = _text(exif.get(tags.ExifIFD.OffsetTimeOriginal))
-    if original and offset:
-        try:
-            return datetime.strptime(original + offset.replace(":", ""), "%Y:%m:%d %H:%M:%S%z").timestamp()
-        except ValueError:
-            return None
-    return None  # local time without a zone: not a UTC time
+    offset = _text(exif.get(tags.ExifIFD.OffsetTimeOriginal)) or utc_offset
+    if not original or not offset:
+        return None  # local time without a zone: not a UTC time
+    try:
+        when = datetime.strptime(original + offset.replace(":", ""), "%Y:%m:%d %H:%M:%S%z")
+    except ValueError:
+        return None
+    subsec = _text(exif.get(tags.ExifIFD.SubSecTimeOriginal))
+    if subsec and subsec.isdigit():
+        when += timedelta(seconds=int(subsec) / 10 ** len(subsec))
+    return when
+
+
+def _fix_time(gps: dict, exif: dict, tags) -> float | None:
+    when = _gps_time(gps, tags) or _original_time(exif, tags)
+    return None if when is None else when.timestamp()
+
+
+EXIF_SUFFIXES = (".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+def photo_capture_time(path: str | Path, *, utc_offset: str | None = None) -> datetime | None:
+    """When a photo was taken, timezone-aware, from its EXIF; None when it does not say (or is not EXIF-capable).
+
+    ``DateTimeOriginal`` (+ ``SubSecTimeOriginal``) in the zone of ``OffsetTimeOriginal`` (else of
+    ``utc_offset``, e.g. ``"+02:00"``, for cameras that write local time only); else the GPS receiver's
+    UTC time stamp. Raises ImportError without piexif (the ``geo`` extra).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in EXIF_SUFFIXES:
+        return None
+    piexif = _piexif()
+    try:
+        data = piexif.load(str(path))
+    except (OSError, ValueError, piexif.InvalidImageDataError, struct_error):
+        return None
+    return _original_time(data.get("Exif") or {}, piexif, utc_offset) or _gps_time(data.get("GPS") or {}, piexif)
 
 
 def read_exif(path: str | Path, *, fallback_time_s: float | None = None) -> ExifInfo:

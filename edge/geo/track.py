@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-GEO_SOURCES = ("fixed", "exif", "gpsd", "mavlink")
+GEO_SOURCES = ("fixed", "exif", "gpsd", "mavlink", "log")
 
 
 class GeoError(ValueError):
@@ -161,6 +161,16 @@ class Track:
         """Block until the track holds at least ``count`` fixes (for start-up and tests); False on timeout."""
         with self._lock:
             return self._changed.wait_for(lambda: len(self._fixes) >= count, timeout_s)
+
+    def wait_past(self, time_s: float, timeout_s: float) -> bool:
+        """Block until a fix at or after ``time_s`` is held (so a frame can be interpolated, not given the
+        fix before it); False after ``timeout_s``."""
+        with self._lock:
+            return self._changed.wait_for(lambda: bool(self._fixes) and self._fixes[-1].time_s >= time_s, timeout_s)
+
+    def newest_time_s(self) -> float | None:
+        with self._lock:
+            return self._fixes[-1].time_s if self._fixes else None
 
     def position_at(self, time_s: float, max_age_s: float) -> Position | None:
         return position_at(self.fixes(), time_s, max_age_s)

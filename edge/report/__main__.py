@@ -3,8 +3,8 @@
     python -m edge.report alerts.jsonl [outbox.sqlite3 ...] --out report/ [--snapshots DIR]
     python -m edge.report --db sqlite:///alerts.db [--site S] [--device D] [--since 24h] --out report/
 
-Writes ``report.html`` (self-contained: snapshots, sizes, severity, time, position, sortable table,
-track plot), ``cracks.geojson`` and ``cracks.csv``. Thin: parse flags, call ``write_report``.
+Writes the folder ``--out``: ``report.html`` (map, table, crops; with ``lib/`` and ``frames/``),
+``cracks.geojson``, ``track.geojson`` and ``cracks.csv``. Thin: parse flags, load the alerts, call ``build_report``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
-from edge.report.build import write_report
-from edge.report.load import ReportInputError
+from edge.report.build import build_report
+from edge.report.load import ReportInputError, load_files
 from edge.report.records import DedupOptions
 
 DEFAULTS = DedupOptions()
@@ -24,8 +24,9 @@ DEFAULTS = DedupOptions()
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m edge.report",
-        description="Inspection report from crack alerts: report.html (self-contained), cracks.geojson, cracks.csv. "
-        "The same crack seen in consecutive frames is listed once (rules: docs/REPORT.md).",
+        description="Inspection report from crack alerts: report.html (offline map + table; with lib/ and frames/ "
+        "beside it), cracks.geojson, track.geojson, cracks.csv. The same crack seen in several frames is listed once "
+        "(rules: docs/REPORT.md). Exit status 1 with one sentence on stderr when an input cannot be used.",
     )
     parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
                         help="alerts as JSON lines (python -m edge.subscribe --out, the demo's alerts.jsonl) or a "
@@ -39,11 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --db: captured at or after WHEN, an ISO date/time (UTC unless an offset is given) "
                         "or a span back from now: 30m, 24h, 7d (default: all)")
     parser.add_argument("--out", type=Path, default=Path("report"), metavar="DIR",
-                        help="folder for the three files (default: %(default)s)")
+                        help="folder for the report's files, created if missing (default: %(default)s)")
     parser.add_argument("--snapshots", type=Path, action="append", default=[], metavar="DIR",
                         help="folder of <alert_id>.jpg overlays, repeatable (default: each alert's snapshot.path, "
                         "and a snapshots/ folder beside each input)")
     parser.add_argument("--title", default="Crack inspection report", help="report title (default: %(default)s)")
+    parser.add_argument("--tile-url", default=None, metavar="URL",
+                        help="background map tiles for online use, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png "
+                        "(default: none, the map works offline on a plain background)")
+    parser.add_argument("--tile-attribution", default="", metavar="TEXT",
+                        help="credit line the tile provider requires, e.g. '© OpenStreetMap contributors' "
+                        "(default: none)")
     parser.add_argument("--max-gap-s", type=float, default=DEFAULTS.max_gap_s, metavar="S",
                         help="same crack only if seen again within this many seconds (default: %(default)s s)")
     parser.add_argument("--max-distance-m", type=float, default=DEFAULTS.max_distance_m, metavar="M",
@@ -68,18 +75,23 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give INPUT files or --db URL (one of the two)", file=sys.stderr)
         return 2
     try:
-        loaded = None
         if args.db:
             from edge.report.db import read_database
 
-            loaded = read_database(args.db, site=args.site, device=args.device, since=args.since)
-        files = write_report(args.inputs, args.out, snapshot_dirs=args.snapshots, title=args.title, dedup=dedup,
-                             loaded=loaded)
-    except (ReportInputError, OSError) as exc:
+            records = read_database(args.db, site=args.site, device=args.device, since=args.since,
+                                    snapshot_dirs=args.snapshots)
+        else:
+            records = load_files(args.inputs, args.snapshots)
+        files = build_report(records, args.out, title=args.title, dedup=dedup, tile_url=args.tile_url,
+                             tile_attribution=args.tile_attribution)
+    except ReportInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{files.cracks} crack(s) from {files.observations} observation(s) in {files.alerts} alert(s): "
-          f"{files.html}, {files.geojson}, {files.csv}")
+    except OSError as exc:
+        print(f"error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"{files.cracks} crack(s) from {files.observations} observation(s) in {files.alerts} alert(s), "
+          f"{files.snapshots} with a snapshot: {files.html}, {files.geojson}, {files.track_geojson}, {files.csv}")
     return 0
 
 

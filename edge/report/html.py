@@ -1,27 +1,27 @@
-"""The inspection report as one self-contained HTML file (no network, no external files).
+"""The inspection report page: an offline map (Leaflet, bundled) with numbered crack markers linked to
+a paged, sortable, filterable table with a crop of each crack that enlarges to the whole frame.
 
-Snapshots are embedded as JPEG data URIs (downscaled to ``THUMB_WIDTH_PX``) with the crack's box
-drawn over them; the track and the cracks are an inline SVG plot (local metres east/north of the
-track's centre, cracks coloured by severity); the table sorts on a click on its header (a few lines
-of inline JavaScript). The page counts the snapshots that the browser decoded into its footer
-(``data-images-loaded``), so a broken image shows there.
+The page is ``report.html`` in a folder beside ``lib/`` (Leaflet and Leaflet.markercluster, copied
+from ``edge/report/vendor``) and ``frames/`` (the snapshot JPEGs, one per listed crack); nothing is
+fetched from the network unless a tile URL is given. The rows are one JSON document in the page;
+the table shows ``PAGE_ROWS`` of them at a time, so a survey of tens of thousands of cracks stays
+responsive (sorting and filtering work on the data, not on DOM rows). Without positions the map
+is replaced by a note. The page writes how many crop images the browser decoded into
+``#images`` (a broken snapshot shows there).
 """
 
 from __future__ import annotations
 
-import base64
 import html
+import json
 import math
 from datetime import datetime, timezone
+from typing import Any
 
-import cv2
-import numpy as np
-
-from edge.report.records import METRES_PER_DEGREE_LAT, CrackGroup, summary_row
 from edge.snapshots import SEVERITY_BGR
 
-THUMB_WIDTH_PX = 320
-PLOT_W, PLOT_H, PLOT_PAD = 720, 360, 24
+PAGE_ROWS = 50
+CLUSTER_ABOVE = 200  # markers are clustered when there are more than this many
 
 
 def severity_hex(severity: str) -> str:
@@ -30,155 +30,183 @@ def severity_hex(severity: str) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def thumbnail_data_uri(jpeg: bytes | None) -> tuple[str, int, int] | None:
-    """(data URI, width, height) of the JPEG downscaled to at most THUMB_WIDTH_PX wide; None if undecodable."""
-    if not jpeg:
-        return None
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        return None
-    height, width = image.shape[:2]
-    if width > THUMB_WIDTH_PX:
-        height = max(1, round(height * THUMB_WIDTH_PX / width))
-        width = THUMB_WIDTH_PX
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return (f"data:image/jpeg;base64,{base64.b64encode(data.tobytes()).decode()}", width, height) if ok else None
-
-
-def _fmt(value, digits: int = 1) -> str:
-    if value is None or value == "":
-        return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
-
-
-def _snapshot_cell(group: CrackGroup, jpeg: bytes | None) -> str:
-    thumb = thumbnail_data_uri(jpeg)
-    if thumb is None:
-        return '<td class="snap">no snapshot</td>'
-    uri, _, _ = thumb
-    alert, crack = group.worst.alert, group.worst.crack
-    fw, fh = alert["frame_size"]["width"], alert["frame_size"]["height"]
-    x, y, w, h = crack["bbox"]
-    box = (f'<div class="box" style="left:{100 * x / fw:.2f}%;top:{100 * y / fh:.2f}%;width:{100 * w / fw:.2f}%;'
-           f'height:{100 * h / fh:.2f}%;border-color:{severity_hex(group.worst.severity)}"></div>')
-    return f'<td class="snap"><div class="thumb"><img src="{uri}" alt="snapshot {html.escape(alert["alert_id"])}">{box}</div></td>'
-
-
-def track_svg(groups: list[CrackGroup], track: list[tuple[float, float]]) -> str:
-    """The track (grey line) and the located cracks (dots by severity) in local metres, as inline SVG."""
-    points = list(track) + [(g.worst.lat, g.worst.lon) for g in groups if g.worst.lat is not None]
-    if not points:
-        return '<p class="note">No positions in these alerts: set <code>[geo]</code> in the daemon\'s config.</p>'
-    lat0 = sum(p[0] for p in points) / len(points)
-    lon0 = sum(p[1] for p in points) / len(points)
-    kx = METRES_PER_DEGREE_LAT * math.cos(math.radians(lat0))
-
-    def local(lat: float, lon: float) -> tuple[float, float]:
-        return (lon - lon0) * kx, (lat - lat0) * METRES_PER_DEGREE_LAT
-
-    xy = [local(*p) for p in points]
-    span = max(max(x for x, _ in xy) - min(x for x, _ in xy), max(y for _, y in xy) - min(y for _, y in xy), 1.0)
-    scale = min(PLOT_W - 2 * PLOT_PAD, PLOT_H - 2 * PLOT_PAD) / span  # metres -> px, same on both axes
-    cx = (max(x for x, _ in xy) + min(x for x, _ in xy)) / 2
-    cy = (max(y for _, y in xy) + min(y for _, y in xy)) / 2
-
-    def screen(lat: float, lon: float) -> tuple[float, float]:
-        x, y = local(lat, lon)
-        return PLOT_W / 2 + (x - cx) * scale, PLOT_H / 2 - (y - cy) * scale
-
-    parts = [f'<svg id="track" viewBox="0 0 {PLOT_W} {PLOT_H}" width="{PLOT_W}" height="{PLOT_H}" role="img" '
-             f'aria-label="track and cracks">', f'<rect width="{PLOT_W}" height="{PLOT_H}" fill="#fafafa"/>']
-    if len(track) >= 2:
-        path = " ".join(f"{sx:.1f},{sy:.1f}" for sx, sy in (screen(*p) for p in track))
-        parts.append(f'<polyline points="{path}" fill="none" stroke="#888" stroke-width="2"/>')
-    for n, group in enumerate(groups, 1):
-        if group.worst.lat is None:
-            continue
-        sx, sy = screen(group.worst.lat, group.worst.lon)
-        row = summary_row(group)
-        parts.append(f'<circle class="crack" cx="{sx:.1f}" cy="{sy:.1f}" r="6" fill="{severity_hex(row["severity"])}" '
-                     f'stroke="#222"><title>#{n} {row["severity"]}, {row["frames"]} frame(s), '
-                     f'{row["lat"]}, {row["lon"]}</title></circle>')
-    metres = 10 ** math.floor(math.log10(max(span / 4, 1e-3)))
-    bar = metres * scale
-    parts.append(f'<line x1="{PLOT_PAD}" y1="{PLOT_H - 10}" x2="{PLOT_PAD + bar:.1f}" y2="{PLOT_H - 10}" stroke="#000" '
-                 f'stroke-width="2"/><text x="{PLOT_PAD}" y="{PLOT_H - 14}" font-size="11">{metres:g} m</text>')
-    parts.append(f'<text x="{PLOT_W - 20}" y="18" font-size="12">N ↑</text></svg>')
-    return "".join(parts)
+def chainage_summary(rows: list[dict[str, Any]], track_length_m: float) -> tuple[float, list[dict[str, Any]]]:
+    """Cracks by severity per stretch of the track: (stretch length m, [{from_m, to_m, high, medium, low}])."""
+    located = [r for r in rows if r.get("chainage_m") is not None]
+    if not located or track_length_m <= 0:
+        return 0.0, []
+    raw = track_length_m / 10
+    step = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next(s * step for s in (1, 2, 5, 10) if s * step >= raw)
+    bins = [{"from_m": i * step, "to_m": (i + 1) * step, "high": 0, "medium": 0, "low": 0}
+            for i in range(int(track_length_m // step) + 1)]
+    for r in located:
+        bins[min(int(r["chainage_m"] // step), len(bins) - 1)][r["severity"]] += 1
+    return step, bins
 
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.4em;margin:0 0 .2em} .meta{color:#555;margin-bottom:1em}
-table{border-collapse:collapse;margin-top:1em} th,td{border:1px solid #ccc;padding:4px 6px;text-align:right}
-th{background:#eee;cursor:pointer;user-select:none} th.sorted-asc::after{content:" ▲"} th.sorted-desc::after{content:" ▼"}
+body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}
+h1{font-size:1.4em;margin:0 0 .2em} h2{font-size:1.1em;margin:1em 0 .4em} .meta{color:#555;margin-bottom:.6em}
+table{border-collapse:collapse} th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:middle}
+#cracks th{background:#eee;cursor:pointer;user-select:none;position:sticky;top:0}
+th.sorted-asc::after{content:" ▲"} th.sorted-desc::after{content:" ▼"}
 td.text{text-align:left} .sev{color:#fff;border-radius:3px;padding:1px 6px;font-weight:600}
-.thumb{position:relative;display:inline-block;line-height:0} .thumb img{width:240px}
-.box{position:absolute;border:2px solid;box-sizing:border-box} .note{color:#555}
-.legend span{display:inline-block;margin-right:1em}
+.num{cursor:pointer;color:#06c;text-decoration:underline} tr.hl td{background:#fff4b3}
+.crop{width:160px;height:120px;background-repeat:no-repeat;background-color:#ddd;cursor:zoom-in;position:relative}
+.stale{color:#a00;font-weight:600} #map{height:460px;border:1px solid #bbb;background:#f4f4f0}
+.pin{border-radius:50%;color:#fff;font:600 11px/22px system-ui;text-align:center;border:2px solid #222;
+ width:22px;height:22px;box-sizing:border-box} .pin.stale-pin{border-style:dashed;opacity:.75}
+.controls{margin:.5em 0} .controls label{margin-right:1em} .pager button{margin:0 .3em}
+#viewer{position:fixed;inset:0;background:rgba(0,0,0,.82);display:none;align-items:center;justify-content:center;z-index:2000}
+#viewer.open{display:flex} #viewer figure{margin:0;position:relative;max-width:94vw}
+#viewer img{max-width:94vw;max-height:86vh;display:block} #viewer figcaption{color:#fff;margin-top:.4em}
+#viewer .frame{position:relative;line-height:0} #viewer .box{position:absolute;border:3px solid;box-sizing:border-box;pointer-events:none}
+.note{color:#555} .summary td,.summary th{padding:2px 8px}
 """
 
-_JS = """
-function sortBy(th){const t=th.closest('table'),i=[...th.parentNode.children].indexOf(th);
-const asc=!th.classList.contains('sorted-asc');t.querySelectorAll('th').forEach(h=>h.classList.remove('sorted-asc','sorted-desc'));
-th.classList.add(asc?'sorted-asc':'sorted-desc');const b=t.tBodies[0];const rows=[...b.rows];
-const key=r=>{const c=r.cells[i],v=c.dataset.sort!==undefined?c.dataset.sort:c.textContent;const n=parseFloat(v);return isNaN(n)?v:n};
-rows.sort((a,c)=>{const x=key(a),y=key(c);const r=(typeof x==='number'&&typeof y==='number')?x-y:String(x).localeCompare(String(y));return asc?r:-r});
-rows.forEach(r=>b.appendChild(r))}
-document.querySelectorAll('#cracks th').forEach(th=>th.addEventListener('click',()=>sortBy(th)));
-window.addEventListener('load',()=>{const imgs=[...document.querySelectorAll('#cracks img')];
-const ok=imgs.filter(im=>im.complete&&im.naturalWidth>0).length;document.body.dataset.imagesLoaded=ok;
-document.getElementById('images').textContent=ok+' of '+imgs.length+' snapshots shown'});
+# Rows are rendered from DATA (the JSON in #report-data) a page at a time; markers link to rows by number.
+_JS = r"""
+const DATA=JSON.parse(document.getElementById('report-data').textContent);
+const ROWS=DATA.rows, PAGE=DATA.page_rows, COLS=DATA.columns;
+let view=ROWS.slice(), page=0, sortKey=null, sortAsc=true, imagesOk=0, imagesBad=0;
+const tbody=document.querySelector('#cracks tbody');
+function fmt(v,d){if(v===null||v===undefined||v==='')return '–';return typeof v==='number'?v.toFixed(d):String(v)}
+function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
+function cropStyle(r){if(!r.image)return '';const [x,y,w,h]=r.bbox,fw=r.frame_w,fh=r.frame_h;
+ const m=Math.max(24,0.25*Math.max(w,h));let x0=Math.max(0,x-m),y0=Math.max(0,y-m),x1=Math.min(fw,x+w+m),y1=Math.min(fh,y+h+m);
+ const s=Math.min(160/(x1-x0),120/(y1-y0));
+ return `background-image:url('${r.image}');background-size:${fw*s}px ${fh*s}px;background-position:${-x0*s+(160-(x1-x0)*s)/2}px ${-y0*s+(120-(y1-y0)*s)/2}px`}
+function cell(r,c){const v=r[c.key];
+ if(c.key==='n')return `<td><span class="num" data-n="${r.n}" title="show on the map">${r.n}</span></td>`;
+ if(c.key==='severity')return `<td class="text"><span class="sev" style="background:${r.colour}">${r.severity}</span></td>`;
+ if(c.key==='crop')return r.image?`<td><div class="crop" data-n="${r.n}" style="${cropStyle(r)}" title="click to enlarge"></div></td>`:'<td class="text">no snapshot</td>';
+ if(c.key==='gsd')return `<td>${r.gsd_mm_per_px==null?'–':fmt(r.gsd_mm_per_px,3)+(r.gsd_error_mm_per_px==null?'':' ± '+fmt(r.gsd_error_mm_per_px,3))}</td>`;
+ if(c.key==='position_age_s')return `<td class="${r.position_stale?'stale':''}">${v==null?'–':fmt(v,1)+(r.position_stale?' stale':'')}</td>`;
+ if(c.key==='where')return `<td class="text">${r.lat==null?'none':fmt(r.lat,6)+', '+fmt(r.lon,6)+' ('+esc(r.position)+' · '+esc(r.position_source)+')'}</td>`;
+ return `<td class="${c.text?'text':''}">${typeof v==='number'?fmt(v,c.digits):esc(v==null||v===''?'–':v)}</td>`}
+function render(){const start=page*PAGE,rows=view.slice(start,start+PAGE);
+ tbody.innerHTML=rows.map(r=>`<tr data-n="${r.n}" data-alert-id="${r.alert_id}">${COLS.map(c=>cell(r,c)).join('')}</tr>`).join('');
+ document.getElementById('page').textContent=view.length?`rows ${start+1}–${start+rows.length} of ${view.length}`:'no crack matches the filter';
+ imagesOk=0;imagesBad=0;const want=rows.filter(r=>r.image);if(!want.length)document.getElementById('images').textContent='0 of 0 snapshots shown';
+ want.forEach(r=>{const im=new Image();im.onload=()=>{imagesOk++;count(want.length)};im.onerror=()=>{imagesBad++;count(want.length)};im.src=r.image})}
+function count(total){if(imagesOk+imagesBad===total){document.getElementById('images').textContent=`${imagesOk} of ${total} snapshots shown`;
+ document.body.dataset.imagesLoaded=imagesOk}}
+function applyFilter(){const sev=new Set([...document.querySelectorAll('.sevf:checked')].map(e=>e.value));
+ const q=document.getElementById('q').value.trim().toLowerCase();
+ view=ROWS.filter(r=>sev.has(r.severity)&&(!q||(r.files+' '+r.crack_id+' '+r.alert_id).toLowerCase().includes(q)));
+ if(sortKey)sortView();page=0;render();if(window.showMarkers)showMarkers(view)}
+function sortView(){const k=sortKey;view.sort((a,b)=>{const x=a[k],y=b[k];let d;
+ if(x==null&&y==null)d=0;else if(x==null)d=1;else if(y==null)d=-1;else d=(typeof x==='number'&&typeof y==='number')?x-y:String(x).localeCompare(String(y));
+ return sortAsc?d:-d})}
+document.querySelectorAll('#cracks th').forEach((th,i)=>th.addEventListener('click',()=>{const c=COLS[i];if(!c.sort)return;
+ sortAsc=sortKey===c.sort?!sortAsc:true;sortKey=c.sort;document.querySelectorAll('#cracks th').forEach(h=>h.classList.remove('sorted-asc','sorted-desc'));
+ th.classList.add(sortAsc?'sorted-asc':'sorted-desc');sortView();page=0;render()}));
+document.getElementById('prev').onclick=()=>{if(page>0){page--;render()}};
+document.getElementById('next').onclick=()=>{if((page+1)*PAGE<view.length){page++;render()}};
+document.querySelectorAll('.sevf').forEach(e=>e.addEventListener('change',applyFilter));
+document.getElementById('q').addEventListener('input',applyFilter);
+function showRow(n){const i=view.findIndex(r=>r.n===n);if(i<0)return;page=Math.floor(i/PAGE);render();
+ const tr=tbody.querySelector(`tr[data-n="${n}"]`);tr.classList.add('hl');tr.scrollIntoView({block:'center'})}
+function enlarge(n){const r=ROWS.find(x=>x.n===n);if(!r||!r.image)return;const v=document.getElementById('viewer');
+ const img=v.querySelector('img'),box=v.querySelector('.box');img.src=r.image;const [x,y,w,h]=r.bbox;
+ Object.assign(box.style,{left:100*x/r.frame_w+'%',top:100*y/r.frame_h+'%',width:100*w/r.frame_w+'%',height:100*h/r.frame_h+'%',borderColor:r.colour});
+ v.querySelector('figcaption').textContent=`#${r.n} ${r.severity} · ${r.file||r.source} · frame ${r.frame_index} · ${r.first_seen}`+(r.frames>1?` · seen in ${r.frames} frames: ${r.files}`:'');
+ v.classList.add('open')}
+document.getElementById('viewer').onclick=()=>document.getElementById('viewer').classList.remove('open');
+tbody.addEventListener('click',e=>{const t=e.target;if(t.classList.contains('crop'))enlarge(+t.dataset.n);
+ else if(t.classList.contains('num')&&window.focusMarker)focusMarker(+t.dataset.n)});
+render();
+if(DATA.map&&window.L){const map=L.map('map',{preferCanvas:true,maxZoom:22});window.reportMap=map;
+ if(DATA.tile_url)L.tileLayer(DATA.tile_url,{maxZoom:22,maxNativeZoom:19,attribution:DATA.tile_attribution}).addTo(map);
+ L.control.scale({imperial:false}).addTo(map);
+ const track=DATA.track.map(p=>[p[0],p[1]]);if(track.length>1)L.polyline(track,{color:'#666',weight:3}).addTo(map);
+ const markers={};ROWS.forEach(r=>{if(r.lat==null)return;
+  const icon=L.divIcon({className:'',html:`<div class="pin${r.position_stale?' stale-pin':''}" style="background:${r.colour}">${r.n}</div>`,iconSize:[22,22],iconAnchor:[11,11]});
+  const m=L.marker([r.lat,r.lon],{icon:icon,title:`#${r.n} ${r.severity}${r.position_stale?' (stale position)':''}`});
+  m.bindPopup(`<b>#${r.n}</b> ${r.severity}${r.position_stale?' <span class="stale">stale position, '+fmt(r.position_age_s,1)+' s</span>':''}<br>${esc(r.file||r.source)}`);
+  m.on('click',()=>showRow(r.n));markers[r.n]=m});
+ const cluster=Object.keys(markers).length>DATA.cluster_above&&L.markerClusterGroup?L.markerClusterGroup({maxClusterRadius:40}):L.featureGroup();
+ cluster.addTo(map);window.markerLayer=cluster;
+ window.showMarkers=rows=>{cluster.clearLayers();const ms=rows.filter(r=>markers[r.n]).map(r=>markers[r.n]);
+  if(cluster.addLayers)cluster.addLayers(ms);else ms.forEach(m=>cluster.addLayer(m))};
+ window.focusMarker=n=>{const m=markers[n];if(!m)return;const open=()=>{map.setView(m.getLatLng(),Math.max(map.getZoom(),19));m.openPopup()};
+  if(cluster.zoomToShowLayer)cluster.zoomToShowLayer(m,open);else open();document.getElementById('map').scrollIntoView()};
+ showMarkers(ROWS);const all=track.concat(ROWS.filter(r=>r.lat!=null).map(r=>[r.lat,r.lon]));
+ map.fitBounds(L.latLngBounds(all).pad(0.15),{maxZoom:21})}
 """
 
-_COLUMNS = (("#", "num"), ("Severity", "sev"), ("Length px", "num"), ("Length mm", "num"), ("Max width px", "num"),
-            ("Max width mm", "num"), ("Frames", "num"), ("First seen (UTC)", "text"), ("Latitude", "num"),
-            ("Longitude", "num"), ("Position", "text"), ("Snapshot", "text"))
+_COLUMNS = (  # key in the row, header, sort key (None: not sortable), digits, left-aligned text
+    ("n", "#", "n", 0, False), ("severity", "Severity", "sev_rank", 0, False), ("crop", "Crack", None, 0, False),
+    ("length_mm", "Length mm", "length_mm", 0, False), ("max_width_mm", "Width mm", "max_width_mm", 2, False),
+    ("length_px", "Length px", "length_px", 0, False), ("max_width_px", "Width px", "max_width_px", 1, False),
+    ("extent_m", "Extent m", "extent_m", 2, False), ("gsd", "GSD mm/px ± error", "gsd_mm_per_px", 3, False),
+    ("frames", "Frames", "frames", 0, False), ("file", "File", "file", 0, True),
+    ("first_seen", "First seen (UTC)", "first_seen", 0, True), ("where", "Position", "lat", 6, True),
+    ("position_age_s", "Position age s", "position_age_s", 1, False), ("chainage_m", "Along track m", "chainage_m", 1, False),
+)
 
 
-def render_report(groups: list[CrackGroup], track: list[tuple[float, float]], snapshots: dict[str, bytes | None], *,
-                  title: str, n_alerts: int, generated_at: datetime | None = None) -> str:
-    """The HTML text. ``snapshots``: JPEG bytes by alert_id (None where there is none)."""
+def render_report(rows: list[dict[str, Any]], track: list[tuple[float, float, float]], *, title: str, n_alerts: int,
+                  n_observations: int, origin: str = "", tile_url: str | None = None, tile_attribution: str = "",
+                  generated_at: datetime | None = None) -> str:
+    """The HTML text. ``rows``: :func:`edge.report.records.summary_row` dicts plus ``n``, ``image`` (a URL
+    relative to the page, or None), ``bbox``, ``frame_w``, ``frame_h``; ``track``: (lat, lon, metres along)."""
     generated_at = generated_at or datetime.now(timezone.utc)
-    counts = {s: sum(1 for g in groups if g.worst.severity == s) for s in ("high", "medium", "low")}
-    observed = sum(len(g.observations) for g in groups)
-    rows = []
-    for n, group in enumerate(groups, 1):
-        r = summary_row(group)
-        sev_rank = {"low": 1, "medium": 2, "high": 3}[r["severity"]]
-        where = {"crack": "crack (from frame + offset)", "frame": "frame"}.get(r["position"], "none")
-        if r["position_source"]:
-            where += f" · {r['position_source']}"
-        rows.append(
-            f'<tr data-alert-id="{html.escape(r["alert_id"])}"><td data-sort="{n}">{n}</td>'
-            f'<td data-sort="{sev_rank}" class="text"><span class="sev" style="background:{severity_hex(r["severity"])}">'
-            f'{r["severity"]}</span></td>'
-            f'<td>{_fmt(r["length_px"])}</td><td>{_fmt(r["length_mm"])}</td><td>{_fmt(r["max_width_px"])}</td>'
-            f'<td>{_fmt(r["max_width_mm"], 2)}</td><td>{r["frames"]}</td><td class="text">{html.escape(r["first_seen"])}</td>'
-            f'<td>{_fmt(r["lat"], 6)}</td><td>{_fmt(r["lon"], 6)}</td><td class="text">{where}</td>'
-            f'{_snapshot_cell(group, snapshots.get(r["alert_id"]))}</tr>'
-        )
-    head = "".join(f'<th data-type="{kind}">{name}</th>' for name, kind in _COLUMNS)
-    legend = "".join(f'<span><span class="sev" style="background:{severity_hex(s)}">{s}</span> {counts[s]}</span>'
-                     for s in ("high", "medium", "low"))
+    counts = {s: sum(1 for r in rows if r["severity"] == s) for s in ("high", "medium", "low")}
+    stale = sum(1 for r in rows if r.get("position_stale"))
+    located = sum(1 for r in rows if r.get("lat") is not None)
+    for r in rows:
+        r["colour"] = severity_hex(r["severity"])
+        r["sev_rank"] = {"low": 1, "medium": 2, "high": 3}.get(r["severity"], 0)
+    track_length = track[-1][2] if track else 0.0
+    step, bins = chainage_summary(rows, track_length)
+    data = {"rows": rows, "page_rows": PAGE_ROWS, "track": [[round(a, 8), round(b, 8)] for a, b, _ in track],
+            "map": located > 0, "tile_url": tile_url, "tile_attribution": tile_attribution,
+            "cluster_above": CLUSTER_ABOVE,
+            "columns": [{"key": k, "sort": s, "digits": d, "text": t} for k, _, s, d, t in _COLUMNS]}
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
+    head = "".join(f"<th>{html.escape(name)}</th>" for _, name, *_ in _COLUMNS)
+    legend = " ".join(f'<span class="sev" style="background:{severity_hex(s)}">{s}</span> {counts[s]}'
+                      for s in ("high", "medium", "low"))
+    filters = "".join(f'<label><input type="checkbox" class="sevf" value="{s}" checked> {s} ({counts[s]})</label>'
+                      for s in ("high", "medium", "low"))
+    chain_rows = "".join(f"<tr><td>{b['from_m']:g}–{b['to_m']:g}</td><td>{b['high']}</td><td>{b['medium']}</td>"
+                         f"<td>{b['low']}</td></tr>" for b in bins)
+    chain = (f'<h2>Along the track ({track_length:,.0f} m)</h2><table class="summary"><tr><th>metres</th><th>high</th>'
+             f"<th>medium</th><th>low</th></tr>{chain_rows}</table>") if bins else ""
+    if located:
+        map_html = ('<div id="map"></div><p class="note">Numbered markers are the cracks (the table\'s #); a click '
+                    "shows the row, a click on a row's # shows the marker. Dashed markers: stale positions. "
+                    + ("Background tiles from the given tile URL." if tile_url else
+                       "No background map (offline); give --tile-url for one.") + "</p>")
+    else:
+        map_html = ('<p class="note">No positions in these alerts: set <code>[geo]</code> in the daemon\'s config '
+                    "(photos with EXIF GPS are located by default).</p>")
+    origin_html = f" · from {html.escape(origin)}" if origin else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="lib/leaflet.css"><link rel="stylesheet" href="lib/MarkerCluster.css">
+<link rel="stylesheet" href="lib/MarkerCluster.Default.css"><style>{_CSS}</style></head>
 <body data-images-loaded="0">
 <h1>{html.escape(title)}</h1>
-<div class="meta">{len(groups)} crack(s) from {observed} observation(s) in {n_alerts} alert(s) ·
-generated {generated_at.strftime("%Y-%m-%d %H:%M UTC")}</div>
+<div class="meta">{len(rows)} crack(s) from {n_observations} observation(s) in {n_alerts} alert(s){origin_html} ·
+{located} located, {stale} with a stale position · generated {generated_at.strftime("%Y-%m-%d %H:%M UTC")}</div>
 <div class="legend">{legend}</div>
-<h2>Track</h2>
-{track_svg(groups, track)}
+<h2>Map</h2>
+{map_html}
+{chain}
 <h2>Cracks</h2>
-<p class="note">The same crack seen in consecutive frames is listed once (its worst frame); "Frames" counts them.
-Click a column header to sort.</p>
-<table id="cracks"><thead><tr>{head}</tr></thead><tbody>
-{"".join(rows)}
-</tbody></table>
+<p class="note">The same crack seen in several frames is one row (its worst frame; "Frames" counts them, "Extent"
+spans all of them). Click a header to sort, a crack picture to see its whole frame.</p>
+<div class="controls">{filters}<label>file / id <input id="q" type="search" size="18"></label>
+<span class="pager"><button id="prev">◀</button><span id="page"></span><button id="next">▶</button></span></div>
+<table id="cracks"><thead><tr>{head}</tr></thead><tbody></tbody></table>
 <p class="note" id="images"></p>
+<div id="viewer"><figure><div class="frame"><img alt="whole frame"><div class="box"></div></div><figcaption></figcaption></figure></div>
+<script id="report-data" type="application/json">{payload}</script>
+<script src="lib/leaflet.js"></script><script src="lib/leaflet.markercluster.js"></script>
 <script>{_JS}</script>
 </body></html>
 """
