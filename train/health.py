@@ -45,8 +45,8 @@ class StepHealth:
 class DeadNetworkWatch:
     """Counts steps in a row on which :attr:`StepHealth.dead` holds; past ``patience`` it raises.
 
-    The first step of a fresh network may have no gradient below the head (its output layer starts
-    at zero weights, :func:`train.model.init_head_alive`); a dead network has none for good.
+    One dead step can be chance (a crop whose every pixel closes the head); a dead network has no
+    gradient below the head for good, so only ``patience`` dead steps in a row stop training.
     """
 
     def __init__(self, patience: int = DEAD_PATIENCE_STEPS) -> None:
