@@ -25,6 +25,7 @@ the FP32 peak). The table is printed and appended to benchmarks/RESULTS.md with 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import sys
@@ -40,6 +41,7 @@ from benchmarks.common import (
     Timings,
     add_results_args,
     command_line,
+    conv_precision,
     dataset,
     interleaved_latencies,
     load_average,
@@ -148,6 +150,15 @@ def cpu_session(path: Path, threads: int):
                               allow_spinning=True, log_severity=3).session
 
 
+def on_device(unet, device: str):
+    """The probability model over a copy of ``unet`` on ``device``; the caller's module stays where it is
+    (the CPU variants keep running it: moving it in place made the CPU eager variant fail on every
+    CUDA machine with CPU input and CUDA weights)."""
+    from export.onnx import ProbabilityModel
+
+    return ProbabilityModel(copy.deepcopy(unet)).to(device).eval()
+
+
 def cuda_variants(width: int, unet, fp32: Path, tiles: np.ndarray, batches: list[int]) -> list[Variant]:
     """torch FP32 / FP16 autocast / FP16 CUDA graph and ORT CUDA EP, when a GPU is present; else nothing.
 
@@ -157,10 +168,9 @@ def cuda_variants(width: int, unet, fp32: Path, tiles: np.ndarray, batches: list
 
     if not torch.cuda.is_available():
         return []
-    from export.onnx import ProbabilityModel
-
     torch.backends.cudnn.benchmark = True
-    net = ProbabilityModel(unet).to("cuda").eval()
+    net = on_device(unet, "cuda")
+    fp32_math = "cuda " + conv_precision("off", "cuda", torch.backends.cudnn.allow_tf32)  # cuDNN: TF32 by default
     base = "torch CUDA eager fp32"
     variants: list[Variant] = []
     ort_cuda = _ort_cuda_session(fp32)
@@ -172,7 +182,7 @@ def cuda_variants(width: int, unet, fp32: Path, tiles: np.ndarray, batches: list
                 net(x)
             torch.cuda.synchronize()
 
-        variants.append(Variant(width, base, batch, eager, "cuda fp32", base))
+        variants.append(Variant(width, base, batch, eager, fp32_math, base))
         variants.append(Variant(width, "torch CUDA fp16 autocast", batch, lambda x=x: eager(x, True), "cuda fp16", base))
         variants.append(Variant(width, "torch CUDA graph fp16", batch, cuda_graph(net, x), "cuda fp16", base))
         if ort_cuda is not None:
@@ -224,23 +234,25 @@ class Peak:
     """A matmul timed among the variants; the best of a ``group`` is that group's peak."""
 
     name: str  # e.g. "torch.matmul 2048x2048 fp32"
-    group: str  # "cpu fp32", "cuda fp32", "cuda fp16": what Variant.peak refers to
+    group: str  # "cpu fp32", "cuda fp32", "cuda tf32", "cuda fp16": what Variant.peak refers to
     run: Callable[[], object]
     flops: int
 
 
 def peak_variants(cpu_n: int, cuda_n: int, threads: int) -> list[Peak]:
     """The matmuls whose GFLOP/s are the peaks: on the CPU torch.matmul (MKL) and onnxruntime's MatMul
-    (MLAS), the better of the two being the peak; on CUDA torch FP32 (TF32 off) and FP16."""
+    (MLAS), the better of the two being the peak; on CUDA torch FP32 (TF32 off: the ORT CUDA EP
+    row's group), TF32 (torch's FP32 convolutions, cuDNN's default) and FP16."""
     import torch
 
     peaks = [
-        Peak(f"torch.matmul {cpu_n}x{cpu_n} fp32", "cpu fp32", *matmul_peak(cpu_n, "cpu", "float32")),
+        Peak(f"torch.matmul {cpu_n}x{cpu_n} fp32", "cpu fp32", *matmul_peak(cpu_n, "cpu", "fp32")),
         Peak(f"onnxruntime MatMul {cpu_n}x{cpu_n} fp32", "cpu fp32", *ort_matmul_peak(cpu_n, threads)),
     ]
-    if torch.cuda.is_available():
-        peaks.append(Peak(f"torch.matmul {cuda_n}x{cuda_n} fp32", "cuda fp32", *matmul_peak(cuda_n, "cuda", "float32")))
-        peaks.append(Peak(f"torch.matmul {cuda_n}x{cuda_n} fp16", "cuda fp16", *matmul_peak(cuda_n, "cuda", "float16")))
+    if torch.cuda.is_available():  # one peak per precision a CUDA variant runs in (conv_precision)
+        for precision in ("fp32", "tf32", "fp16"):
+            peaks.append(Peak(f"torch.matmul {cuda_n}x{cuda_n} {precision}", f"cuda {precision}",
+                              *matmul_peak(cuda_n, "cuda", precision)))
     return peaks
 
 

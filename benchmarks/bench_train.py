@@ -8,11 +8,13 @@ Each variant (a width, and on CUDA an AMP mode) is the project's own training st
 ``torch.optim.Adam`` and the GradScaler the loop uses. After ``--warmup-steps`` untimed steps per
 variant, ``--rounds`` rounds run ``--steps`` steps of every variant in turn (the order rotating each
 round, so load from other processes falls on all variants alike), with a large ``torch.matmul``
-(and, on the CPU, an onnxruntime MatMul) timed in the same rounds as the machine's attainable FP32 peak. Reported: images/s (median over
+(and, on the CPU, an onnxruntime MatMul) timed in the same rounds as the machine's attainable peak in
+the precision each variant's convolutions run in (FP32; on CUDA TF32, bf16 or fp16: common.conv_precision).
+Reported: images/s (median over
 rounds), seconds per step, seconds per epoch of the training split, the projected time of
 ``--epochs`` epochs (training steps only: per-epoch validation and the final test are extra), an
 estimate of achieved GFLOP/s (3 x the forward convolution FLOPs per image: forward, input gradients,
-weight gradients) and its fraction of the peak (the better of torch.matmul and onnxruntime MatMul),
+weight gradients) and its fraction of that peak (on the CPU the better of torch.matmul and onnxruntime MatMul),
 the same per CPU-second of this process (less disturbed by other jobs on a shared machine), and each
 variant's speed against the first.
 """
@@ -31,6 +33,7 @@ from benchmarks.common import (
     DATA_HELP,
     add_results_args,
     command_line,
+    conv_precision,
     dataset,
     load_average,
     matmul_peak,
@@ -149,6 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def train_peaks(precisions: list[str], n: int, device: str, threads: int) -> dict[str, tuple]:
+    """The matmuls timed as peaks, name -> (call, FLOPs, precision): one torch.matmul per precision the
+    variants' convolutions run in, and on the CPU also onnxruntime's FP32 MatMul (MKL's path on AMD
+    CPUs is narrower than MLAS's: the better of the two is the FP32 peak, common.ort_matmul_peak)."""
+    peaks = {f"torch.matmul {n}x{n} {p}": (*matmul_peak(n, device, p), p) for p in precisions}
+    if device == "cpu" and "fp32" in precisions:
+        peaks[f"onnxruntime MatMul {n}x{n} fp32"] = (*ort_matmul_peak(n, threads), "fp32")
+    return peaks
+
+
+def best_per_precision(peaks: dict[str, tuple], rates: dict[str, float]) -> dict[str, float]:
+    """The best rate among the peaks of each precision."""
+    best: dict[str, float] = {}
+    for name, (_, _, precision) in peaks.items():
+        best[precision] = max(best.get(precision, 0.0), rates[name])
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -180,14 +201,13 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = [build_variant(w, amp, args, device) for w in args.widths for amp in amps]
     peak_n = args.peak_n if device.type == "cpu" else max(args.peak_n, 8192)
-    peaks = {f"torch.matmul {peak_n}x{peak_n} fp32": matmul_peak(peak_n, str(device), "float32")}
-    if device.type == "cpu":  # MKL's path on AMD CPUs is narrower than MLAS's: take the better (common.ort_matmul_peak)
-        peaks[f"onnxruntime MatMul {peak_n}x{peak_n} fp32"] = ort_matmul_peak(peak_n, args.threads)
+    precision = {v.label: conv_precision(v.amp, device.type, torch.backends.cudnn.allow_tf32) for v in variants}
+    peaks = train_peaks(sorted(set(precision.values())), peak_n, str(device), args.threads)
     peak_wall: dict[str, list[float]] = {name: [] for name in peaks}
     peak_cpu: dict[str, list[float]] = {name: [] for name in peaks}
     for v in tqdm(variants, desc="warm-up", unit="variant", disable=args.no_progress, leave=False):
         train_steps(v, dataset, loss_fn, args, device, epoch=0, steps=args.warmup_steps)
-    for run, _ in peaks.values():
+    for run, _, _ in peaks.values():
         time_call(run)
     for r in tqdm(range(args.rounds), desc="timed rounds", unit="round", disable=args.no_progress, leave=False):
         shift = r % len(variants)
@@ -195,15 +215,16 @@ def main(argv: list[str] | None = None) -> int:
             wall, cpu = train_steps(v, dataset, loss_fn, args, device, epoch=r + 1, steps=v.steps)
             v.seconds_per_image.append(wall / (v.steps * args.batch))
             v.cpu_seconds_per_image.append(cpu / (v.steps * args.batch))
-        for name, (run, _) in peaks.items():
+        for name, (run, _, _) in peaks.items():
             deadline = time.perf_counter() + 0.5
             while time.perf_counter() < deadline:  # ~0.5 s of each peak matmul per round, among the training steps
                 cpu_start = time.process_time()
                 peak_wall[name].append(time_call(run))
                 peak_cpu[name].append(time.process_time() - cpu_start)
-    each = {name: flops / quantile(peak_wall[name], 0.5) / 1e9 for name, (_, flops) in peaks.items()}
-    peak = max(each.values())
-    peak_per_cpu_s = max(flops / max(quantile(peak_cpu[name], 0.5), 1e-9) / 1e9 for name, (_, flops) in peaks.items())
+    each = {name: flops / quantile(peak_wall[name], 0.5) / 1e9 for name, (_, flops, _) in peaks.items()}
+    peak_of = best_per_precision(peaks, each)
+    peak_per_cpu_s = best_per_precision(
+        peaks, {name: flops / max(quantile(peak_cpu[name], 0.5), 1e-9) / 1e9 for name, (_, flops, _) in peaks.items()})
 
     lines = [
         "| variant | device | images/s | s/step (batch " + str(args.batch) + ") | s/epoch "
@@ -217,15 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         flops = TRAIN_FLOPS_PER_FORWARD * unet_conv_flops(v.width, args.head, args.size)
         gflops = flops * rate / 1e9
         cpu_rate = 1.0 / max(statistics.median(v.cpu_seconds_per_image), 1e-9)
-        cpu_cols = (f"{cpu_rate:.3f} | {flops * cpu_rate / 1e9 / peak_per_cpu_s:.0%}" if device.type == "cpu" else "- | -")
+        prec = precision[v.label]
+        cpu_cols = (f"{cpu_rate:.3f} | {flops * cpu_rate / 1e9 / peak_per_cpu_s[prec]:.0%}" if device.type == "cpu"
+                    else "- | -")
         epoch_s = epoch_images / rate
         lines.append(
             f"| {v.label} | {device.type} | {rate:.3f} | {args.batch / rate:.2f} | {epoch_s:.0f} | "
-            f"{args.epochs * epoch_s / 3600:.1f} | {v.steps * args.rounds} | {gflops:.1f} | {gflops / peak:.0%} | "
+            f"{args.epochs * epoch_s / 3600:.1f} | {v.steps * args.rounds} | {gflops:.1f} | {gflops / peak_of[prec]:.0%} {prec} | "
             f"{cpu_cols} | {rate / first_rate:.2f}x |"
         )
     lines.append("\nPeak " + ", ".join(f"{name} {value:.1f} GFLOP/s" for name, value in each.items())
-                 + f" (medians of calls interleaved with the training rounds); per CPU-second {peak_per_cpu_s:.1f}.")
+                 + " (medians of calls interleaved with the training rounds); per CPU-second "
+                 + ", ".join(f"{p} {value:.1f}" for p, value in peak_per_cpu_s.items()) + ". Each variant's "
+                 "'of peak' is against the best matmul of the precision its convolutions run in (conv_precision).")
     notes = [
         f"Load: {load_before} before, {load_average()} after.",
         f"Protocol: {args.size}×{args.size} augmented crops (TrainCrops) of {len(data)} DeepCrack train images, "

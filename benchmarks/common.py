@@ -233,24 +233,50 @@ def interleaved_latencies(
     return timings
 
 
-def matmul_peak(n: int, device: str = "cpu", dtype_name: str = "float32") -> tuple[Callable[[], object], int]:
+PEAK_DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def conv_precision(amp: str, device_type: str, cudnn_allow_tf32: bool) -> str:
+    """The arithmetic a step's convolutions run in: ``fp32``, ``tf32``, ``bf16`` or ``fp16``.
+
+    Under autocast (``amp`` bf16/fp16) that precision; without it FP32, except on CUDA where cuDNN
+    runs FP32 convolutions as TF32 while ``torch.backends.cudnn.allow_tf32`` holds (its default).
+    A throughput is compared with the peak of this precision, never of another (TF32 convolutions
+    against a true-FP32 matmul read 152 % of peak on an H200)."""
+    if amp in ("bf16", "fp16"):
+        return amp
+    if amp not in ("off", "fp32"):
+        raise ValueError(f"amp must be off, bf16 or fp16, got {amp!r}")
+    return "tf32" if device_type == "cuda" and cudnn_allow_tf32 else "fp32"
+
+
+def matmul_peak(n: int, device: str = "cpu", precision: str = "fp32") -> tuple[Callable[[], object], int]:
     """(one call, its FLOPs): an ``n`` x ``n`` torch.matmul, the machine's attainable dense peak.
 
     Timed among the other variants with the same thread count, it gives the peak the achieved GFLOP/s
-    are compared with. On CUDA, TF32 is disabled so the FP32 peak is true FP32.
+    are compared with. ``precision`` is one of :data:`PEAK_DTYPES`; on CUDA each call sets TF32 for
+    matmuls on (``tf32``) or off (every other) and restores the setting, so peaks of different
+    precisions timed in one run do not change each other or the variants.
     """
     import torch
 
-    dtype = getattr(torch, dtype_name)
+    if precision not in PEAK_DTYPES:
+        raise ValueError(f"peak precision must be one of {', '.join(PEAK_DTYPES)}, got {precision!r}")
+    dtype = getattr(torch, PEAK_DTYPES[precision])
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
     if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = False
+        tf32 = precision == "tf32"
 
         def run() -> None:
-            torch.matmul(a, b)
-            torch.cuda.synchronize()
+            before = torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            try:
+                torch.matmul(a, b)
+                torch.cuda.synchronize()
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = before
     else:
 
         def run() -> None:
@@ -266,17 +292,17 @@ def ort_matmul_peak(n: int, threads: int) -> tuple[Callable[[], object], int]:
     takes a narrower code path than MLAS, so on those machines onnxruntime's own kernels go faster
     than the torch "peak" (measured: docs/BENCHMARKS.md)."""
     import numpy as np
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from contract.onnx_file import pin_ir_version
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul_peak",
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],
         [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    model = pin_ir_version(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])

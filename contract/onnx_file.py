@@ -16,6 +16,11 @@ from contract.metadata import ModelMetadata
 if TYPE_CHECKING:
     import onnx
 
+# onnxruntime 1.17, the oldest the package's extras allow, reads IR versions up to 9 (ONNX 1.15); newer
+# onnx packages stamp their own, newer IR on every model they build (onnx 1.23: IR 14, which
+# onnxruntime 1.30 refuses). Every file written here carries the IR of its opset instead.
+OLDEST_RUNTIME_MAX_IR = 9
+
 ONNX_HINT = "reading or writing ONNX files needs the onnx package: pip install 'aelf-crack[export]'"
 
 
@@ -59,12 +64,34 @@ def write_metadata(model: onnx.ModelProto, meta: ModelMetadata) -> onnx.ModelPro
     return model
 
 
+def ir_version_of_opset(opset: int) -> int:
+    """The IR version of the ONNX release that introduced default-domain ``opset`` (17 -> 8)."""
+    table = _onnx().helper.VERSION_TABLE  # (release, IR version, ai.onnx opset, ai.onnx.ml opset, ...)
+    known = [row[1] for row in table if row[2] == opset]
+    if not known:
+        raise ValueError(f"ONNX opset {opset} is not in this onnx package's version table "
+                         f"(it knows {table[0][2]} to {table[-1][2]})")
+    return min(known)
+
+
+def pin_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Lower ``model.ir_version`` to the IR of its default-domain opset, so that every onnxruntime
+    and TensorRT parser that reads the opset reads the file (the graph uses nothing newer)."""
+    opsets = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if opsets:
+        model.ir_version = min(model.ir_version, ir_version_of_opset(max(opsets)))
+    return model
+
+
 def save_onnx_atomic(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` through a temporary file and a rename: never half a file."""
+    """Write ``model`` to ``path`` through a temporary file and a rename: never half a file.
+
+    Its IR version is pinned to its opset's first (:func:`pin_ir_version`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     onnx_lib = _onnx()
+    pin_ir_version(model)
     try:
         onnx_lib.save(model, str(tmp))
         os.replace(tmp, path)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from contract.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
-from contract.onnx_file import save_onnx_atomic, write_metadata
+from contract.onnx_file import pin_ir_version, save_onnx_atomic, write_metadata
 from export.parity import DEFAULT_TOLERANCE, ParityError, ParityResult, check_parity, parity_tiles
 from train.checkpoint import CheckpointError, load_model, metadata_from_checkpoint
 
@@ -96,6 +96,7 @@ def to_onnx(
         model = onnxslim.slim(model)
     extra = {**meta.extra, "opset": str(opset), "dynamic_hw": str(dynamic_hw).lower(), "exporter": exporter}
     model.producer_name = "aelf-crack export.onnx"
+    pin_ir_version(model)  # the opset's IR, not the onnx package's newest: older runtimes read it
     write_metadata(model, meta.replace(extra=extra))
     try:
         onnx.checker.check_model(model, full_check=True)

@@ -92,3 +92,37 @@ def test_bench_train_explains_a_missing_split(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         bench_train.main(["--data", str(tmp_path), "--no-append"])
     assert "splits/train.txt" in capsys.readouterr().err
+
+
+def test_each_throughput_is_compared_with_the_peak_of_its_own_precision() -> None:
+    """On CUDA, FP32 convolutions run as TF32 by cuDNN's default: their peak is the TF32 matmul's, not
+    true FP32's (that mismatch read 152 % of peak on an H200). Autocast variants meet their own dtype."""
+    from benchmarks.common import conv_precision, matmul_peak
+
+    assert conv_precision("off", "cuda", True) == "tf32"
+    assert conv_precision("off", "cuda", False) == "fp32"
+    assert conv_precision("off", "cpu", True) == "fp32"
+    assert [conv_precision(a, "cuda", True) for a in ("bf16", "fp16")] == ["bf16", "fp16"]
+    with pytest.raises(ValueError, match="amp must be"):
+        conv_precision("int8", "cuda", True)
+    with pytest.raises(ValueError, match="peak precision"):
+        matmul_peak(8, "cpu", "float32")
+    run, flops = matmul_peak(8, "cpu", "bf16")
+    run()
+    assert flops == 2 * 8**3
+    peaks = bench_train.train_peaks(["fp32"], 16, "cpu", 1)
+    assert sorted(peaks) == ["onnxruntime MatMul 16x16 fp32", "torch.matmul 16x16 fp32"]
+    assert {p for _, _, p in peaks.values()} == {"fp32"}
+    rates = dict(zip(peaks, (5.0, 7.0)))
+    assert bench_train.best_per_precision(peaks, rates) == {"fp32": 7.0}
+
+
+def test_the_gpu_variants_run_a_copy_and_leave_the_cpu_module_where_it_is() -> None:
+    """bench_inference moved the caller's module to the GPU, so its CPU eager variant then failed on
+    every CUDA machine. The 'meta' device stands in for CUDA here: a real device move, no GPU needed."""
+    from train.model import build_model
+
+    unet = build_model(4)
+    moved = bench_inference.on_device(unet, "meta")
+    assert next(unet.parameters()).device.type == "cpu"
+    assert next(moved.parameters()).device.type == "meta" and not moved.training

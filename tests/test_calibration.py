@@ -17,7 +17,7 @@ from calibration.threshold import main as threshold_main
 from contract.image_tiles import ImageFolderError, draw_tiles, list_images
 from contract.metadata import ModelMetadata
 from contract.metrics import ThresholdSweep
-from contract.onnx_file import read_metadata
+from contract.onnx_file import OLDEST_RUNTIME_MAX_IR, read_metadata
 
 SIZE = 64
 META = ModelMetadata(width=4, input_size=SIZE)
@@ -150,6 +150,7 @@ def test_int8_cli_writes_a_smaller_model(trained_onnx, shared_data, tmp_path, ca
     assert code == 0 and out.is_file()
     assert "F-beta of INT8 vs FP32 decisions" in capsys.readouterr().out
     assert out.stat().st_size < trained_onnx.stat().st_size
+    assert onnx.load(str(out)).ir_version <= OLDEST_RUNTIME_MAX_IR  # quantize_static stamps onnx's newest
 
 
 # --------------------------------------------------------------------------- threshold
@@ -186,6 +187,7 @@ def test_threshold_cli_writes_the_printed_threshold(trained_onnx, shared_data, t
     out = capsys.readouterr().out
     printed = float(out.split("threshold ")[1].split(":")[0])
     assert read_metadata(model).threshold == pytest.approx(printed)
+    assert onnx.load(str(model)).ir_version <= OLDEST_RUNTIME_MAX_IR
     assert "on 3 images" in out
     # --max-images: a seeded subset of the split
     assert threshold_main(["--model", str(model), "--data", str(root), "--max-images", "2"]) == 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from contract.metadata import INPUT_NAME, OUTPUT_NAME
-from contract.onnx_file import read_metadata
+from contract.onnx_file import OLDEST_RUNTIME_MAX_IR, ir_version_of_opset, pin_ir_version, read_metadata
 from export.onnx import main, to_onnx
 from export.parity import ParityError, check_parity
 from train.checkpoint import load_model, metadata_from_checkpoint, save_checkpoint
@@ -108,3 +108,27 @@ def test_zero_tolerance_is_enforced(checkpoint, tmp_path, capsys):
 def test_missing_checkpoint_is_named(tmp_path, capsys):
     assert main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m.onnx")]) == 1
     assert "nope.pt does not exist" in capsys.readouterr().err
+
+
+def test_every_written_model_carries_its_opsets_ir_version(exported):
+    """onnx 1.23 stamps IR 14 on what it builds; onnxruntime 1.30 reads up to 13, 1.17 (the oldest the
+    extras allow) up to 9. The files carry the IR of their opset (17 -> 8) and so open in all of them."""
+    assert onnx.load(str(exported)).ir_version == ir_version_of_opset(17) == 8 <= OLDEST_RUNTIME_MAX_IR
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    built = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert built.ir_version == onnx.IR_VERSION  # what the onnx package does by itself
+    assert pin_ir_version(built).ir_version == 8
+    with pytest.raises(ValueError, match="opset 999 is not in this onnx package's version table"):
+        ir_version_of_opset(999)
+
+
+def test_the_benchmark_matmul_model_opens_in_onnxruntime():
+    """benchmarks.common.ort_matmul_peak builds its model in memory: pinned as well (it failed on onnxruntime 1.30)."""
+    from benchmarks.common import ort_matmul_peak
+
+    run, flops = ort_matmul_peak(8, threads=1)
+    assert run()[0].shape == (8, 8) and flops == 2 * 8**3
