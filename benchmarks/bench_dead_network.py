@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
              f"augmented crops of {data.name}, {args.steps} steps, validation on {args.val_images} images (whole images).",
              f"Headline: {summary}."]
     publish(section_header("Dead-network check: the paper's network at its settings, per seed",
-                           command_line("benchmarks.bench_dead_network", argv), notes) + "\n".join(rows) + "\n", args)
+                           command_line(__file__, argv), notes) + "\n".join(rows) + "\n", args)
     return 0
 
 

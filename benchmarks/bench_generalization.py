@@ -132,22 +132,37 @@ class AlertDecider:
         config = load_config(edge_config)
         return cls(float(config.model.threshold or model_threshold), config)
 
-    def fires(self, prob: np.ndarray) -> bool:
-        from edge.alerts import AlertPolicy
+    def with_measure(self, **changes: Any) -> AlertDecider:
+        """The same decider with some ``measure`` settings changed (e.g. ``straight_min_length_px=120``)."""
+        measure = self.config.measure.model_copy(update=changes)
+        return AlertDecider(self.threshold, self.config.model_copy(update={"measure": measure}))
+
+    def measure(self, prob: np.ndarray):
+        """The daemon's :class:`edge.measure.FrameMeasurement` of this probability map."""
         from edge.measure import measure_cracks
 
         measure = self.config.measure
-        measurement = measure_cracks(
+        return measure_cracks(
             prob, self.threshold, min_area_px=measure.min_area_px, gsd_mm_per_px=self.config.tiling.gsd_mm_per_px,
             rules=measure.severity.rules(), open_px=measure.open_px, close_px=measure.close_px,
             min_length_px=measure.min_length_px, link_gap_px=measure.link_gap_px,
+            straight_min_length_px=measure.straight_min_length_px, straight_min_share=measure.straight_min_share,
         )
+
+    def decides(self, measurement) -> bool:
+        from edge.alerts import AlertPolicy
+
         return AlertPolicy(self.config.alerts).decide(measurement, now_s=0.0, source="tile")
+
+    def fires(self, prob: np.ndarray) -> bool:
+        return self.decides(self.measure(prob))
 
     def describe(self) -> str:
         m, a = self.config.measure, self.config.alerts
+        straight = (f"straight_min_length_px {m.straight_min_length_px:g} (share {m.straight_min_share:g}), "
+                    if m.straight_min_length_px else "")
         return (f"threshold {self.threshold:.2f}, min_area_px {m.min_area_px}, min_length_px {m.min_length_px:g}, "
-                f"link_gap_px {m.link_gap_px}, open/close {m.open_px}/{m.close_px} px, "
+                f"link_gap_px {m.link_gap_px}, {straight}open/close {m.open_px}/{m.close_px} px, "
                 f"min_severity {a.min_severity}, min_coverage {a.min_coverage}")
 
 

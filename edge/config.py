@@ -203,6 +203,14 @@ class MeasureConfig(_Section):
     link_gap_px: int = Field(_CLEANUP.link_gap_px, ge=0, description="pieces closer than this are one crack, px (0 = off)")
     open_px: int = Field(_CLEANUP.open_px, ge=0, description="morphological opening of the mask, px (0 = off)")
     close_px: int = Field(_CLEANUP.close_px, ge=0, description="morphological closing of the mask, px (0 = off)")
+    straight_min_length_px: float = Field(
+        _CLEANUP.straight_min_length_px, ge=0,
+        description="pieces made of straight lines at least this long are joints, not cracks, px (0 = off)",
+    )
+    straight_min_share: float = Field(
+        _CLEANUP.straight_min_share, gt=0, le=1,
+        description="share of a piece's centre line on such straight lines that makes it a joint",
+    )
     severity: SeverityConfig = SeverityConfig()
 
 

@@ -287,6 +287,8 @@ class Pipeline:
             prob_map, self.threshold, min_area_px=self.config.measure.min_area_px, gsd_mm_per_px=gsd,
             rules=self.rules, open_px=self.config.measure.open_px, close_px=self.config.measure.close_px,
             min_length_px=self.config.measure.min_length_px, link_gap_px=self.config.measure.link_gap_px,
+            straight_min_length_px=self.config.measure.straight_min_length_px,
+            straight_min_share=self.config.measure.straight_min_share,
         )
         alert, jpeg = None, None
         if measurement.cracks and self.policy.decide(measurement, p.frame.capture_time.timestamp(), p.frame.source_id,

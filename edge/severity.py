@@ -36,6 +36,10 @@ class MaskCleanup:
     link_gap_px: int = 30
     open_px: int = 0
     close_px: int = 0
+    # pieces at least this share of which lie on straight lines this long are joints, not cracks
+    # (edge.measure.drop_straight); 0 px = off
+    straight_min_length_px: float = 0.0
+    straight_min_share: float = 0.85
 
 
 @dataclass(frozen=True)

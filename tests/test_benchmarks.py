@@ -113,7 +113,7 @@ def test_each_throughput_is_compared_with_the_peak_of_its_own_precision() -> Non
     peaks = bench_train.train_peaks(["fp32"], 16, "cpu", 1)
     assert sorted(peaks) == ["onnxruntime MatMul 16x16 fp32", "torch.matmul 16x16 fp32"]
     assert {p for _, _, p in peaks.values()} == {"fp32"}
-    rates = dict(zip(peaks, (5.0, 7.0)))
+    rates = dict(zip(peaks, (5.0, 7.0), strict=True))
     assert bench_train.best_per_precision(peaks, rates) == {"fp32": 7.0}
 
 
@@ -126,3 +126,19 @@ def test_the_gpu_variants_run_a_copy_and_leave_the_cpu_module_where_it_is() -> N
     moved = bench_inference.on_device(unet, "meta")
     assert next(unet.parameters()).device.type == "cpu"
     assert next(moved.parameters()).device.type == "meta" and not moved.training
+
+
+def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: Path) -> None:
+    from benchmarks import bench_joints
+    from train.structures import FAMILIES
+
+    results = tmp_path / "RESULTS.md"
+    assert bench_joints.main(["--sources", "deepcrack", "--max-images", "1", "--no-progress",
+                              "--data-root", str(shared_data), "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "python -m benchmarks.bench_joints --sources deepcrack" in text
+    for family in ("none", *FAMILIES):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {family} |"))
+        assert row.count("(0/1)") + row.count("(1/1)") == 2, row  # one tile, decided off and on
+    assert "| **held-out families, pooled** | | " in text and "recall <= 2 px" in text
+    assert bench_joints.main(["--max-images", "0", "--no-append"]) == 2

@@ -205,3 +205,59 @@ def test_specks_are_dropped_and_fragments_of_one_crack_are_one_crack():
     prob[250:253, 30:90] = 0.9
     assert len(measure_cracks(prob, 0.5).cracks) == 2
     assert len(measure_cracks(prob, 0.5, min_length_px=70, link_gap_px=30).cracks) == 1
+
+
+# --------------------------------------------------------------------------- straight structures
+
+
+def _wandering_crack(seed: int, size: int = 512) -> np.ndarray:
+    """A crack-like random walk across the frame: heading drifts, 1-3 px wide."""
+    rng = np.random.default_rng(seed)
+    canvas = np.zeros((size, size), np.uint8)
+    x, y, heading = 10.0, size / 2 + rng.normal(0, 40), rng.normal(0, 0.2)
+    while 0 <= x < size - 10 and 10 <= y < size - 10:
+        heading = 0.85 * heading + rng.normal(0, 0.25)
+        nx, ny = x + 4 * math.cos(heading), y + 4 * math.sin(heading)
+        cv2.line(canvas, (int(x), int(y)), (int(nx), int(ny)), 1, int(rng.integers(1, 4)))
+        x, y = nx, ny
+    return canvas
+
+
+def test_straight_joints_are_dropped_and_cracks_kept_when_the_check_is_on():
+    joints = np.zeros((512, 512), np.float32)
+    cv2.line(joints, (0, 40), (511, 230), 1.0, 4)  # a saw cut across the frame
+    for k in range(0, 512, 90):  # a tile grid, 0.9 degrees off the axes
+        cv2.line(joints, (k, 300), (k + 3, 511), 1.0, 3)
+        cv2.line(joints, (0, 300 + k // 3), (511, 302 + k // 3), 1.0, 3)
+    crack = _wandering_crack(0).astype(np.float32)
+    assert len(measure_cracks(joints, 0.5).cracks) >= 2, "off by default: every piece is a crack"
+    on = {"straight_min_length_px": 120}
+    assert measure_cracks(joints, 0.5, **on).cracks == ()
+    kept = measure_cracks(crack, 0.5, **on).cracks
+    assert len(kept) == 1 and kept[0].length_px > 400
+    # a crack that meets a joint: one piece, mostly crooked, so it stays
+    both = np.maximum(crack, 0)
+    cv2.line(both, (250, 0), (250, 511), 1.0, 3)
+    assert len(measure_cracks(both, 0.5, **on).cracks) == 1
+    assert measure_cracks(both, 0.5, straight_min_length_px=120, straight_min_share=0.3).cracks == ()
+
+
+def test_straight_check_keeps_nearly_every_labelled_real_crack(shared_data):
+    """Recall cost on real labels: of the ground-truth crack pieces at least 120 px long in the six
+    sets' test masks (every 4th), the check drops at most 2 %."""
+    from edge.measure import label_components, sample_skeleton, straight_share
+
+    long_pieces = dropped = 0
+    for path in sorted(shared_data.glob("*/masks/*.png"))[::4]:
+        mask = (cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 127).astype(np.uint8)
+        if mask.sum() < 120:
+            continue
+        pieces = label_components(mask, 20)
+        samples = sample_skeleton((pieces.labels > 0).astype(np.uint8))
+        length = np.bincount(pieces.labels[samples.ys, samples.xs], weights=samples.step_length, minlength=pieces.n)
+        share = straight_share(pieces, samples, 120)
+        long_ = length[1:] >= 120
+        long_pieces += int(long_.sum())
+        dropped += int((long_ & (share[1:] >= 0.85)).sum())
+    assert long_pieces > 300
+    assert dropped <= 0.02 * long_pieces, f"{dropped} of {long_pieces} real cracks would be dropped"

@@ -151,7 +151,7 @@ def test_dataset_returns_train_crops_tensors_deterministically() -> None:
 
 def test_small_backgrounds_are_mirrored_up_to_size_never_black_padded() -> None:
     small = textured_grey(40)[:30]  # 30 x 40, all pixels far from black
-    crops = SyntheticCrops([small], 64, SynthConfig(p_crack=0.0, p_distractor=0.0), seed=0, length=6)
+    crops = SyntheticCrops([small], 64, SynthConfig(p_crack=0.0, p_distractor=0.0, p_structures=0.0), seed=0, length=6)
     for index in range(len(crops)):
         image, _ = crops.sample(index)
         assert image.shape == (64, 64, 3) and image.min() >= small.min() - 2

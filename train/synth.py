@@ -9,7 +9,9 @@ Three pieces, all pure functions on RGB uint8 H x W x 3 arrays with randomness o
   walk prefers darker pixels so a crack follows the surface's grain) and returns their mask.
 * :func:`render_distractors` draws what must *not* be called a crack (mask stays 0): straight dark
   lines, joint / seam grids, sharp brightness edges, painted marks and formwork streaks. Straight and
-  regular is the point: a straight construction joint must not be an alert.
+  regular is the point: a straight construction joint must not be an alert. The structures of real
+  surfaces (tiles, bricks, formwork with tie holes, saw cuts, chamfers, cables, road paint) are
+  families of their own in ``train.structures``, some held out from training for measurement.
 
 :class:`SyntheticCrops` is a torch dataset of such samples that returns what ``train.data.TrainCrops``
 returns, deterministic per (seed, epoch, index).
@@ -29,6 +31,7 @@ from torch.utils.data import Dataset
 from train.augment import AugmentConfig, random_affine, random_crop
 from train.data import to_chw_float
 from train.photometric import PhotometricConfig, random_photometric
+from train.structures import TRAINING_FAMILIES, check_families, render_structures
 
 SUPERSAMPLE = 4  # cracks and lines are drawn at 4x and area-averaged down: sub-pixel widths, anti-aliased
 _SUB = SUPERSAMPLE * 16  # cv2 drawing with shift=4: coordinates in 1/16 of a supersampled pixel
@@ -72,13 +75,19 @@ class SynthConfig:
     p_edge: float = 0.3
     p_paint: float = 0.2
     p_streaks: float = 0.3
+    # straight structures of real surfaces (train.structures): which families training may draw, and how often
+    structure_families: tuple[str, ...] = TRAINING_FAMILIES
+    p_structures: float = 0.3
     # mix of one synthetic sample
     p_crack: float = 0.6  # hairline cracks drawn
     p_distractor: float = 0.5  # distractors drawn (before the cracks); neither -> plain crack-free negative
 
     def __post_init__(self) -> None:
+        check_families(self.structure_families)
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "structure_families":
+                continue
             if f.name.startswith("p_") and not 0.0 <= value <= 1.0:
                 raise ValueError(f"synth {f.name} must be a probability in [0, 1], got {value}")
             if isinstance(value, tuple) and (len(value) != 2 or value[0] > value[1] or value[0] < 0):
@@ -458,8 +467,10 @@ def synthetic_sample(background: np.ndarray, rng: np.random.Generator, size: int
 
     A random crop (mirrored up to ``size`` when smaller), the geometric warp ``augment`` (reflect
     border: the surface is drawn on after it), then with ``p_distractor`` distractors and with
-    ``p_crack`` hairline cracks (cracks last, so a crack over a joint keeps its label); with neither
-    it is a plain crack-free negative.
+    ``p_crack`` hairline cracks (cracks last, so a crack over a joint keeps its label), and with
+    ``p_structures`` one of ``structure_families`` (train.structures: tiles, formwork, chamfers,
+    road paint by default; the held-out families never unless named); with none of them it is a
+    plain crack-free negative.
     """
     background = reflect_to_size(background, size)
     empty = np.zeros(background.shape[:2], np.uint8)
@@ -469,6 +480,8 @@ def synthetic_sample(background: np.ndarray, rng: np.random.Generator, size: int
     draw_distractors, draw_cracks = rng.random(2) < (config.p_distractor, config.p_crack)
     if draw_distractors:
         image = render_distractors(image, rng, config)
+    if config.p_structures and config.structure_families and rng.random() < config.p_structures:
+        image = render_structures(image, rng, config.structure_families)
     if draw_cracks:
         image, mask = render_hairline_cracks(image, rng, config)
     return image, mask

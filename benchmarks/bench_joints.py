@@ -1,0 +1,201 @@
+"""Joints are not cracks: alert rates on straight structures of real surfaces, and what the straight check costs.
+
+``python -m benchmarks.bench_joints`` (the shipped model, the six visible sets' test splits, 20 images each)
+
+For every test image the cracks are inpainted away (``train.synth.crack_free_background``) and the
+centre square of side min(512, H, W) is kept: a real crack-free surface. Into it each structure family
+of ``train.structures`` is drawn once (its own seeded generator), and the tile is predicted as the
+daemon predicts a frame. Each tile is decided twice, side by side: by the daemon's default alert
+decision, and by the same decision with the straight check of ``edge.measure.drop_straight`` on
+(``--straight-min-length-px``, ``--straight-min-share``). The real crack tiles of the same images
+(``benchmarks.generalization.crack_tiles``) are decided both ways too, and the crack pixels kept by
+each decision's cleaned mask give recall by crack width at 0 px tolerance.
+
+Which figures mean what: the **held-out** families (``train.structures.HELD_OUT_FAMILIES``) are never
+drawn in training by default, so their rate is the one that says how a model does on joints it has
+not seen; the **training** families' rate is what a model trained with ``train.synth`` works toward.
+For a model trained before those families existed (the shipped one) both are unseen. "none" is the
+inpainted surface alone: the control.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.bench_generalization import SOURCES, AlertDecider, load_source_split
+from benchmarks.common import add_results_args, command_line, data_root, publish, section_header
+from benchmarks.generalization import WidthRecall, crack_tiles, recall_by_width, width_bins_of_mask
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO / "edge" / "assets" / "demo_model.onnx"
+WIDTH_EDGES_PX = (2.0, 5.0)  # recall <= 2 px (hairlines), 2-5 px, > 5 px
+NONE = "none"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_joints", description=__doc__.split("\n")[0])
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model or checkpoint (default: the shipped model)")
+    p.add_argument("--data-root", type=Path, default=None, help="folder holding the data sets (default: ../shared/data)")
+    p.add_argument("--sources", nargs="+", default=list(SOURCES), help="data sets (default: all six)")
+    p.add_argument("--max-images", type=int, default=20, help="test images per source (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the structures drawn (default: %(default)s)")
+    p.add_argument("--straight-min-length-px", type=float, default=120.0,
+                   help="the straight check's minimum line length, px (default: %(default)s)")
+    p.add_argument("--straight-min-share", type=float, default=0.85,
+                   help="share of a piece on such lines that makes it a joint (default: %(default)s)")
+    p.add_argument("--edge-config", type=Path, default=None, help="daemon config whose alert decision is used "
+                   "(default: the built-in defaults)")
+    p.add_argument("--device", default="auto", help="torch device for a checkpoint (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no per-source progress lines")
+    add_results_args(p)
+    return p
+
+
+class Counts:
+    """Alerts raised per decision (off / on) over the tiles of one kind."""
+
+    def __init__(self) -> None:
+        self.tiles = 0
+        self.fired = {"off": 0, "on": 0}
+
+    def add(self, off: bool, on: bool) -> None:
+        self.tiles += 1
+        self.fired["off"] += int(off)
+        self.fired["on"] += int(on)
+
+    def rate(self, which: str) -> str:
+        return f"{self.fired[which] / self.tiles:.3f} ({self.fired[which]}/{self.tiles})" if self.tiles else "-"
+
+
+def centre_square(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    y, x = (h - side) // 2, (w - side) // 2
+    return np.ascontiguousarray(image[y : y + side, x : x + side])
+
+
+def score_source(predict, images, source_index: int, deciders: dict[str, AlertDecider], seed: int,
+                 families: list[str]) -> tuple[dict[str, Counts], Counts, dict[str, WidthRecall], int]:
+    """Alert counts per family, on crack tiles, crack recall by width per decision, and images skipped."""
+    from train.structures import render_structure
+    from train.synth import crack_free_background
+
+    per_family = {name: Counts() for name in [NONE, *families]}
+    cracks = Counts()
+    recall = {k: WidthRecall(WIDTH_EDGES_PX) for k in deciders}
+    skipped = 0
+    for i in range(len(images)):
+        image, mask = images.images[i], images.masks[i].astype(bool)
+        surface = crack_free_background(image, mask.astype(np.uint8))
+        if surface is None:
+            skipped += 1
+        else:
+            square = centre_square(surface, min(512, *surface.shape[:2]))
+            for f, name in enumerate([NONE, *families]):
+                rng = np.random.default_rng([seed, source_index, i, f])
+                tile = square if name == NONE else render_structure(square, rng, name)
+                prob = predict(tile)
+                per_family[name].add(*(deciders[k].fires(prob) for k in ("off", "on")))
+        for tile in crack_tiles(image, mask, 512, 64):
+            prob = predict(np.ascontiguousarray(tile.image))
+            truth = mask[tile.y : tile.y + tile.side, tile.x : tile.x + tile.side]
+            bins = width_bins_of_mask(truth, WIDTH_EDGES_PX)
+            fired = {}
+            for k, decider in deciders.items():
+                measurement = decider.measure(prob)
+                fired[k] = decider.decides(measurement)
+                recall[k] = recall[k] + recall_by_width(measurement.mask, truth, WIDTH_EDGES_PX, 0, bins)
+            cracks.add(fired["off"], fired["on"])
+    return per_family, cracks, recall, skipped
+
+
+def tables(per_family: dict[str, Counts], cracks: Counts, recall: dict[str, WidthRecall],
+           training: tuple[str, ...], held_out: tuple[str, ...]) -> str:
+    def pooled(names: tuple[str, ...]) -> Counts:
+        total = Counts()
+        for n in names:
+            total.tiles += per_family[n].tiles
+            for k in ("off", "on"):
+                total.fired[k] += per_family[n].fired[k]
+        return total
+
+    rows = ["| tiles | family split | alert rate, default decision | alert rate, straight check on |",
+            "|---|---|---|---|"]
+    for name in [NONE, *training, *held_out]:
+        split = "control" if name == NONE else ("training" if name in training else "held out")
+        rows.append(f"| {name} | {split} | {per_family[name].rate('off')} | {per_family[name].rate('on')} |")
+    for label, names in (("**training families, pooled**", training), ("**held-out families, pooled**", held_out)):
+        total = pooled(names)
+        rows.append(f"| {label} | | {total.rate('off')} | {total.rate('on')} |")
+    rows.append(f"| **real crack tiles** | | {cracks.rate('off')} | {cracks.rate('on')} |")
+    labels = recall["off"].labels
+    rows += ["", "Recall of labelled crack pixels in the crack tiles, by width, 0 px tolerance (the cleaned mask):", "",
+             "| decision | " + " | ".join(f"recall {lab}" for lab in labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for k, name in (("off", "default decision"), ("on", "straight check on")):
+        r = recall[k]
+        rows.append(f"| {name} | " + " | ".join(f"{v:.3f} ({t:,} px)" for v, t in zip(r.recall, r.total, strict=True)) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from train.evaluate import load_predictor
+    from train.structures import FAMILIES, HELD_OUT_FAMILIES, TRAINING_FAMILIES
+
+    if not args.model.is_file():
+        print(f"error: --model {args.model} does not exist", file=sys.stderr)
+        return 2
+    if args.max_images < 1:
+        print(f"error: --max-images must be at least 1, got {args.max_images}", file=sys.stderr)
+        return 2
+    root = args.data_root or data_root()
+    predict, info = load_predictor(args.model, args.device)
+    off = AlertDecider.from_config(float(info["threshold"]), args.edge_config)
+    on = off.with_measure(straight_min_length_px=args.straight_min_length_px,
+                          straight_min_share=args.straight_min_share)
+    deciders = {"off": off, "on": on}
+    families = list(FAMILIES)
+    per_family: dict[str, Counts] = defaultdict(Counts)
+    cracks = Counts()
+    recall = {k: WidthRecall(WIDTH_EDGES_PX) for k in deciders}
+    skipped: dict[str, int] = {}
+    for s, name in enumerate(args.sources):
+        images = load_source_split(root / name, "test", info.get("train_config") or {}, args.max_images)
+        fam, crk, rec, skip = score_source(predict, images, s, deciders, args.seed, families)
+        for key, counts in fam.items():
+            per_family[key].tiles += counts.tiles
+            for k in ("off", "on"):
+                per_family[key].fired[k] += counts.fired[k]
+        cracks.tiles += crk.tiles
+        for k in ("off", "on"):
+            cracks.fired[k] += crk.fired[k]
+            recall[k] = recall[k] + rec[k]
+        skipped[name] = skip
+        if not args.no_progress:
+            held = sum(fam[n].fired["off"] for n in HELD_OUT_FAMILIES), sum(fam[n].fired["on"] for n in HELD_OUT_FAMILIES)
+            tiles = sum(fam[n].tiles for n in HELD_OUT_FAMILIES)
+            print(f"{name}: held-out structures alerted {held[0]}/{tiles} (check on: {held[1]}/{tiles}); "
+                  f"crack tiles {crk.fired['off']}/{crk.tiles} (check on: {crk.fired['on']}/{crk.tiles})", flush=True)
+    text = tables(per_family, cracks, recall, TRAINING_FAMILIES, HELD_OUT_FAMILIES)
+    notes = [
+        f"Model: {args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model} "
+        f"(threshold {off.threshold:.2f}); test split of {', '.join(args.sources)} (first {args.max_images} images each).",
+        f"Default decision: {off.describe()}. Straight check on: {on.describe()}.",
+        "Structure tiles: each image's cracks inpainted (train.synth.crack_free_background; images whose cracks are "
+        "too wide or too many to inpaint are skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) + "), "
+        f"centre square of side min(512, H, W), one structure per family drawn with seed {args.seed}. "
+        f"Held-out families: {', '.join(HELD_OUT_FAMILIES)}; training families: {', '.join(TRAINING_FAMILIES)}.",
+    ]
+    publish(section_header("Joints are not cracks: straight structures and the straight check",
+                           command_line(__file__, argv), notes) + text, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
