@@ -9,10 +9,11 @@ Each seed trains the paper's network (width 64, deep head, AELF, Adam lr 1e-4, b
 * **alive init without clipping**: ``--model-init alive --clip-grad-norm 0`` (the init's share of the fix);
 * **shipped defaults**: ``--model-init alive --clip-grad-norm 1`` (train.model.init_head_alive).
 
-A run **learns** when the dead-network watch never stopped it (train.health: no gradient below the
-head for 20 steps in a row) and its validation AP is above chance (more than 1.5 x the crack share of
-the validation images). A run that died reports the step and the watch's message; every row prints
-as soon as its run ends, and the table is appended to benchmarks/RESULTS.md.
+A run **dies** when the dead-network watch stopped it (train.health: no gradient below the head for
+20 steps in a row) or its validation prediction is one constant; it **learns** when it did not die and
+its validation AP is above chance (more than 1.5 x the crack share of the validation images). A run
+that is alive but not yet above chance says so. Every row prints as soon as its run ends, and the
+table is appended to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s, the paper's)")
     p.add_argument("--val-images", type=int, default=8, help="validation images per run (default: %(default)s)")
     p.add_argument("--variants", default=",".join(VARIANTS),
-                   help=f"comma list of {', '.join(VARIANTS)} (default: both)")
+                   help=f"comma list of {', '.join(VARIANTS)} (default: all)")
     add_results_args(p)
     return p
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_one(data: Path, seed: int, variant: dict, args: argparse.Namespace, out: Path) -> dict:
     """Train one seed of one variant; what happened (learned, died at step, validation AP, crack share)."""
     from train.config import TrainConfig
-    from train.health import CHANCE_AP_RATIO, DeadNetworkError, validation_verdict
+    from train.health import CHANCE_AP_RATIO, CONSTANT_PROB_SPREAD, DeadNetworkError, validation_verdict
     from train.loop import train_run
 
     half = max(1, args.steps // 2)
@@ -72,8 +73,10 @@ def run_one(data: Path, seed: int, variant: dict, args: argparse.Namespace, out:
         return {"learned": False, "died": str(exc), "seconds": time.perf_counter() - started}
     val = result.best_val
     verdict = validation_verdict(val["ap"], val["crack_share"], val["prob_min"], val["prob_max"])
-    return {"learned": verdict is None, "died": "", "val_ap": val["ap"], "crack_share": val["crack_share"],
-            "ods_f": val["ods_f"], "chance": CHANCE_AP_RATIO * val["crack_share"], "verdict": verdict or "",
+    constant = val["prob_max"] - val["prob_min"] < CONSTANT_PROB_SPREAD
+    return {"learned": verdict is None, "died": "constant validation prediction" if constant else "",
+            "val_ap": val["ap"], "crack_share": val["crack_share"], "ods_f": val["ods_f"],
+            "chance": CHANCE_AP_RATIO * val["crack_share"], "verdict": verdict or "",
             "seconds": time.perf_counter() - started}
 
 
@@ -89,21 +92,25 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     load_before = load_average()
-    rows = ["| variant | seed | learned | outcome | val AP | crack share | val ODS F | s |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| variant | seed | died | learned | outcome | val AP | crack share | val ODS F | s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     learned = {n: 0 for n in names}
+    died = {n: 0 for n in names}
     with tempfile.TemporaryDirectory(prefix="dead-network-") as tmp:
         for seed in range(args.seeds):
             for name in names:
                 r = run_one(data, seed, VARIANTS[name], args, Path(tmp) / f"{name.replace(' ', '_')}-{seed}")
                 learned[name] += r["learned"]
+                died[name] += bool(r["died"])
                 outcome = ("died: " + r["died"].split(":")[0].replace("the network died at ", "")) if r["died"] else (
-                    "learns" if r["learned"] else r["verdict"])
-                row = (f"| {name} | {seed} | {'yes' if r['learned'] else 'no'} | {outcome} | "
+                    "learns" if r["learned"] else "alive, " + r["verdict"])
+                row = (f"| {name} | {seed} | {'yes' if r['died'] else 'no'} | {'yes' if r['learned'] else 'no'} | {outcome} | "
                        f"{r.get('val_ap', float('nan')):.3f} | {r.get('crack_share', float('nan')):.3f} | "
                        f"{r.get('ods_f', float('nan')):.3f} | {r['seconds']:.0f} |")
                 rows.append(row)
                 print(row, flush=True)
-    summary = ", ".join(f"{name}: {learned[name]} of {args.seeds} seeds learn" for name in names)
+    summary = ", ".join(f"{name}: {died[name]} of {args.seeds} seeds die, {learned[name]} learn (above chance "
+                        f"after {args.steps} steps)" for name in names)
     print(summary, flush=True)
     notes = [f"Load: {load_before} before, {load_average()} after.",
              f"Protocol: width {args.width}, deep head, {args.loss}, Adam lr {args.lr:g}, batch 1, {args.size}-px "

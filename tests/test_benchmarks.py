@@ -142,3 +142,17 @@ def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: 
         assert row.count("(0/1)") + row.count("(1/1)") == 2, row  # one tile, decided off and on
     assert "| **held-out families, pooled** | | " in text and "recall <= 2 px" in text
     assert bench_joints.main(["--max-images", "0", "--no-append"]) == 2
+
+
+def test_bench_dead_network_reports_each_seed_and_variant(shared_data: Path, tmp_path: Path) -> None:
+    """The code path only (width 4, 2 steps): the paper's width-64 figures take minutes per seed."""
+    from benchmarks import bench_dead_network
+
+    results = tmp_path / "RESULTS.md"
+    assert bench_dead_network.main(["--seeds", "1", "--steps", "2", "--size", "32", "--width", "4", "--val-images", "1",
+                                    "--data", str(shared_data / "deepcrack"), "--results", str(results)]) == 0
+    text = results.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "| 0 |" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| paper init", "| alive init without clipping", "| shipped defaults"]
+    assert "python -m benchmarks.bench_dead_network --seeds 1" in text and "seeds die" in text
+    assert bench_dead_network.main(["--variants", "mine", "--no-append"]) == 2

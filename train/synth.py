@@ -77,7 +77,7 @@ class SynthConfig:
     p_streaks: float = 0.3
     # straight structures of real surfaces (train.structures): which families training may draw, and how often
     structure_families: tuple[str, ...] = TRAINING_FAMILIES
-    p_structures: float = 0.3
+    p_structures: float = 0.5
     # mix of one synthetic sample
     p_crack: float = 0.6  # hairline cracks drawn
     p_distractor: float = 0.5  # distractors drawn (before the cracks); neither -> plain crack-free negative
