@@ -124,6 +124,7 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+GATE_OPEN = 1.0  # the deep head's 2-channel layer starts at this value at every pixel (open, with margin)
 CRACK_PRIOR = 0.05  # share of crack pixels the untrained network predicts (the public sets hold 2-8 %)
 
 
@@ -152,6 +153,9 @@ def init_head_alive(head: nn.Module) -> None:
     if output.weight.shape[1] == 2:
         with torch.no_grad():
             output.weight.copy_(torch.tensor([1.0, -1.0]).view(1, 2, 1, 1))
+        gate = head[-3]
+        nn.init.zeros_(gate.weight)
+        nn.init.constant_(gate.bias, GATE_OPEN)
 
 
 def check_input_shape(shape: tuple, in_channels: int = 3) -> None:
