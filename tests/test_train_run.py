@@ -187,3 +187,26 @@ def test_ablation_help_offers_only_flags_it_has(capsys):
     text = capsys.readouterr().out
     assert "--resume" not in text and "--time-budget-min" not in text
     assert "--data" in text and "--baselines" in text
+
+
+def test_eval_tile_validates_and_tests_through_the_daemons_tiler(tiny_cfd, tmp_path, capsys):
+    """--eval-tile N: validation and the final test predict as the daemon does (N-px tiles, stitched),
+    so epochs are chosen on what ships; the figures then equal an ONNX export scored at that tile."""
+    from contract.metadata import ModelMetadata
+    from contract.predict import predict_frame
+    from train.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    model = build_model(4, init="he").eval()  # He-normal everywhere: an output that varies before training
+    image = (np.random.default_rng(0).random((80, 120, 3)) * 255).astype(np.uint8)
+    tiled = torch_predictor(model, torch.device("cpu"), tile=64)(image)
+    daemon = predict_frame(TorchBackend.from_module(model, ModelMetadata(input_size=64), device="cpu"), image[..., ::-1])
+    whole = torch_predictor(model, torch.device("cpu"))(image)
+    assert tiled.shape == whole.shape == (80, 120) and np.array_equal(tiled, daemon)
+    assert not np.allclose(tiled, whole, atol=1e-4), "the tiler sees mirrored context, not zero padding"
+    out = tmp_path / "tiled"
+    assert run_main(["--data", str(tiny_cfd), *TINY, "--epochs", "1", "--eval-tile", "64", "--overlays", "0",
+                     "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["eval_tile"] == 64
+    assert run_main(["--data", str(tiny_cfd), *TINY, "--eval-tile", "40", "--out", str(tmp_path / "bad")]) == 2
+    assert "--eval-tile must be 0 (whole images) or a multiple of 16, got 40" in capsys.readouterr().err

@@ -52,6 +52,7 @@ class TrainConfig:
     workers: int = 2
     amp: str = "auto"
     tolerance_px: int = 0
+    eval_tile: int = 0  # 0: validate and test on whole images; N: through the daemon's tiler at N-px tiles
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     eval_every: int = 1
@@ -113,6 +114,8 @@ class TrainConfig:
         for name in ("workers", "tolerance_px", "max_steps_per_epoch", "overlays"):
             if getattr(self, name) < 0:
                 fail(name, ">= 0")
+        if self.eval_tile and (self.eval_tile < SIDE_MULTIPLE or self.eval_tile % SIDE_MULTIPLE):
+            fail("eval_tile", f"0 (whole images) or a multiple of {SIDE_MULTIPLE}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             fail("lr", "a positive learning rate")
         if self.lr_schedule not in LR_SCHEDULES:

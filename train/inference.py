@@ -35,8 +35,16 @@ def backend_predictor(backend: Backend, *, whole_image: bool = False, overlap: i
     return predict
 
 
-def torch_predictor(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None = None) -> Predictor:
-    """A whole-image predictor running ``model`` (logits) on ``device``, under autocast when ``amp_dtype`` is set."""
+def torch_predictor(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None = None,
+                    tile: int = 0) -> Predictor:
+    """A predictor running ``model`` (logits) on ``device``, under autocast when ``amp_dtype`` is set:
+    whole images (``tile`` 0), or cut into ``tile``-px tiles and stitched as the edge daemon does."""
+    if tile:
+        from contract.metadata import ModelMetadata
+
+        backend = TorchBackend.from_module(model, ModelMetadata(input_size=int(tile)), device=device, batch_size=4,
+                                           amp_dtype=amp_dtype)
+        return backend_predictor(backend)
     backend = TorchBackend.from_module(model, device=device, batch_size=1, amp_dtype=amp_dtype, whole_images=True)
     return backend_predictor(backend, whole_image=True)
 

@@ -385,7 +385,7 @@ def _restore(payload: dict[str, Any] | None, model, optimizer, scaler) -> _Progr
 def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config: TrainConfig,
              progress: bool) -> dict[str, Any]:
     """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source."""
-    predict = torch_predictor(unwrap(model), device, amp_dtype)
+    predict = torch_predictor(unwrap(model), device, amp_dtype, tile=config.eval_tile)
     seen = {"min": math.inf, "max": -math.inf}
 
     def note_range(_: int, prob: np.ndarray) -> None:
@@ -579,7 +579,7 @@ def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device:
                 write_overlay(out / "overlays", prefix + data.stems[index], data.images[index], prob,
                               data.masks[index], threshold)
 
-        sweeps[source.name] = sweep_images(torch_predictor(model, device, amp_dtype), test_data,
+        sweeps[source.name] = sweep_images(torch_predictor(model, device, amp_dtype, tile=config.eval_tile), test_data,
                                            tolerance_px=config.tolerance_px, progress=config.progress,
                                            desc=f"testing {source.name}", on_prediction=keep_overlay)
     has_val = any(s.splits.val for s in sources)

@@ -61,6 +61,8 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       "(default: %(default)s)")
     p("--val-max-images", type=int, help="validate on at most N images per data set (a seeded subset), 0 = all "
       "(default: %(default)s)")
+    p("--eval-tile", type=int, metavar="PX", help="validate and test through the daemon's tiler at PX-px tiles "
+      "(e.g. 512, what ships: small images are mirrored up to the tile), 0 = whole images (default: %(default)s)")
     p("--test-max-images", type=int, help="score the final test on at most N images per data set (a seeded "
       "subset; quick comparisons only: metrics.json records it), 0 = all (default: %(default)s)")
     p("--small-images", choices=SMALL_IMAGE_POLICIES,
