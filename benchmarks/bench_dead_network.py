@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 learned[name] += r["learned"]
                 died[name] += bool(r["died"])
                 outcome = ("died: " + r["died"].split(":")[0].replace("the network died at ", "")) if r["died"] else (
-                    "learns" if r["learned"] else "alive, " + r["verdict"])
+                    "learns" if r["learned"] else "not dead, " + r["verdict"])
                 row = (f"| {name} | {seed} | {'yes' if r['died'] else 'no'} | {'yes' if r['learned'] else 'no'} | {outcome} | "
                        f"{r.get('val_ap', float('nan')):.3f} | {r.get('crack_share', float('nan')):.3f} | "
                        f"{r.get('ods_f', float('nan')):.3f} | {r['seconds']:.0f} |")
