@@ -61,7 +61,9 @@ def test_tiny_model_overfits_real_crack_crops(shared_data):
     assert all(m.mean() > 0.02 for m in masks)  # the crops do hold cracks
     dataset = TrainCrops(data, 96, augment=None)
     loader = DataLoader(dataset, batch_size=3, sampler=RandomSampler(dataset, replacement=True, num_samples=600))
-    model = build_model(8, "deep")
+    # He-normal everywhere: the open-gate head (the default) starts as one constant and, measured at
+    # width 8, reaches only F-beta 0.862 (AP 0.930) in these 200 steps; this test checks the loop
+    model = build_model(8, "deep", init="he")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     device = torch.device("cpu")
