@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_one(data: Path, seed: int, variant: dict, args: argparse.Namespace, out: Path) -> dict:
     """Train one seed of one variant; what happened (learned, died at step, validation AP, crack share)."""
     from train.config import TrainConfig
-    from train.health import CHANCE_AP_RATIO, CONSTANT_PROB_SPREAD, DeadNetworkError, validation_verdict
+    from train.health import CHANCE_AP_RATIO, DeadNetworkError, constant_prediction, validation_verdict
     from train.loop import train_run
 
     half = max(1, args.steps // 2)
@@ -73,7 +73,7 @@ def run_one(data: Path, seed: int, variant: dict, args: argparse.Namespace, out:
         return {"learned": False, "died": str(exc), "seconds": time.perf_counter() - started}
     val = result.best_val
     verdict = validation_verdict(val["ap"], val["crack_share"], val["prob_min"], val["prob_max"])
-    constant = val["prob_max"] - val["prob_min"] < CONSTANT_PROB_SPREAD
+    constant = constant_prediction(val["prob_min"], val["prob_max"])
     return {"learned": verdict is None, "died": "constant validation prediction" if constant else "",
             "val_ap": val["ap"], "crack_share": val["crack_share"], "ods_f": val["ods_f"],
             "chance": CHANCE_AP_RATIO * val["crack_share"], "verdict": verdict or "",

@@ -68,6 +68,12 @@ class Counts:
         self.fired["off"] += int(off)
         self.fired["on"] += int(on)
 
+    def __iadd__(self, other: Counts) -> Counts:
+        self.tiles += other.tiles
+        for k in self.fired:
+            self.fired[k] += other.fired[k]
+        return self
+
     def rate(self, which: str) -> str:
         return f"{self.fired[which] / self.tiles:.3f} ({self.fired[which]}/{self.tiles})" if self.tiles else "-"
 
@@ -118,9 +124,7 @@ def tables(per_family: dict[str, Counts], cracks: Counts, recall: dict[str, Widt
     def pooled(names: tuple[str, ...]) -> Counts:
         total = Counts()
         for n in names:
-            total.tiles += per_family[n].tiles
-            for k in ("off", "on"):
-                total.fired[k] += per_family[n].fired[k]
+            total += per_family[n]
         return total
 
     rows = ["| tiles | family split | alert rate, default decision | alert rate, straight check on |",
@@ -168,12 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         images = load_source_split(root / name, "test", info.get("train_config") or {}, args.max_images)
         fam, crk, rec, skip = score_source(predict, images, s, deciders, args.seed, families)
         for key, counts in fam.items():
-            per_family[key].tiles += counts.tiles
-            for k in ("off", "on"):
-                per_family[key].fired[k] += counts.fired[k]
-        cracks.tiles += crk.tiles
-        for k in ("off", "on"):
-            cracks.fired[k] += crk.fired[k]
+            per_family[key] += counts
+        cracks += crk
+        for k in deciders:
             recall[k] = recall[k] + rec[k]
         skipped[name] = skip
         if not args.no_progress:

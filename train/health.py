@@ -75,10 +75,14 @@ def dead_message(health: StepHealth, *, epoch: int, step: int, steps: int, lr: f
     )
 
 
+def constant_prediction(prob_min: float, prob_max: float) -> bool:
+    """The prediction over a whole validation set is one constant (a dead network's output)."""
+    return prob_max - prob_min < CONSTANT_PROB_SPREAD
+
+
 def validation_verdict(ap: float, crack_share: float, prob_min: float, prob_max: float) -> str | None:
     """A warning in words when validation shows a network that detects nothing, else None."""
-    spread = prob_max - prob_min
-    if spread < CONSTANT_PROB_SPREAD:
+    if constant_prediction(prob_min, prob_max):
         return (f"the prediction is one constant over the whole validation set (probability {prob_min:.4f}"
                 f" to {prob_max:.4f}): the network detects nothing yet")
     if crack_share > 0 and math.isfinite(ap) and ap <= CHANCE_AP_RATIO * crack_share:
@@ -98,6 +102,6 @@ def detection_words(precision: float, recall: float, threshold: float) -> str | 
 
 
 __all__ = [
-    "DEAD_PATIENCE_STEPS", "DeadNetworkError", "DeadNetworkWatch", "StepHealth",
+    "DEAD_PATIENCE_STEPS", "DeadNetworkError", "DeadNetworkWatch", "StepHealth", "constant_prediction",
     "dead_message", "detection_words", "validation_verdict",
 ]
