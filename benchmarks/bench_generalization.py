@@ -307,11 +307,15 @@ def score_model(
     tolerances: Sequence[int] = (0, 2), device: str = "auto", threshold: float | None = None,
     width_edges: Sequence[float] | None = None, edge_config: Path | None = None, alerts: bool = False,
     tiles: TileSettings = TileSettings(), distractor_seed: int | None = 0, progress: bool = False,  # noqa: B008
+    upsample: float = 1.0,
 ) -> tuple[list[SourceScore], dict[str, Any]]:
-    """Every source's :class:`SourceScore` for one model file, and the model's info (threshold, kind, ...)."""
+    """Every source's :class:`SourceScore` for one model file, and the model's info (threshold, kind, ...);
+    ``upsample`` > 1 predicts every image enlarged that many times (``train.inference.upsampled_predictor``)."""
     from train.evaluate import load_predictor
+    from train.inference import upsampled_predictor
 
     predict, info = load_predictor(model, device)
+    predict = upsampled_predictor(predict, upsample)
     chosen = float(info["threshold"] if threshold is None else threshold)
     decider = AlertDecider.from_config(chosen, edge_config) if alerts else None
     if decider is not None:
@@ -559,6 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a crack tile holds at least this many crack pixels (default: %(default)s)")
     model.add_argument("--distractor-seed", type=int, default=0, help="seed of the distractor generator (default: %(default)s)")
     model.add_argument("--no-distractors", action="store_true", help="skip the distractor tiles")
+    model.add_argument("--upsample", type=float, default=1.0,
+                       help="predict each image enlarged this many times (bilinear, as the daemon enlarges frames "
+                       "whose GSD is coarser than tiling.target_gsd_mm_per_px), scored at its own size: what "
+                       "enlarging does to thin cracks and distractors (default: %(default)s)")
     model.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     add_results_args(parser)
     return parser
@@ -610,14 +618,16 @@ def run_model(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         args.model, sources, split=args.split, max_images=args.max_images, tolerances=args.tolerances,
         device=args.device, threshold=args.threshold, width_edges=args.width_edges, edge_config=args.edge_config,
         alerts=True, tiles=tiles, distractor_seed=None if args.no_distractors else args.distractor_seed,
-        progress=args.progress,
+        progress=args.progress, upsample=args.upsample,
     )
     trained_on = (info.get("train_config") or {}).get("data") or (info.get("metadata") or {}).get("train_data", "?")
     if isinstance(trained_on, (list, tuple)):
         trained_on = ", ".join(Path(d).name for d in trained_on)
     notes = [
         f"Model: {args.model} ({info['kind']}), trained on {trained_on}; threshold {info['threshold_used']:.2f}. "
-        f"{args.split} split of each source" + (f" (first {args.max_images} images)" if args.max_images else "") + ".",
+        f"{args.split} split of each source" + (f" (first {args.max_images} images)" if args.max_images else "") + "."
+        + (f" Every image predicted enlarged x{args.upsample:g} (bilinear) and scored at its own size."
+           if args.upsample != 1.0 else ""),
         f"Alert decision (edge.measure + edge.alerts, each tile a new frame): {info['decider']}. Crack-free tiles: "
         f"the largest square of each test image at least {args.margin_px} px from any labelled crack pixel, capped "
         f"at {args.tile} px, none under {args.min_side_px} px; crack tiles: min({args.tile}, H, W) squares holding "

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of a piece on such lines that makes it a joint (default: %(default)s)")
     p.add_argument("--edge-config", type=Path, default=None, help="daemon config whose alert decision is used "
                    "(default: the built-in defaults)")
+    p.add_argument("--upsample", type=float, default=1.0,
+                   help="predict each tile enlarged this many times (bilinear, as the daemon enlarges frames whose GSD "
+                   "is coarser than tiling.target_gsd_mm_per_px), decided at its own size (default: %(default)s)")
     p.add_argument("--device", default="auto", help="torch device for a checkpoint (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no per-source progress lines")
     add_results_args(p)
@@ -149,6 +152,7 @@ def tables(per_family: dict[str, Counts], cracks: Counts, recall: dict[str, Widt
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from train.evaluate import load_predictor
+    from train.inference import upsampled_predictor
     from train.structures import FAMILIES, HELD_OUT_FAMILIES, TRAINING_FAMILIES
 
     if not args.model.is_file():
@@ -159,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = args.data_root or data_root()
     predict, info = load_predictor(args.model, args.device)
+    if args.upsample < 1.0:
+        print(f"error: --upsample must be >= 1, got {args.upsample}", file=sys.stderr)
+        return 2
+    predict = upsampled_predictor(predict, args.upsample)
     off = AlertDecider.from_config(float(info["threshold"]), args.edge_config)
     on = off.with_measure(straight_min_length_px=args.straight_min_length_px,
                           straight_min_share=args.straight_min_share)
@@ -185,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     text = tables(per_family, cracks, recall, TRAINING_FAMILIES, HELD_OUT_FAMILIES)
     notes = [
         f"Model: {args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model} "
-        f"(threshold {off.threshold:.2f}); test split of {', '.join(args.sources)} (first {args.max_images} images each).",
+        f"(threshold {off.threshold:.2f}); test split of {', '.join(args.sources)} (first {args.max_images} images each)."
+        + (f" Every tile predicted enlarged x{args.upsample:g} (bilinear), decided at its own size."
+           if args.upsample != 1.0 else ""),
         f"Default decision: {off.describe()}. Straight check on: {on.describe()}.",
         "Structure tiles: each image's cracks inpainted (train.synth.crack_free_background; images whose cracks are "
         "too wide or too many to inpaint are skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) + "), "

@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -110,3 +111,26 @@ def test_bad_model_files_are_explained(trained_run, tmp_path, capsys):
     torch.save({"not": "a checkpoint"}, tmp_path / "other.pt")
     assert evaluate_main(["--model", str(tmp_path / "other.pt"), "--data", str(data), "--no-progress"]) == 2
     assert "is not an aelf-unet-checkpoint file" in capsys.readouterr().err
+
+
+def test_upsampled_prediction_is_scored_at_the_images_own_size():
+    """train.inference.upsampled_predictor: the image reaches the model enlarged as the daemon enlarges a
+    coarse-GSD frame (contract.tiling.resize_to_gsd), the probability comes back at the image's pixels."""
+    from train.inference import upsampled_predictor
+
+    seen = []
+
+    def darkness(image):  # a "model" that calls dark pixels cracks, and records what it was given
+        seen.append(image.shape)
+        return 1.0 - image.mean(axis=2, dtype=np.float32) / 255.0
+
+    image = np.full((60, 90, 3), 200, np.uint8)
+    image[30, 10:80] = 20  # a 1-px dark line
+    assert upsampled_predictor(darkness, 1.0) is darkness
+    prob = upsampled_predictor(darkness, 2.0)(image)
+    assert seen[-1] == (120, 180, 3) and prob.shape == (60, 90) and prob.dtype == np.float32
+    assert prob[30, 20:70].min() > 0.6 and prob[10, :].max() < 0.25  # the line is back where it was
+    assert abs(float(prob.mean()) - float(darkness(image).mean())) < 0.01
+    for bad in (0.5, float("nan")):
+        with pytest.raises(ValueError, match="upsampling factor must be >= 1"):
+            upsampled_predictor(darkness, bad)

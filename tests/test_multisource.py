@@ -201,12 +201,12 @@ def test_synthetic_share_of_an_epoch_is_generated_and_deterministic(shared_data)
     data = load_images(samples, stems)
     synthetic = SynthSource.from_training_images([data], seed=0)
     assert 0 < len(synthetic) <= 6
-    crops = TrainCrops(data, CropRecipe(64), seed=3, n_draws=40, synthetic=synthetic, synthetic_share=0.25)
+    crops = TrainCrops(data, CropRecipe(64), seed=3, n_draws=40, extras=[(synthetic, 0.25)])
     crops.set_epoch(1)
     generated = [d for d in range(len(crops)) if crops.source_of(d) == 1]
     assert len(generated) == 10  # 25 % of 40 draws
     first = crops.crop(generated[0])
-    again = TrainCrops(data, CropRecipe(64), seed=3, n_draws=40, synthetic=synthetic, synthetic_share=0.25)
+    again = TrainCrops(data, CropRecipe(64), seed=3, n_draws=40, extras=[(synthetic, 0.25)])
     again.set_epoch(1)
     for a, b in zip(first, again.crop(generated[0]), strict=True):
         assert np.array_equal(a, b)

@@ -72,6 +72,10 @@ class TrainConfig:
     scale_aug_max: float = 1.0
     photometric: str = ""  # comma list of train.photometric groups, "all", or "" for none
     synth_fraction: float = 0.0  # share of each epoch drawn from train.synth (hairlines, distractors, negatives)
+    synth_structures: float = 0.5  # chance that a generated crop carries a train.structures joint (tiles, formwork...)
+    hard_negative_fraction: float = 0.0  # share of each epoch cut around the --init model's false positives
+    hard_negative_threshold: float = 0.3  # probability at which a prediction off every labelled crack is mined
+    hard_negative_shape: str = "straight"  # straight: only straight pieces (joints, edges); all: every piece
     bce_warmup_steps: int = -1  # BCE for the first N steps; -1 = auto (one epoch for losses on probabilities)
     init: str = ""  # start from these weights (.pt checkpoint or exported .onnx of the same width/head)
     time_budget_min: float = 0.0  # stop cleanly after the step that passes this wall-clock budget; 0 = none
@@ -95,6 +99,16 @@ class TrainConfig:
             fail("scale_aug_min", "a positive range, --scale-aug-min <= --scale-aug-max")
         if not 0.0 <= self.synth_fraction < 1.0:
             fail("synth_fraction", "a fraction in [0, 1)")
+        if not 0.0 <= self.synth_structures <= 1.0:
+            fail("synth_structures", "a probability in [0, 1]")
+        if not 0.0 <= self.hard_negative_fraction < 1.0 - self.synth_fraction:
+            fail("hard_negative_fraction", "a fraction in [0, 1 - --synth-fraction)")
+        if self.hard_negative_fraction and not self.init:
+            fail("hard_negative_fraction", "0 without --init (the mined false positives are the starting model's)")
+        if self.hard_negative_shape not in ("straight", "all"):
+            fail("hard_negative_shape", "straight or all")
+        if not 0.0 < self.hard_negative_threshold < 1.0:
+            fail("hard_negative_threshold", "a probability in (0, 1)")
         if not (self.time_budget_min >= 0 and math.isfinite(self.time_budget_min)):
             fail("time_budget_min", ">= 0 minutes")
         if self.bce_warmup_steps < -1:

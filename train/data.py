@@ -436,12 +436,15 @@ class TrainCrops(Dataset):
     depends only on the seed, the epoch and its position: the same with any number of workers or
     processes, and a run resumed mid-epoch sees exactly the crops the uninterrupted run saw.
     ``valid`` is 0 where the crop was padded with black (``small_images="pad"``, constant border).
-    ``synthetic`` (a :class:`train.synth.SynthSource`, optional) is one more source of generated crops.
+    ``extras`` are more sources of ready-made crops, each ``(source, share of the epoch)``: a source
+    has ``len()`` and ``sample(item, rng, size) -> (image, mask)`` (:class:`train.synth.SynthSource`:
+    generated hairlines and structures; :class:`train.hard_negatives.HardNegativeSource`: the model's
+    own false positives on the training images); the real sources share what the extras leave.
     """
 
     def __init__(self, data: CrackImages | Sequence[CrackImages], recipe: CropRecipe | int,
                  augment: AugmentConfig | None = None, seed: int = 0, *, shares: Sequence[float] | None = None,
-                 n_draws: int = 0, synthetic: Any = None, synthetic_share: float = 0.0) -> None:
+                 n_draws: int = 0, extras: Sequence[tuple[Any, float]] = ()) -> None:
         self.sources = [data] if isinstance(data, CrackImages) else list(data)
         self.recipe = recipe if isinstance(recipe, CropRecipe) else CropRecipe(int(recipe), augment)
         counts = [len(d) for d in self.sources]
@@ -451,10 +454,14 @@ class TrainCrops(Dataset):
             shares = [1.0 / len(counts)] * len(counts)
         if len(shares) != len(counts):
             raise DatasetError(f"{len(shares)} shares for {len(counts)} sources")
-        self.synthetic = synthetic
-        real = 1.0 - (synthetic_share if synthetic is not None else 0.0)
-        self.shares = [real * s for s in shares] + ([1.0 - real] if synthetic is not None else [])
-        self.counts = counts + ([max(1, len(synthetic))] if synthetic is not None else [])
+        self.extras = [source for source, _ in extras]
+        extra_shares = [float(share) for _, share in extras]
+        if any(not 0.0 < share < 1.0 for share in extra_shares) or sum(extra_shares) >= 1.0:
+            raise DatasetError(f"the generated sources' shares must each be in (0, 1) and leave room for the real "
+                               f"images, got {extra_shares}")
+        real = 1.0 - sum(extra_shares)
+        self.shares = [real * s for s in shares] + extra_shares
+        self.counts = counts + [max(1, len(source)) for source in self.extras]
         self.n_draws = int(n_draws) or sum(counts)
         self.seed = seed
         self.set_epoch(0)
@@ -469,7 +476,7 @@ class TrainCrops(Dataset):
         return self.n_draws
 
     def source_of(self, draw: int) -> int:
-        """Index of the source crop ``draw`` of this epoch comes from (== len(sources): synthetic)."""
+        """Index of the source crop ``draw`` of this epoch comes from (>= len(sources): extra ``i - len(sources)``)."""
         return int(self._plan[0][draw])
 
     def crop(self, draw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -477,8 +484,8 @@ class TrainCrops(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, draw])
         source, item = int(self._plan[0][draw]), int(self._plan[1][draw])
         r = self.recipe
-        if source == len(self.sources):
-            image, mask = self.synthetic.sample(item, rng, r.size)
+        if source >= len(self.sources):
+            image, mask = self.extras[source - len(self.sources)].sample(item, rng, r.size)
             valid = np.ones(mask.shape, np.uint8)
         else:
             image, mask = self.sources[source].images[item], self.sources[source].masks[item]

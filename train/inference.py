@@ -49,6 +49,28 @@ def torch_predictor(model: torch.nn.Module, device: torch.device, amp_dtype: tor
     return backend_predictor(backend, whole_image=True)
 
 
+def upsampled_predictor(predict: Predictor, factor: float) -> Predictor:
+    """``predict`` on the image enlarged ``factor`` times as the daemon enlarges a frame whose GSD is coarser
+    than ``tiling.target_gsd_mm_per_px`` (:func:`contract.tiling.resize_to_gsd`, bilinear), the probability
+    map area-averaged back to the image's own pixels; ``factor`` 1 returns ``predict`` itself."""
+    if not (factor >= 1.0 and np.isfinite(factor)):
+        raise ValueError(f"upsampling factor must be >= 1, got {factor!r}")
+    if factor == 1.0:
+        return predict
+
+    def predict_upsampled(image_rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        from contract.tiling import resize_to_gsd
+
+        h, w = image_rgb.shape[:2]
+        large, _ = resize_to_gsd(image_rgb, factor, 1.0)
+        prob = predict(np.ascontiguousarray(large))
+        return cv2.resize(prob, (w, h), interpolation=cv2.INTER_AREA)
+
+    return predict_upsampled
+
+
 def sweep_images(
     predict: Predictor,
     data: CrackImages,

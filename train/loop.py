@@ -343,8 +343,10 @@ def _open_data(config: TrainConfig, out: Path, resumed: bool, ctx: distributed.D
     return sources, train_sets, val_sets
 
 
-def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list[CrackImages]) -> TrainCrops:
-    """The epoch's crops: every source by its share, plus generated crops (``--synth-fraction``)."""
+def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list[CrackImages],
+                    hard_negatives=None) -> TrainCrops:
+    """The epoch's crops: every source by its share, plus generated crops (``--synth-fraction``) and crops
+    around the starting model's false positives (``--hard-negative-fraction``, ``hard_negatives``)."""
     shares = source_shares(parse_source_weights(config.source_weights), {s.name: len(d) for s, d in
                                                                          zip(sources, train_sets, strict=True)})
     photometric = None
@@ -357,13 +359,42 @@ def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list
             raise ConfigError(f"--photometric: {exc}") from None
     recipe = CropRecipe(config.size, config.augment_config(), (config.scale_aug_min, config.scale_aug_max),
                         config.small_images, photometric)
-    synthetic = None
+    extras = []
     if config.synth_fraction > 0:
-        from train.synth import SynthSource
+        from train.synth import SynthConfig, SynthSource
 
-        synthetic = SynthSource.from_training_images(train_sets, seed=config.seed)
+        synth = SynthConfig(p_structures=config.synth_structures)
+        extras.append((SynthSource.from_training_images(train_sets, seed=config.seed, config=synth), config.synth_fraction))
+    if config.hard_negative_fraction > 0:
+        extras.append((hard_negatives, config.hard_negative_fraction))
     return TrainCrops(train_sets, recipe, seed=config.seed, shares=[shares[s.name] for s in sources],
-                      n_draws=config.epoch_samples, synthetic=synthetic, synthetic_share=config.synth_fraction)
+                      n_draws=config.epoch_samples, extras=extras)
+
+
+def _hard_negatives(config: TrainConfig, model: torch.nn.Module, device: torch.device, sources: list[Source],
+                    train_sets: list[CrackImages], out: Path, ctx, progress: bool):
+    """The false-positive sites of the starting model on the training images (``--hard-negative-fraction``):
+    mined once by rank 0 into ``out/hard_negatives.json`` and read from there by every rank and every resume."""
+    from train.hard_negatives import HardNegativeSource, mine, read_sites, write_sites
+
+    path = out / "hard_negatives.json"
+    named = [(s.name, d) for s, d in zip(sources, train_sets, strict=True)]
+    if ctx.is_main and not path.exists():
+        t0 = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        predict = torch_predictor(model, device)
+        sites = mine(predict, named, config.hard_negative_threshold,
+                     straight_only=config.hard_negative_shape == "straight", progress=(lambda line: print(line, flush=True)) if progress else None)
+        model.train(was_training)
+        write_sites(path, sites, {"model": config.init, "threshold": config.hard_negative_threshold,
+                                  "shape": config.hard_negative_shape,
+                                  "images": sum(len(d) for d in train_sets)})
+        print(f"hard negatives: {len(sites)} false-positive sites from {sum(len(d) for d in train_sets)} training "
+              f"images in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
+    ctx.barrier()
+    sites, _ = read_sites(path)
+    return HardNegativeSource(named, sites)
 
 
 def _restore(payload: dict[str, Any] | None, model, optimizer, scaler) -> _Progress:
@@ -435,11 +466,13 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
             truncate_history(out / "history.csv", state.epoch)
         elif (out / "history.csv").exists():
             (out / "history.csv").unlink()  # a fresh run in an old folder starts a fresh history
+    mined = (_hard_negatives(config, model, device, sources, train_sets, out, ctx, progress)
+             if config.hard_negative_fraction > 0 else None)
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    dataset = _training_crops(config, sources, train_sets)
+    dataset = _training_crops(config, sources, train_sets, mined)
     steps_per_epoch = _steps_per_epoch(len(dataset), config, ctx.world_size)
     loss_fn = _loss(config, steps_per_epoch, state.epoch * steps_per_epoch + state.step, progress)
     saved = dict(size=config.size, train_config=config.to_dict(), data=_data_record(config, sources, "train"))

@@ -119,6 +119,19 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
     p("--synth-fraction", type=float,
       help="share of each epoch made by train.synth: hairline cracks on crack-free surfaces of the training images, "
       "distractors (joints, straight lines, edges, paint) labelled background, plain negatives (default: %(default)s)")
+    p("--synth-structures", type=float,
+      help="chance that a generated crop carries one straight structure of train.structures (tile grid, formwork, "
+      "chamfer, road paint; the held-out families never) labelled background (default: %(default)s)")
+    p("--hard-negative-fraction", type=float,
+      help="share of each epoch cut around the --init model's own false positives on the training images (mined "
+      "once at the start into <out>/hard_negatives.json, read again on --resume); needs --init (default: %(default)s)")
+    p("--hard-negative-threshold", type=float,
+      help="probability at which a predicted piece farther than 8 px from every labelled crack counts as a false "
+      "positive to mine (default: %(default)s)")
+    p("--hard-negative-shape", choices=("straight", "all"),
+      help="which false positives to mine: straight = only straight pieces (joints, edges, lines; the data sets leave "
+      "many faint cracks unlabelled, and mining those teaches the model to miss hairlines), all = every piece "
+      "(default: %(default)s)")
     p("--bce-warmup-steps", type=int,
       help="train with BCE for the first N optimizer steps, then with --loss: the losses on probabilities "
       "(aelf, exp, l1, l2) can otherwise saturate to 'no crack' from a random start at a high --lr; -1 = auto: "
