@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -208,3 +210,25 @@ def test_inpainting_removes_a_real_crack(shared_data) -> None:
         if checked == 5:
             break
     assert checked == 5, "fewer than 5 DeepCrack images gave a usable crack-free background"
+
+
+def test_broken_hairlines_fade_in_stretches_but_stay_labelled_and_visible():
+    """fade_prob: a crack comes and goes (stretches down to 1 - fade_depth of its darkening, never below the
+    visibility floor) while its label runs through: one connected piece per crack, as an annotator draws it."""
+    background = np.full((160, 160, 3), 150, np.uint8)  # flat: the visibility floor is 0
+    config = SynthConfig(crack_count=(1, 1), branch_prob=0.0, width_px=(2.0, 2.0), darkening=(0.3, 0.3),
+                         blur_sigma=(0.0, 0.0), length_frac=(0.8, 0.8), fade_length_frac=(0.2, 0.3))
+    faded = replace(config, fade_prob=1.0, fade_depth=(0.8, 0.8))
+    steady = replace(config, fade_prob=0.0)
+    image, mask = render_hairline_cracks(background, np.random.default_rng(5), faded)
+    n, _ = cv2.connectedComponents(mask, connectivity=8)
+    assert n == 2, "the faded crack is still one labelled piece"
+    darkening = 1.0 - image[..., 0][mask > 0] / 150.0
+    assert darkening.max() > 0.25 and np.percentile(darkening, 5) < 0.12
+    image, mask = render_hairline_cracks(background, np.random.default_rng(5), steady)
+    darkening = 1.0 - image[..., 0][(mask > 0) & (cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0)] / 150.0
+    assert darkening.size and darkening.min() > 0.2, "without fading the crack's core keeps its darkening"
+    # on a textured surface the fade stops at the floor that keeps a labelled crack visible
+    rough = textured_grey(160, seed=2)
+    image, mask = render_hairline_cracks(rough, np.random.default_rng(5), replace(faded, min_contrast_to_texture=2.5))
+    assert mask.any()

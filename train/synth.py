@@ -54,6 +54,11 @@ class SynthConfig:
     branch_prob: float = 0.5  # probability that a crack has branches (1-2 of them)
     branch_length_frac: tuple[float, float] = (0.15, 0.5)  # branch length as a fraction of its crack's
     blur_sigma: tuple[float, float] = (0.3, 0.7)  # softening of the crack to match the image's sharpness
+    # broken hairlines: with fade_prob a crack (or branch) has 1-3 stretches (fade_length_frac of it each)
+    # where its darkening falls by fade_depth, never below the visibility floor below; labelled throughout
+    fade_prob: float = 0.5
+    fade_depth: tuple[float, float] = (0.4, 0.8)
+    fade_length_frac: tuple[float, float] = (0.1, 0.3)
     # a crack must stay visible on a coarse surface: its darkening (in grey levels) is raised to at least
     # this multiple of the surface's fine-texture std; where that exceeds darkening[1] the surface is too
     # coarse for a hairline and none is drawn (an invisible crack would be a wrong label); 0 = no floor
@@ -261,14 +266,33 @@ def _width_profile(count: int, rng: np.random.Generator, width_px: tuple[float, 
     return np.clip(base * modulation * taper, width_px[0], width_px[1])
 
 
-def _draw_polyline(canvas: np.ndarray, points: np.ndarray, widths: np.ndarray, value: float) -> None:
-    """A polyline of varying width on a supersampled canvas: one ``cv2.polylines`` per run of segments
-    with the same (quantised) thickness; OpenCV's round segment ends join the runs smoothly."""
+def _fade_profile(count: int, rng: np.random.Generator, config: SynthConfig) -> np.ndarray:
+    """Darkening multipliers along a crack of ``count`` points: 1, except (with ``fade_prob``) 1-3 stretches
+    where it falls smoothly to 1 - ``fade_depth`` and back (a hairline that comes and goes)."""
+    profile = np.ones(count)
+    if count < 4 or rng.random() >= config.fade_prob:
+        return profile
+    t = np.arange(count, dtype=np.float64)
+    for _ in range(int(rng.integers(1, 4))):
+        half = max(1.0, _uniform(rng, config.fade_length_frac) * count / 2)
+        centre = rng.uniform(0, count)
+        bump = np.clip(1.0 - np.abs(t - centre) / half, 0.0, 1.0)  # a triangle, smoothed below
+        profile = np.minimum(profile, 1.0 - _uniform(rng, config.fade_depth) * (3 * bump**2 - 2 * bump**3))
+    return profile
+
+
+def _draw_polyline(canvas: np.ndarray, points: np.ndarray, widths: np.ndarray, value: float | np.ndarray) -> None:
+    """A polyline of varying width (and ``value``, one per point or one for all) on a supersampled canvas:
+    one ``cv2.polylines`` per run of segments with the same quantised thickness and value; OpenCV's round
+    segment ends join the runs smoothly."""
     fixed = np.round(points * _SUB).astype(np.int32)
-    thickness = np.maximum(1, np.round(widths[: len(fixed) - 1] * SUPERSAMPLE)).astype(int)
-    cuts = np.flatnonzero(np.diff(thickness)) + 1
-    for start, stop in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(thickness)].tolist(), strict=True):
-        cv2.polylines(canvas, [fixed[start : stop + 1]], False, value, int(thickness[start]), cv2.LINE_8, shift=4)
+    segments = len(fixed) - 1
+    thickness = np.maximum(1, np.round(widths[:segments] * SUPERSAMPLE)).astype(int)
+    values = np.broadcast_to(np.round(np.asarray(value, np.float64)), (len(points),))[:segments].astype(int)
+    cuts = np.flatnonzero((np.diff(thickness) != 0) | (np.diff(values) != 0)) + 1
+    for start, stop in zip(np.r_[0, cuts].tolist(), np.r_[cuts, segments].tolist(), strict=True):
+        cv2.polylines(canvas, [fixed[start : stop + 1]], False, int(values[start]), int(thickness[start]),
+                      cv2.LINE_8, shift=4)
 
 
 def render_hairline_cracks(
@@ -282,7 +306,8 @@ def render_hairline_cracks(
     anti-aliased); the image is darkened multiplicatively (so the texture shows through) by the
     crack's ``darkening`` times its coverage, softened by ``blur_sigma``. On a coarse surface the
     darkening is raised to ``min_contrast_to_texture`` x the fine-texture std, so that no labelled
-    crack is invisible; a surface that would need more than ``darkening[1]`` gets no crack (the
+    crack is invisible; with ``fade_prob`` a crack fades in stretches (down to that floor, still
+    labelled: a hairline that comes and goes is one crack); a surface that would need more than ``darkening[1]`` gets no crack (the
     background is returned with an empty mask). The mask is every pixel with
     coverage >= 0.5 plus the crack's 8-connected centre line, so a 1-px crack is a connected 1-px mask.
     """
@@ -319,7 +344,8 @@ def render_hairline_cracks(
                 paths.append((branch, _width_profile(len(branch), rng, config.width_px, scale=0.7)))
         for points, widths in paths:
             _draw_polyline(coverage_canvas, points, widths, 255)
-            _draw_polyline(darkness_canvas, points, widths, round(darkening * 255))
+            fade = _fade_profile(len(points), rng, config)
+            _draw_polyline(darkness_canvas, points, widths, np.maximum(darkening * fade, darkening_floor) * 255)
             cv2.polylines(centre, [np.round(points * 16).astype(np.int32)], False, 1, 1, cv2.LINE_8, shift=4)
     coverage = cv2.resize(coverage_canvas, (w, h), interpolation=cv2.INTER_AREA)
     darkness = cv2.resize(darkness_canvas, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
