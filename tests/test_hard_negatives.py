@@ -95,6 +95,16 @@ def test_crops_hold_their_site_and_keep_the_real_mask():
     assert small.sample(0, np.random.default_rng(0), 96)[0].shape == (96, 96, 3)  # mirrored up to the crop
 
 
+def test_every_data_set_with_sites_gets_an_equal_share():
+    big = CrackImages([f"b{i}" for i in range(9)], [np.zeros((64, 64, 3), np.uint8)] * 9, [np.zeros((64, 64), np.uint8)] * 9)
+    small = CrackImages(["s0"], [np.zeros((64, 64, 3), np.uint8)], [np.zeros((64, 64), np.uint8)])
+    sites = [Site("big", f"b{i}", 5, 5, 30) for i in range(9)] + [Site("small", "s0", 5, 5, 30)]
+    source = HardNegativeSource([("big", big), ("small", small)], sites)
+    drawn = [source.site_of(item) for item in range(len(source) * 10)]
+    assert sum(s.source == "small" for s in drawn) == len(drawn) // 2
+    assert {s.stem for s in drawn if s.source == "big"} == {f"b{i}" for i in range(9)}, "every site of a set in turn"
+
+
 def test_sites_outside_the_training_split_or_none_at_all_are_errors():
     data = CrackImages(["a"], [np.zeros((64, 64, 3), np.uint8)], [np.zeros((64, 64), np.uint8)])
     with pytest.raises(DatasetError, match="outside the training split \\(first: roads/zz\\)"):

@@ -131,10 +131,12 @@ def read_sites(path: str | os.PathLike) -> tuple[list[Site], dict]:
 class HardNegativeSource:
     """Crops around false-positive sites, as an extra source of ``train.data.TrainCrops``.
 
-    Sample ``item`` is a ``size`` crop of site ``item``'s training image and mask (mirrored up to
+    Sample ``item`` is a ``size`` crop around one site, its training image and mask (mirrored up to
     ``size`` when the image is smaller), placed so that the site lies in the crop's central half at
-    a random offset, then flipped and turned by a random multiple of 90 degrees. Sites whose data set
-    or image is not among ``sets`` are an error (the list belongs to other training data).
+    a random offset, then flipped and turned by a random multiple of 90 degrees. Items take the data
+    sets in turn (``item % n``, then that set's site ``item // n``), so every data set with sites gets
+    an equal share however many sites it has (Crack500 alone yields most of them). Sites whose data
+    set or image is not among ``sets`` are an error (the list belongs to other training data).
     """
 
     def __init__(self, sets: Sequence[tuple[str, CrackImages]], sites: Sequence[Site]) -> None:
@@ -149,14 +151,27 @@ class HardNegativeSource:
         self.sets = [data for _, data in sets]
         self.sites = list(sites)
         self._where = [index[(site.source, site.stem)] for site in self.sites]
+        by_source: dict[int, list[int]] = {}
+        for k, (s, _) in enumerate(self._where):
+            by_source.setdefault(s, []).append(k)
+        self._turns = [by_source[s] for s in sorted(by_source)]
 
     def __len__(self) -> int:
         return len(self.sites)
 
+    def site_of(self, item: int) -> Site:
+        """The site sample ``item`` is cut around (data sets in turn)."""
+        return self.sites[self._site_index(item)]
+
+    def _site_index(self, item: int) -> int:
+        turn = self._turns[item % len(self._turns)]
+        return turn[(item // len(self._turns)) % len(turn)]
+
     def sample(self, item: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """A ``size`` x ``size`` uint8 ``(image, mask)`` around site ``item``."""
-        s, i = self._where[item % len(self.sites)]
-        site = self.sites[item % len(self.sites)]
+        """A ``size`` x ``size`` uint8 ``(image, mask)`` around the site of ``item`` (:meth:`site_of`)."""
+        k = self._site_index(item)
+        s, i = self._where[k]
+        site = self.sites[k]
         image, mask, _ = fit_small_image(self.sets[s].images[i], self.sets[s].masks[i], size, "mirror")
         h, w = mask.shape
         quarter = size // 4
