@@ -6,8 +6,9 @@ distance is configured):
 * **mask**: ``prob >= threshold`` (the model's decision threshold, as in ``contract/metrics.py``), then
   optional morphological closing/opening, then removal of components smaller than ``min_area_px``.
 * **crack**: one 8-connected component of the mask (``cv2.connectedComponentsWithStats``): a crack
-  is a thin line, and a 1-pixel diagonal line is only 8-connected. Two optional steps make a count
-  of cracks mean what an inspector means (on by default, :class:`MaskCleanup`):
+  is a thin line, and a 1-pixel diagonal line is only 8-connected. Three optional steps make a count
+  of cracks mean what an inspector means (on by default, :class:`MaskCleanup`): components made of
+  long straight lines are dropped (joints, saw cuts, grout and formwork lines: :func:`drop_straight`),
   components whose skeleton is shorter than ``min_length_px`` are dropped (texture specks: a speck
   has a blob's area but hardly any length), then the remaining components less than
   ``link_gap_px`` apart are one crack (a crack that the model sees as a broken line): its box,

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from drawn_cracks import draw_crack
 from onnx import TensorProto, helper
 
 from contract.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
@@ -54,12 +55,18 @@ def darkness_model(path: Path, *, input_size: int = 64, cut: float = 0.35, gain:
     return path
 
 
+def crack_ends(height: int = 120, width: int = 160) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where :func:`crack_image` starts and ends its crack (x, y): near the top-left and bottom-right corners."""
+    return (10, 10), (width - 10, height - 15)
+
+
 def crack_image(height: int = 120, width: int = 160, *, crack: bool = True, seed: int = 0) -> np.ndarray:
-    """A light textured surface (BGR uint8), with a dark 3-px diagonal crack when ``crack``."""
+    """A light textured surface (BGR uint8; ``seed`` picks the texture), with a dark 5-px crooked crack
+    across it when ``crack``: always the same path, ``drawn_cracks.crack_path(*crack_ends(height, width))``."""
     rng = np.random.default_rng(seed)
     image = rng.integers(170, 210, size=(height, width, 3), dtype=np.uint8)
     if crack:
-        cv2.line(image, (10, 10), (width - 10, height - 15), (30, 30, 30), 3)
+        draw_crack(image, *crack_ends(height, width), width_px=5, value=(30, 30, 30))
     return image
 
 

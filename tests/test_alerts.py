@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from drawn_cracks import draw_crack
 from pydantic import ValidationError
 
 from edge.alerts import AlertError, AlertPolicy, box_overlap, build_alert, model_info, validate_alert
@@ -19,10 +20,11 @@ MODEL = model_info("aelf-unet-w8", "ab" * 32, 0.42, "fp32")
 
 
 def crack_map(*cracks, height: int = 240, width: int = 320) -> np.ndarray:
-    """Horizontal cracks given as (x0, x1, y, width_px) on a blank probability map."""
+    """Cracks given as (x0, x1, y, width_px) on a blank probability map: each runs crooked from (x0, y)
+    to (x1, y), width_px wide (drawn_cracks.draw_crack; the same seed, so the same crack keeps its shape)."""
     prob = np.full((height, width), 0.01, np.float32)
     for x0, x1, y, w in cracks:
-        prob[y - w // 2 : y + w // 2 + 1, x0 : x1 + 1] = 0.9
+        draw_crack(prob, (x0, y), (x1, y), width_px=w, value=0.9)
     return prob
 
 
@@ -42,7 +44,8 @@ def alert_for(measurement, **overrides):
 
 
 def test_built_alert_validates_against_the_schema():
-    m = measure_cracks(crack_map((20, 200, 60, 3), (40, 300, 150, 7)), 0.5, gsd_mm_per_px=0.5)
+    prob = crack_map((20, 200, 60, 3), (40, 300, 150, 7))
+    m = measure_cracks(prob, 0.5, gsd_mm_per_px=0.5)
     alert = alert_for(m, geo={"lat": 52.52, "lon": 13.405, "heading_deg": 90.0}, snapshot={"path": "/var/snap/x.jpg"})
     assert validate_alert(alert) == []
     assert json.loads(json.dumps(alert)) == alert  # plain JSON types only
@@ -52,7 +55,7 @@ def test_built_alert_validates_against_the_schema():
     assert alert["severity"] == "high" and alert["cracks"][0]["severity"] == "high"  # 3.5 mm wide crack first
     assert alert["gsd_mm_per_px"] == 0.5
     assert alert["cracks"][0]["max_width_mm"] == pytest.approx(3.5)
-    assert alert["coverage"] == pytest.approx((181 * 3 + 261 * 7) / (320 * 240), abs=1e-6)
+    assert alert["coverage"] == pytest.approx(int((prob >= 0.5).sum()) / (320 * 240), abs=1e-6)  # every drawn pixel
     without_gsd = alert_for(measure_cracks(crack_map((20, 200, 60, 3)), 0.5))
     assert validate_alert(without_gsd) == [] and "length_mm" not in without_gsd["cracks"][0]
 
@@ -86,7 +89,8 @@ def test_max_cracks_keeps_the_most_severe():
     many = crack_map(*[(10, 60, y, 1) for y in range(10, 200, 10)], (100, 300, 220, 9))
     m = measure_cracks(many, 0.5, link_gap_px=0)  # 20 separate cracks, not one linked crack
     alert = alert_for(m, max_cracks=3)
-    assert len(alert["cracks"]) == 3 and alert["cracks"][0]["max_width_px"] == 9
+    # the 9-px crack first (widths read within +-1 px: edge.measure's calibration), not a 1-px one
+    assert len(alert["cracks"]) == 3 and alert["cracks"][0]["max_width_px"] == pytest.approx(9, abs=1)
     assert validate_alert(alert) == []
 
 

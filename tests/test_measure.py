@@ -9,12 +9,16 @@ import time
 import cv2
 import numpy as np
 import pytest
+from drawn_cracks import draw_crack, path_length
 
 from contract.tiling import extract_tiles, stitch, tile_grid
+from edge.config import MeasureConfig
 from edge.measure import MeasureError, measure_cracks
 from edge.severity import SeverityRuleError, SeverityRules
 
-RAW = {"min_length_px": 0, "link_gap_px": 0}  # every connected component, without the inspector's steps
+# the connected components without the inspector's length and linking steps; the straight check stays on
+# (the cracks drawn here are crooked, and the tests that measure a straight line turn it off themselves)
+RAW = {"min_length_px": 0, "link_gap_px": 0}
 
 
 def band(height: int, width: int, p0, p1, width_px: float, value: float = 0.9) -> np.ndarray:
@@ -41,7 +45,8 @@ SEGMENTS = {
 @pytest.mark.parametrize("name", list(SEGMENTS))
 def test_drawn_line_measures_its_width_and_length(name, width_px):
     p0, p1 = SEGMENTS[name]
-    m = measure_cracks(band(400, 400, p0, p1, width_px), 0.5)
+    # straight check off: the subject is the exact length and width of a known straight segment
+    m = measure_cracks(band(400, 400, p0, p1, width_px), 0.5, straight_min_length_px=0)
     assert len(m.cracks) == 1
     crack = m.cracks[0]
     true_length = math.dist(p0, p1)
@@ -59,14 +64,16 @@ def test_drawn_line_measures_its_width_and_length(name, width_px):
 
 def test_axis_and_diagonal_lengths_are_exact():
     for p0, p1 in (SEGMENTS["horizontal"], SEGMENTS["vertical"], SEGMENTS["diagonal"]):
-        crack = measure_cracks(band(400, 400, p0, p1, 1), 0.5).cracks[0]
+        # straight check off: the subject is the exact length of a known straight segment
+        crack = measure_cracks(band(400, 400, p0, p1, 1), 0.5, straight_min_length_px=0).cracks[0]
         assert crack.length_px == pytest.approx(math.dist(p0, p1), abs=1e-6)
 
 
 def test_crack_across_a_tile_seam_is_one_crack_with_the_right_length():
     """A model is least sure near tile borders; blending hides that, pasting tiles would not."""
     height, width = 600, 1000
-    truth = band(height, width, (250, 300), (750, 330), 3)
+    truth = np.full((height, width), 0.02, np.float32)
+    path = draw_crack(truth, (250, 300), (750, 330), width_px=3, value=0.9)
     grid = tile_grid(height, width, tile=512, overlap=64)
     assert sorted({x for _, x in grid.origins}) == [0, 448, 488]
     tiles = extract_tiles(truth, grid) * 0.95
@@ -76,7 +83,7 @@ def test_crack_across_a_tile_seam_is_one_crack_with_the_right_length():
     tiles[:, :, -8:] *= 0.3
     m = measure_cracks(stitch(tiles, grid), 0.5)
     assert len(m.cracks) == 1, [c.bbox for c in m.cracks]
-    assert m.cracks[0].length_px == pytest.approx(math.dist((250, 300), (750, 330)), rel=0.025)
+    assert m.cracks[0].length_px == pytest.approx(path_length(path), rel=0.025)
     assert abs(m.cracks[0].max_width_px - 3) <= 1
     # the same tiles pasted without blending (each tile overwrites the last) cut the crack in pieces
     pasted = np.zeros((height, width), np.float32)
@@ -88,8 +95,9 @@ def test_crack_across_a_tile_seam_is_one_crack_with_the_right_length():
 
 def test_gsd_converts_every_size_to_millimetres():
     prob = band(400, 400, (50, 100), (350, 100), 5)
-    px = measure_cracks(prob, 0.5).cracks[0]
-    mm = measure_cracks(prob, 0.5, gsd_mm_per_px=0.4).cracks[0]
+    straight = {"straight_min_length_px": 0}  # check off: 120 mm and 2.0 mm are a known straight band's sizes
+    px = measure_cracks(prob, 0.5, **straight).cracks[0]
+    mm = measure_cracks(prob, 0.5, gsd_mm_per_px=0.4, **straight).cracks[0]
     assert mm.length_mm == pytest.approx(px.length_px * 0.4)
     assert mm.max_width_mm == pytest.approx(2.0)
     assert mm.mean_width_mm == pytest.approx(px.mean_width_px * 0.4)
@@ -117,7 +125,9 @@ def test_severity_rules_in_mm_and_px():
 
 
 def test_frame_severity_is_the_worst_crack_and_cracks_are_sorted_by_it():
-    prob = np.maximum(band(300, 400, (20, 50), (200, 50), 1), band(300, 400, (20, 200), (380, 200), 9))
+    prob = np.full((300, 400), 0.02, np.float32)
+    draw_crack(prob, (20, 50), (200, 50), width_px=1)
+    draw_crack(prob, (20, 200), (380, 200), width_px=9)
     m = measure_cracks(prob, 0.5, gsd_mm_per_px=0.5)
     assert [c.severity for c in m.cracks] == ["high", "low"]  # 4.5 mm wide first, 0.5 mm hairline second
     assert m.severity == "high"
@@ -127,16 +137,20 @@ def test_frame_severity_is_the_worst_crack_and_cracks_are_sorted_by_it():
 
 
 def test_clean_up_drops_specks_and_keeps_8_connected_lines():
-    prob = band(200, 200, (10, 10), (150, 150), 1)  # 1-px diagonal: only 8-connected
+    prob = np.full((200, 200), 0.02, np.float32)
+    draw_crack(prob, (10, 10), (150, 150), width_px=1)  # a 1-px crack: its diagonal steps join only 8-connected
+    drawn = int((prob >= 0.5).sum())
+    assert cv2.connectedComponents((prob >= 0.5).astype(np.uint8), connectivity=4)[0] > 2
     prob[180:183, 20:23] = 0.9  # a 9-px speck
     m = measure_cracks(prob, 0.5, min_area_px=10, **RAW)
-    assert len(m.cracks) == 1 and m.cracks[0].area_px == 141
+    assert len(m.cracks) == 1 and m.cracks[0].area_px == drawn
     assert not m.mask[180:183, 20:23].any()
-    assert m.coverage == pytest.approx(141 / (200 * 200))
+    assert m.coverage == pytest.approx(drawn / (200 * 200))
     assert (m.labels[m.mask] == m.cracks[0].label).all()
     assert len(measure_cracks(prob, 0.5, min_area_px=9, **RAW).cracks) == 2
     # closing joins a crack broken by a 1-px gap
-    broken = band(100, 200, (10, 50), (190, 50), 3)
+    broken = np.full((100, 200), 0.02, np.float32)
+    draw_crack(broken, (10, 50), (190, 50), width_px=3)
     broken[:, 100] = 0.0
     assert len(measure_cracks(broken, 0.5, **RAW).cracks) == 2
     assert len(measure_cracks(broken, 0.5, close_px=3, **RAW).cracks) == 1
@@ -171,7 +185,7 @@ def test_full_hd_map_with_twenty_cracks_is_measured_fast():
     for _ in range(20):
         start = rng.integers((0, 0), (1920, 1080))
         end = start + rng.integers(-300, 300, 2)
-        cv2.line(prob, tuple(int(v) for v in start), tuple(int(v) for v in end), 0.9, int(rng.integers(1, 6)))
+        draw_crack(prob, tuple(start), tuple(end), width_px=int(rng.integers(1, 8)), seed=int(rng.integers(1000)))
     measure_cracks(prob, 0.5, **RAW)  # first call imports scikit-image
     times = []
     for _ in range(3):
@@ -185,7 +199,8 @@ def test_full_hd_map_with_twenty_cracks_is_measured_fast():
 
 def test_specks_are_dropped_and_fragments_of_one_crack_are_one_crack():
     rng = np.random.default_rng(3)
-    prob = band(300, 400, (20, 150), (380, 150), 3)  # one crack, 360 px long ...
+    prob = np.full((300, 400), 0.02, np.float32)
+    path = draw_crack(prob, (20, 150), (380, 150), width_px=3)  # one crack, 360 px across ...
     prob[:, 140:146] = 0.0  # ... broken by the model in two places (6 and 10 px gaps)
     prob[:, 250:260] = 0.0
     for _ in range(30):  # texture specks: 5 x 5 blobs, area 25 px >= min_area_px, length ~4 px
@@ -197,12 +212,14 @@ def test_specks_are_dropped_and_fragments_of_one_crack_are_one_crack():
     assert len(m.cracks) == 1  # what an inspector says
     crack = m.cracks[0]
     x, y, w, h = crack.bbox
-    assert x <= 20 and x + w >= 380 and 145 <= y <= 150
-    assert crack.length_px == pytest.approx(360 - 6 - 10 - 3, abs=8)  # fragments' centre lines, gaps not counted
+    top = int(path[:, 1].min())
+    assert x <= 20 and x + w >= 380 and top - 5 <= y <= top
+    # fragments' centre lines, gaps not counted (16 of the 360 columns: their share of the crooked length)
+    assert crack.length_px == pytest.approx(path_length(path) * (360 - 6 - 10) / 360 - 3, abs=8)
     assert crack.area_px == int(m.mask.sum()) and not m.mask[:120].any()  # specks gone from the mask too
     assert (m.labels[m.mask] == crack.label).all()
     # a short crack far from others survives when it is long enough, and is its own crack
-    prob[250:253, 30:90] = 0.9
+    draw_crack(prob, (30, 251), (90, 251), width_px=3)
     assert len(measure_cracks(prob, 0.5).cracks) == 2
     assert len(measure_cracks(prob, 0.5, min_length_px=70, link_gap_px=30).cracks) == 1
 
@@ -230,7 +247,7 @@ def test_straight_joints_are_dropped_and_cracks_kept_when_the_check_is_on():
         cv2.line(joints, (k, 300), (k + 3, 511), 1.0, 3)
         cv2.line(joints, (0, 300 + k // 3), (511, 302 + k // 3), 1.0, 3)
     crack = _wandering_crack(0).astype(np.float32)
-    assert len(measure_cracks(joints, 0.5).cracks) >= 2, "off by default: every piece is a crack"
+    assert len(measure_cracks(joints, 0.5, straight_min_length_px=0).cracks) >= 2, "off: every piece is a crack"
     on = {"straight_min_length_px": 120}
     assert measure_cracks(joints, 0.5, **on).cracks == ()
     kept = measure_cracks(crack, 0.5, **on).cracks
@@ -240,6 +257,20 @@ def test_straight_joints_are_dropped_and_cracks_kept_when_the_check_is_on():
     cv2.line(both, (250, 0), (250, 511), 1.0, 3)
     assert len(measure_cracks(both, 0.5, **on).cracks) == 1
     assert measure_cracks(both, 0.5, straight_min_length_px=120, straight_min_share=0.3).cracks == ()
+
+
+def test_by_default_a_long_straight_joint_is_dropped_and_a_crooked_crack_as_long_kept():
+    """The daemon's defaults (edge.severity.MaskCleanup, edge.config.MeasureConfig): the straight check is on."""
+    prob = np.full((400, 600), 0.02, np.float32)
+    path = draw_crack(prob, (40, 300), (560, 320), width_px=3)
+    length = path_length(path)
+    joint = band(400, 600, (40, 80), (40 + length, 80), 3)  # a saw cut exactly as long, in the same frame
+    prob = np.maximum(prob, joint)
+    assert len(measure_cracks(prob, 0.5, straight_min_length_px=0).cracks) == 2  # without the check: both
+    m = measure_cracks(prob, 0.5)
+    assert len(m.cracks) == 1 and not m.mask[:200].any()  # the joint is gone ...
+    assert m.cracks[0].length_px == pytest.approx(length, rel=0.025)  # ... the crack is kept, whole
+    assert MeasureConfig().straight_min_length_px == 120 and MeasureConfig().straight_min_share == 0.85
 
 
 def test_straight_check_keeps_nearly_every_labelled_real_crack(shared_data):

@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from edge_helpers import crack_image, darkness_model, write_video
+from drawn_cracks import crack_path, path_length
+from edge_helpers import crack_ends, crack_image, darkness_model, write_video
 
 from contract.tiling import tile_grid
 from edge.alerts import validate_alert
@@ -50,17 +51,20 @@ def test_alerts_for_a_crack_and_none_for_a_blank_frame(tmp_path: Path) -> None:
     stats = run_daemon(make_config(tmp_path, folder), publisher=publisher)
     assert stats["frames"] == 3 and stats["errors"] == 0
     alerts = publisher.alerts
+    path = crack_path(*crack_ends(120, 160))  # the crack drawn into every crack_image
+    (left, top), (right, bottom) = path.min(axis=0), path.max(axis=0)
     assert [a["frame_index"] for a in alerts] == [0, 2]  # the blank frame (index 1) raised nothing
     for alert in alerts:
         assert validate_alert(alert) == []
         assert alert["device_id"] == "cam-test" and alert["source"] == str(folder)
         assert alert["frame_size"] == {"width": 160, "height": 120}
         assert alert["model"]["name"] == "darkness-test" and alert["model"]["threshold"] == 0.5
-        assert len(alert["cracks"]) == 1  # one diagonal line across several 64-px tiles: ONE crack
+        assert len(alert["cracks"]) == 1  # one crooked crack across several 64-px tiles: ONE crack
         crack = alert["cracks"][0]
         x, y, w, h = crack["bbox"]
-        assert 5 <= x <= 12 and 5 <= y <= 12 and 135 <= w <= 150 and 90 <= h <= 102
-        assert crack["length_px"] == pytest.approx(np.hypot(140, 95), rel=0.1)
+        assert left - 5 <= x <= left + 2 and top - 5 <= y <= top + 2
+        assert right - left - 5 <= w <= right - left + 10 and bottom - top - 5 <= h <= bottom - top + 7
+        assert crack["length_px"] == pytest.approx(path_length(path), rel=0.1)
         assert 2.0 <= crack["max_width_px"] <= 6.0
         assert Path(alert["snapshot"]["path"]).is_file()
     assert [a["sequence"] for a in alerts] == [0, 1]

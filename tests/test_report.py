@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from drawn_cracks import draw_crack
 
 from edge.alerts import build_alert, model_info, validate_alert
 from edge.measure import measure_cracks
@@ -47,8 +48,8 @@ def make_alert(image: np.ndarray, seq: int, t_s: float, *, geo: dict | None = No
 def two_crack_image(seed: int = 0, shift: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     image = np.full((240, 320, 3), 170, np.uint8) + rng.integers(0, 20, (240, 320, 3), dtype=np.uint8)
-    cv2.line(image, (20 + shift, 30), (140 + shift, 110), (30, 30, 30), 3)
-    cv2.line(image, (200, 150), (300, 225), (30, 30, 30), 5)
+    draw_crack(image, (20 + shift, 30), (140 + shift, 110), width_px=5, value=(30, 30, 30))
+    draw_crack(image, (200, 150), (300, 225), width_px=7, value=(30, 30, 30))
     return image
 
 
@@ -76,9 +77,9 @@ def test_moving_vehicle_cracks_are_merged_by_position_not_by_box(tmp_path: Path)
     for i in range(3):
         image = np.full((240, 320, 3), 170, np.uint8)
         y = 20 + 100 * i
-        cv2.line(image, (60, y - 5), (200, y + 5), (30, 30, 30), 3)
+        draw_crack(image, (60, y - 5), (200, y + 5), width_px=5, value=(30, 30, 30))
         if i == 0:
-            cv2.line(image, (270, 20), (275, 220), (30, 30, 30), 3)  # another crack, only in frame 0
+            draw_crack(image, (270, 20), (275, 220), width_px=5, value=(30, 30, 30))  # another crack, only in frame 0
         alerts.append(make_alert(image, i, i * 0.2, geo=geo_at(0.2 * i), gsd=gsd))
     groups = group_cracks(alerts, DedupOptions(max_distance_m=0.1))
     assert sorted(len(g.observations) for g in groups) == [1, 3]
@@ -99,7 +100,7 @@ def test_a_folder_of_unrelated_photos_is_not_merged_by_box_overlap(tmp_path: Pat
     a = make_alert(two_crack_image(1), 0, 0.0, source="/data/photos", snapshot_dir=snaps)
     other = np.full((240, 320, 3), 60, np.uint8)
     other[:, 160:] = 220  # a different scene with a crack at the same place
-    cv2.line(other, (20, 30), (140, 110), (0, 0, 0), 3)
+    draw_crack(other, (20, 30), (140, 110), width_px=5, value=(0, 0, 0))
     b = make_alert(other, 1, 0.1, source="/data/photos", snapshot_dir=snaps)
     out = tmp_path / "rep"
     jsonl = tmp_path / "alerts.jsonl"
@@ -187,7 +188,7 @@ def test_a_crack_merged_over_frames_spans_them_all(tmp_path: Path) -> None:
     alerts = []
     for i in range(3):
         image = np.full((240, 320, 3), 170, np.uint8)
-        cv2.line(image, (160, 5), (160, 235), (30, 30, 30), 3)  # the crack runs on beyond the frame
+        draw_crack(image, (160, 5), (160, 235), width_px=5, value=(30, 30, 30))  # the crack runs on beyond the frame
         alerts.append(make_alert(image, i, i * 0.5, geo=geo_at(0.4 * i), gsd=gsd))
     (group,) = group_cracks(alerts)
     row = summary_row(group)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from drawn_cracks import draw_crack
 
 from edge.measure import measure_cracks
 from edge.snapshots import SnapshotError, SnapshotStore, render_overlay
@@ -13,7 +14,7 @@ from edge.snapshots import SnapshotError, SnapshotStore, render_overlay
 def _frame_and_measurement():
     frame = np.full((240, 320, 3), 128, np.uint8)
     prob = np.zeros((240, 320), np.float32)
-    prob[118:123, 40:280] = 0.9  # a 5-px crack
+    draw_crack(prob, (40, 120), (279, 120), width_px=5)  # a 5-px crack
     return frame, measure_cracks(prob, 0.5, gsd_mm_per_px=0.5)
 
 
@@ -23,7 +24,8 @@ def test_overlay_is_a_jpeg_with_the_crack_tinted_and_boxed():
     assert jpeg[:2] == b"\xff\xd8"
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image.shape == frame.shape
-    b, g, r = (float(v) for v in image[120, 150])
+    crack_y = int(np.flatnonzero(m.mask[:, 150]).mean())  # where the crooked crack crosses column 150
+    b, g, r = (float(v) for v in image[crack_y, 150])
     assert r > 170 and b < 110 and g < 110, (b, g, r)  # the crack is tinted red
     assert np.abs(image[200:230, 20:60].astype(int) - 128).max() < 12  # the road elsewhere is untouched
     x, y, w, h = m.cracks[0].bbox

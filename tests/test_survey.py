@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from drawn_cracks import draw_crack
 from edge_helpers import crack_image, darkness_model, write_geotagged_jpeg, write_video
 from mqtt_fixtures import broker, mqtt_section, needs_mosquitto  # noqa: F401
 
@@ -73,7 +74,7 @@ def test_photos_without_an_offset_use_the_configured_zone_or_the_clock(tmp_path:
 
 def _frame_with_crack_at(x: int) -> np.ndarray:
     image = np.full((120, 160, 3), 190, np.uint8)
-    cv2.line(image, (x, 10), (x + 30, 110), (30, 30, 30), 3)
+    draw_crack(image, (x, 10), (x + 30, 110), width_px=5, value=(30, 30, 30))
     return image
 
 
