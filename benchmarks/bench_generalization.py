@@ -147,6 +147,7 @@ class AlertDecider:
             rules=measure.severity.rules(), open_px=measure.open_px, close_px=measure.close_px,
             min_length_px=measure.min_length_px, link_gap_px=measure.link_gap_px,
             straight_min_length_px=measure.straight_min_length_px, straight_min_share=measure.straight_min_share,
+            straight_support_ratio=measure.straight_support_ratio,
         )
 
     def decides(self, measurement) -> bool:
@@ -159,7 +160,8 @@ class AlertDecider:
 
     def describe(self) -> str:
         m, a = self.config.measure, self.config.alerts
-        straight = (f"straight_min_length_px {m.straight_min_length_px:g} (share {m.straight_min_share:g}), "
+        straight = (f"straight_min_length_px {m.straight_min_length_px:g} (share {m.straight_min_share:g}, "
+                    f"support ratio {m.straight_support_ratio:g}), "
                     if m.straight_min_length_px else "")
         return (f"threshold {self.threshold:.2f}, min_area_px {m.min_area_px}, min_length_px {m.min_length_px:g}, "
                 f"link_gap_px {m.link_gap_px}, {straight}open/close {m.open_px}/{m.close_px} px, "

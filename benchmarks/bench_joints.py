@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the straight check's minimum line length, px (default: the daemon's, measure.straight_min_length_px)")
     p.add_argument("--straight-min-share", type=float, default=None,
                    help="share of a piece on such lines that makes it a joint (default: the daemon's)")
+    p.add_argument("--straight-support-ratio", type=float, default=None,
+                   help="the straight check's faint-line ratio, 1 = each piece alone (default: the daemon's)")
     p.add_argument("--edge-config", type=Path, default=None, help="daemon config whose alert decision is used "
                    "(default: the built-in defaults)")
     p.add_argument("--upsample", type=float, default=1.0,
@@ -173,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     m = daemon.config.measure
     on = daemon.with_measure(
         straight_min_length_px=m.straight_min_length_px if args.straight_min_length_px is None else args.straight_min_length_px,
-        straight_min_share=m.straight_min_share if args.straight_min_share is None else args.straight_min_share)
+        straight_min_share=m.straight_min_share if args.straight_min_share is None else args.straight_min_share,
+        straight_support_ratio=(m.straight_support_ratio if args.straight_support_ratio is None
+                                else args.straight_support_ratio))
     deciders = {"off": off, "on": on}
     families = list(FAMILIES)
     per_family: dict[str, Counts] = defaultdict(Counts)

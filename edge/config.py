@@ -211,6 +211,11 @@ class MeasureConfig(_Section):
         _CLEANUP.straight_min_share, gt=0, le=1,
         description="share of a piece's centre line on such straight lines that makes it a joint",
     )
+    straight_support_ratio: float = Field(
+        _CLEANUP.straight_support_ratio, gt=0, le=1,
+        description="the straight check also judges a piece by the fainter line it lies in (prob >= threshold x "
+        "this); 1 = each piece alone",
+    )
     severity: SeverityConfig = SeverityConfig()
 
 

@@ -292,18 +292,41 @@ def straight_share(components: _Components, samples: _SkeletonSamples, min_lengt
 
 
 def drop_straight(components: _Components, samples: _SkeletonSamples, min_length_px: float,
-                  min_share: float) -> _Components:
+                  min_share: float, support: tuple[_Components, _SkeletonSamples] | None = None) -> _Components:
     """Components made of long straight lines removed: joints, saw cuts, grout and formwork lines.
 
     A component goes when at least ``min_share`` of its skeleton lies on straight segments of at least
     ``min_length_px`` (:func:`straight_share`); a crack that runs beside or across a joint joined to it
-    keeps its own, crooked share and stays. ``min_length_px`` <= 0: off.
+    keeps its own, crooked share and stays. ``support`` (the components of a fainter mask holding this
+    one, with their skeleton: :func:`straight_support`): a component also goes when the faint piece it
+    lies in is such a line, so a joint the model sees only faintly, with a few confident stretches
+    shorter than ``min_length_px``, goes with them. ``min_length_px`` <= 0: off.
     """
     if min_length_px <= 0 or components.n <= 1:
         return components
     keep = straight_share(components, samples, min_length_px) < min_share
+    if support is not None:
+        faint, faint_samples = support
+        faint_straight = straight_share(faint, faint_samples, min_length_px) >= min_share
+        faint_straight[0] = False
+        inside = np.zeros(components.n, np.int64)  # the faint piece each component lies in (0: none)
+        on = components.labels > 0
+        inside[components.labels[on]] = faint.labels[on]
+        keep &= ~faint_straight[inside]
     keep[0] = False
     return components if keep[1:].all() else _renumber(components.labels, keep)
+
+
+def straight_support(prob: np.ndarray, threshold: float, ratio: float, min_area_px: int
+                     ) -> tuple[_Components, _SkeletonSamples] | None:
+    """The pieces of ``prob >= threshold * ratio`` with their skeleton, for :func:`drop_straight`'s
+    ``support``; None when ``ratio`` is 1 or more (off) or nothing is that bright."""
+    if ratio >= 1.0:
+        return None
+    faint = label_components((prob >= threshold * ratio).astype(np.uint8), min_area_px)
+    if faint.n <= 1:
+        return None
+    return faint, sample_skeleton((faint.labels > 0).astype(np.uint8))
 
 
 def link_fragments(components: _Components, link_gap_px: int) -> _Components:
@@ -388,6 +411,7 @@ def measure_cracks(
     close_px: int = _CLEANUP.close_px,
     straight_min_length_px: float = _CLEANUP.straight_min_length_px,
     straight_min_share: float = _CLEANUP.straight_min_share,
+    straight_support_ratio: float = _CLEANUP.straight_support_ratio,
 ) -> FrameMeasurement:
     """Every crack of a probability map ``prob`` (H x W, values in [0, 1]) with its measurements.
 
@@ -396,7 +420,8 @@ def measure_cracks(
     ``min_length_px`` (:func:`drop_short`), join fragments less than ``link_gap_px`` apart into one
     crack (:func:`link_fragments`), measure each crack (:func:`crack_records`). Before the length
     check, pieces made of straight lines of at least ``straight_min_length_px`` (joints, saw cuts)
-    are dropped (:func:`drop_straight`, 0 = off). ``gsd_mm_per_px``:
+    are dropped (:func:`drop_straight`, 0 = off), judged also on the fainter line each lies in
+    (``prob >= threshold * straight_support_ratio``, 1 = off). ``gsd_mm_per_px``:
     ground sampling distance (mm of surface per pixel) for millimetre sizes and the mm severity limits.
     Defaults: :class:`MaskCleanup` (the daemon's).
     The definitions are in this module's docstring.
@@ -411,7 +436,8 @@ def measure_cracks(
             height, width, float(threshold), gsd_mm_per_px, (), 0.0, empty, np.zeros((height, width), np.int32), empty
         )
     samples = sample_skeleton((components.labels > 0).astype(np.uint8))
-    components = drop_straight(components, samples, straight_min_length_px, straight_min_share)
+    support = straight_support(prob, threshold, straight_support_ratio, min_area_px) if straight_min_length_px > 0 else None
+    components = drop_straight(components, samples, straight_min_length_px, straight_min_share, support)
     components = link_fragments(drop_short(components, samples, min_length_px), link_gap_px)
     crack_pixels = components.labels > 0
     cracks = crack_records(prob, components, samples, rules, gsd_mm_per_px)

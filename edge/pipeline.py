@@ -289,6 +289,7 @@ class Pipeline:
             min_length_px=self.config.measure.min_length_px, link_gap_px=self.config.measure.link_gap_px,
             straight_min_length_px=self.config.measure.straight_min_length_px,
             straight_min_share=self.config.measure.straight_min_share,
+            straight_support_ratio=self.config.measure.straight_support_ratio,
         )
         alert, jpeg = None, None
         if measurement.cracks and self.policy.decide(measurement, p.frame.capture_time.timestamp(), p.frame.source_id,

@@ -43,6 +43,10 @@ class MaskCleanup:
     # >= 120 px it would drop 32
     straight_min_length_px: float = 120.0
     straight_min_share: float = 0.85
+    # the straight check also judges each piece by the fainter line it lies in (prob >= threshold x this):
+    # a joint the model sees faintly, with confident stretches shorter than the length above, goes too;
+    # 1 = off (each piece judged alone)
+    straight_support_ratio: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -292,3 +292,19 @@ def test_straight_check_keeps_nearly_every_labelled_real_crack(shared_data):
         dropped += int((long_ & (share[1:] >= 0.85)).sum())
     assert long_pieces > 300
     assert dropped <= 0.02 * long_pieces, f"{dropped} of {long_pieces} real cracks would be dropped"
+
+
+def test_a_faint_joint_with_confident_stretches_goes_a_crooked_crack_in_faint_texture_stays():
+    """The straight check judges a piece by the fainter line it lies in (straight_support_ratio): a model
+    often sees a saw cut faintly end to end and surely only near a tile edge, a stretch too short to be
+    judged straight alone."""
+    prob = np.full((400, 400), 0.05, np.float32)
+    prob[40:360, 100:103] = 0.35  # a faint straight joint, 320 px: below 0.5, above 0.5 x 0.5
+    prob[40:110, 100:103] = 0.9  # its confident stretch: 70 px, shorter than the 120 px the check needs
+    draw_crack(prob, (200, 60), (380, 340), width_px=3, value=0.9)  # a crooked crack ...
+    prob[:, 250:252] = np.maximum(prob[:, 250:252], 0.3)  # ... crossed by a faint straight line
+    m = measure_cracks(prob, 0.5)
+    assert len(m.cracks) == 1 and m.cracks[0].bbox[0] >= 190, "the joint's stretch is dropped, the crack kept"
+    alone = measure_cracks(prob, 0.5, straight_support_ratio=1.0)
+    assert len(alone.cracks) == 2, "judged alone, the 70-px stretch is too short to be called straight"
+    assert MeasureConfig().straight_support_ratio == 0.5
