@@ -141,8 +141,8 @@ def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: 
         row = next(line for line in text.splitlines() if line.startswith(f"| {family} |"))
         assert row.count("(0/1)") + row.count("(1/1)") == 2, row  # one tile, decided off and on
     assert "| **held-out families, pooled** | | " in text and "recall <= 2 px" in text
-    # off is the model alone; on is the daemon's own default check (120 px, share 0.85)
-    assert "Straight check off: threshold" in text and "straight_min_length_px 120 (share 0.85)" in text
+    # off is the model alone; on is the daemon's own default check (120 px, share 0.85, support ratio 0.5)
+    assert "Straight check off: threshold" in text and "straight_min_length_px 120 (share 0.85, support ratio 0.5)" in text
     assert text.count("straight_min_length_px") == 1, "the off column has no straight check"
     assert bench_joints.main(["--max-images", "0", "--no-append"]) == 2
     assert bench_joints.main(["--upsample", "0.5", "--no-append"]) == 2
