@@ -124,7 +124,7 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       "chamfer, road paint; the held-out families never) labelled background (default: %(default)s)")
     p("--hard-negative-fraction", type=float,
       help="share of each epoch cut around the --init model's own false positives on the training images (mined "
-      "once at the start into <out>/hard_negatives.json, read again on --resume); needs --init (default: %(default)s)")
+      "once at the start into <out>/hard_negatives.json, read again when the run resumes); needs --init (default: %(default)s)")
     p("--hard-negative-threshold", type=float,
       help="probability at which a predicted piece farther than 8 px from every labelled crack counts as a false "
       "positive to mine (default: %(default)s)")
