@@ -183,6 +183,22 @@ def test_torchrun_two_cpu_processes(tiny_cfd, tmp_path):
     assert done.stdout.count("test: precision") == 1  # only rank 0 reports
 
 
+def test_torchrun_mines_hard_negatives_once_for_both_ranks(tiny_cfd, tmp_path):
+    """--hard-negative-fraction under DDP: rank 0 mines into the run folder, every rank reads that file."""
+    start = tmp_path / "start"
+    assert run_main(["--data", str(tiny_cfd), *TINY, "--epochs", "1", "--overlays", "0", "--out", str(start)]) == 0
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "train.run", "--data", str(tiny_cfd), *TINY, "--epochs", "1", "--device", "cpu", "--overlays", "0",
+           "--init", str(start / "best.pt"), "--hard-negative-fraction", "0.3", "--hard-negative-shape", "all",
+           "--hard-negative-threshold", "0.01", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("false-positive sites from") == 1, done.stdout  # mined once, by rank 0
+    assert (out / "hard_negatives.json").is_file() and json.loads((out / "config.json").read_text())["world_size"] == 2
+
+
 def test_ablation_help_offers_only_flags_it_has(capsys):
     with pytest.raises(SystemExit):
         ablation_main(["--help"])
