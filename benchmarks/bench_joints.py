@@ -165,19 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --max-images must be at least 1, got {args.max_images}", file=sys.stderr)
         return 2
     root = args.data_root or data_root()
-    if args.upsample < 1.0:
-        print(f"error: --upsample must be >= 1, got {args.upsample}", file=sys.stderr)
-        return 2
     predict, info = load_predictor(args.model, args.device)
-    predict = upsampled_predictor(predict, args.upsample)
+    try:
+        predict = upsampled_predictor(predict, args.upsample)
+    except ValueError as exc:
+        print(f"error: --upsample: {exc}", file=sys.stderr)
+        return 2
     daemon = AlertDecider.from_config(float(info["threshold"]), args.edge_config)
     off = daemon.with_measure(straight_min_length_px=0.0)
-    m = daemon.config.measure
-    on = daemon.with_measure(
-        straight_min_length_px=m.straight_min_length_px if args.straight_min_length_px is None else args.straight_min_length_px,
-        straight_min_share=m.straight_min_share if args.straight_min_share is None else args.straight_min_share,
-        straight_support_ratio=(m.straight_support_ratio if args.straight_support_ratio is None
-                                else args.straight_support_ratio))
+    given = {"straight_min_length_px": args.straight_min_length_px, "straight_min_share": args.straight_min_share,
+             "straight_support_ratio": args.straight_support_ratio}
+    on = daemon.with_measure(**{k: v for k, v in given.items() if v is not None})  # the rest: the daemon's
     deciders = {"off": off, "on": on}
     families = list(FAMILIES)
     per_family: dict[str, Counts] = defaultdict(Counts)

@@ -78,7 +78,10 @@ def false_positive_sites(prob: np.ndarray, mask: np.ndarray, threshold: float, *
         area = int(stats[k, cv2.CC_STAT_AREA])
         if area < min_area_px:
             continue
-        ys, xs = np.nonzero(labels == k)
+        left, top = int(stats[k, cv2.CC_STAT_LEFT]), int(stats[k, cv2.CC_STAT_TOP])
+        box = labels[top : top + int(stats[k, cv2.CC_STAT_HEIGHT]), left : left + int(stats[k, cv2.CC_STAT_WIDTH])]
+        ys, xs = np.nonzero(box == k)  # within the piece's box, not the whole frame once per piece
+        ys, xs = ys + top, xs + left
         if straight_only:
             length, bend = bend_px(ys, xs)
             if length < min_length_px or bend > max_bend_px:
