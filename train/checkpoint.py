@@ -89,6 +89,11 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
     }
     payload.update(extra or {})
+    return write_payload(payload, path)
+
+
+def write_payload(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """``torch.save`` a checkpoint dict atomically (temp file + rename: a crash never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
