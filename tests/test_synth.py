@@ -232,3 +232,30 @@ def test_broken_hairlines_fade_in_stretches_but_stay_labelled_and_visible():
     rough = textured_grey(160, seed=2)
     image, mask = render_hairline_cracks(rough, np.random.default_rng(5), replace(faded, min_contrast_to_texture=2.5))
     assert mask.any()
+
+
+def test_wide_cracks_are_wide_dark_labelled_inside_and_off_by_default():
+    background = textured_grey(size=192)
+    wide = SynthConfig(crack_count=(1, 1), branch_prob=0.0, fade_prob=0.0, wide_prob=1.0)
+    for seed in range(6):
+        image, mask = render_hairline_cracks(background, np.random.default_rng(seed), wide)
+        assert cv2.connectedComponents(mask, connectivity=8)[0] - 1 == 1, f"seed {seed}: one crack, one piece"
+        local = widths(mask)
+        # 2 d - 1 over every pixel of a band W wide runs from 1 at its edge to W at its centre
+        assert 3.5 <= local.max() <= wide.wide_width_px[1] + 1.5, (seed, local.max())
+        inside = cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0  # the inside is labelled crack and is dark
+        assert inside.sum() > 50
+        darker = 1.0 - image[..., 0][inside].astype(float) / background[..., 0][inside].astype(float)
+        assert np.median(darker) >= 0.3, f"seed {seed}: the inside of a wide crack must be dark"
+    # off by default, and at 0 the random stream (so every sample drawn before this option) is unchanged
+    assert SynthConfig().wide_prob == 0.0
+    a = render_hairline_cracks(background, np.random.default_rng(7), SynthConfig())
+    b = render_hairline_cracks(background, np.random.default_rng(7), SynthConfig(wide_prob=0.0, wide_width_px=(5, 9)))
+    np.testing.assert_array_equal(a[1], b[1])
+    thin = [np.percentile(widths(render_hairline_cracks(background, np.random.default_rng(s), SynthConfig())[1]), 95)
+            for s in range(6)]
+    assert max(thin) <= 3.0 + 1e-6
+    with pytest.raises(ValueError, match="wide_width_px"):
+        SynthConfig(wide_width_px=(0.2, 4.0))
+    with pytest.raises(ValueError, match="wide_prob"):
+        SynthConfig(wide_prob=1.5)

@@ -19,7 +19,7 @@ def _pair(width: int = 4) -> tuple[torch.nn.Module, torch.nn.Module]:
     with torch.no_grad():  # trained-looking weights (no two tensors alike), and a fine-tune that moved each
         for p in base.parameters():
             p.copy_(p + 0.1 * torch.randn_like(p))
-        for p, q in zip(tuned.parameters(), base.parameters()):
+        for p, q in zip(tuned.parameters(), base.parameters(), strict=True):
             p.copy_(q + torch.randn_like(q))
     return base, tuned
 

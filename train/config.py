@@ -73,6 +73,7 @@ class TrainConfig:
     photometric: str = ""  # comma list of train.photometric groups, "all", or "" for none
     synth_fraction: float = 0.0  # share of each epoch drawn from train.synth (hairlines, distractors, negatives)
     synth_structures: float = 0.5  # chance that a generated crop carries a train.structures joint (tiles, formwork...)
+    synth_wide: float = 0.0  # chance that a generated crack is wide and deep (an open crack: its inside is crack)
     hard_negative_fraction: float = 0.0  # share of each epoch cut around the --init model's false positives
     hard_negative_threshold: float = 0.3  # probability at which a prediction off every labelled crack is mined
     hard_negative_shape: str = "straight"  # straight: only straight pieces (joints, edges); all: every piece
@@ -101,6 +102,8 @@ class TrainConfig:
             fail("synth_fraction", "a fraction in [0, 1)")
         if not 0.0 <= self.synth_structures <= 1.0:
             fail("synth_structures", "a probability in [0, 1]")
+        if not 0.0 <= self.synth_wide <= 1.0:
+            fail("synth_wide", "a probability in [0, 1]")
         if not 0.0 <= self.hard_negative_fraction < 1.0 - self.synth_fraction:
             fail("hard_negative_fraction", "a fraction in [0, 1 - --synth-fraction)")
         if self.hard_negative_fraction and not self.init:

@@ -122,6 +122,10 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
     p("--synth-structures", type=float,
       help="chance that a generated crop carries one straight structure of train.structures (tile grid, formwork, "
       "chamfer, road paint; the held-out families never) labelled background (default: %(default)s)")
+    p("--synth-wide", type=float,
+      help="chance that a generated crack is wide and deep (4-12 px, an open crack whose inside is labelled crack), "
+      "so that dark straight bands labelled background do not teach the model that wide dark cracks are background "
+      "(default: %(default)s)")
     p("--hard-negative-fraction", type=float,
       help="share of each epoch cut around the --init model's own false positives on the training images (mined "
       "once at the start into <out>/hard_negatives.json, read again when the run resumes); needs --init (default: %(default)s)")

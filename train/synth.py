@@ -63,6 +63,12 @@ class SynthConfig:
     # this multiple of the surface's fine-texture std; where that exceeds darkening[1] the surface is too
     # coarse for a hairline and none is drawn (an invisible crack would be a wrong label); 0 = no floor
     min_contrast_to_texture: float = 2.5
+    # wide cracks: with wide_prob a crack is drawn wide and deep (an open crack or spall: a dark band of
+    # uneven width along a tortuous path, its inside labelled crack), so that a uniform dark band (a joint,
+    # labelled background) differs from a crack by its course, not by being wide or dark; 0 = hairlines only
+    wide_prob: float = 0.0
+    wide_width_px: tuple[float, float] = (4.0, 12.0)
+    wide_darkening: tuple[float, float] = (0.4, 0.8)
     # distractors (mask stays 0)
     line_width_px: tuple[float, float] = (1.0, 6.0)
     line_darkening: tuple[float, float] = (0.1, 0.5)
@@ -93,15 +99,16 @@ class SynthConfig:
             value = getattr(self, f.name)
             if f.name == "structure_families":
                 continue
-            if f.name.startswith("p_") and not 0.0 <= value <= 1.0:
+            if (f.name.startswith("p_") or f.name.endswith("_prob")) and not 0.0 <= value <= 1.0:
                 raise ValueError(f"synth {f.name} must be a probability in [0, 1], got {value}")
             if isinstance(value, tuple) and (len(value) != 2 or value[0] > value[1] or value[0] < 0):
                 raise ValueError(f"synth {f.name} must be a (low, high) pair with 0 <= low <= high, got {value}")
-        for name in ("darkening", "line_darkening", "grid_darkening"):
+        for name in ("darkening", "line_darkening", "grid_darkening", "wide_darkening"):
             if getattr(self, name)[1] >= 1.0:
                 raise ValueError(f"synth {name} must stay below 1, got {getattr(self, name)}")
-        if self.width_px[0] < 0.5:
-            raise ValueError(f"synth width_px must be >= 0.5 px, got {self.width_px}")
+        for name in ("width_px", "wide_width_px"):
+            if getattr(self, name)[0] < 0.5:
+                raise ValueError(f"synth {name} must be >= 0.5 px, got {getattr(self, name)}")
         if self.crack_count[0] < 1:
             raise ValueError(f"synth crack_count must be >= 1, got {self.crack_count}")
         if self.step_px <= 0:
@@ -307,7 +314,8 @@ def render_hairline_cracks(
     crack's ``darkening`` times its coverage, softened by ``blur_sigma``. On a coarse surface the
     darkening is raised to ``min_contrast_to_texture`` x the fine-texture std, so that no labelled
     crack is invisible; with ``fade_prob`` a crack fades in stretches (down to that floor, still
-    labelled: a hairline that comes and goes is one crack); a surface that would need more than ``darkening[1]`` gets no crack (the
+    labelled: a hairline that comes and goes is one crack); with ``wide_prob`` a crack is drawn wide
+    (``wide_width_px``, ``wide_darkening``: an open crack, its inside labelled); a surface that would need more than ``darkening[1]`` gets no crack (the
     background is returned with an empty mask). The mask is every pixel with
     coverage >= 0.5 plus the crack's 8-connected centre line, so a 1-px crack is a connected 1-px mask.
     """
@@ -327,12 +335,14 @@ def render_hairline_cracks(
         start = (rng.uniform(0, w), rng.uniform(0, h))
         heading = rng.uniform(0, 2 * math.pi)
         length = _uniform(rng, config.length_frac) * side
-        darkening = min(max(_uniform(rng, config.darkening), darkening_floor), config.darkening[1])
+        wide = config.wide_prob > 0 and rng.random() < config.wide_prob  # no draw at 0: same streams as before
+        width_px, darkening_range = (config.wide_width_px, config.wide_darkening) if wide else (config.width_px, config.darkening)
+        darkening = min(max(_uniform(rng, darkening_range), darkening_floor), darkening_range[1])
         # grow in both directions from the start, so the crack is not anchored at one end
         ahead = _walk(guide, margin, start, heading, length / 2, rng, config)
         behind = _walk(guide, margin, start, heading + math.pi, length / 2, rng, config)
         trunk = np.concatenate([behind[::-1], ahead[1:]])
-        paths = [(trunk, _width_profile(len(trunk), rng, config.width_px))]
+        paths = [(trunk, _width_profile(len(trunk), rng, width_px))]
         if rng.random() < config.branch_prob:
             for _ in range(int(rng.integers(1, 3))):
                 at = int(rng.integers(len(trunk) // 5, max(len(trunk) // 5 + 1, 4 * len(trunk) // 5)))
@@ -341,7 +351,7 @@ def render_hairline_cracks(
                 branch_heading = local + rng.choice([-1.0, 1.0]) * math.radians(rng.uniform(20, 70))
                 branch_length = _uniform(rng, config.branch_length_frac) * length
                 branch = _walk(guide, margin, tuple(trunk[at]), branch_heading, branch_length, rng, config)
-                paths.append((branch, _width_profile(len(branch), rng, config.width_px, scale=0.7)))
+                paths.append((branch, _width_profile(len(branch), rng, width_px, scale=0.7)))
         for points, widths in paths:
             _draw_polyline(coverage_canvas, points, widths, 255)
             fade = _fade_profile(len(points), rng, config)
