@@ -4,10 +4,14 @@
 #
 #   bash benchmarks/make_multisource_model.sh     # run it again while it exits 75 ("budget used")
 #
-# train on the train splits of all six data sets with the robustness recipe, in three stages (each its own
+# train on the train splits of all six data sets with the robustness recipe, in four stages (each its own
 # run folder): $RUN/stage1 constant lr, balanced by source, warm start from INIT; $RUN/stage2 cosine lr
 # from stage 1's best.pt; $RUN/stage3 cosine lr from stage 2's best.pt with DeepCrack and AigleRN
-# weighted 2 (the two sets whose validation scores fell in stage 2)
+# weighted 2 (the two sets whose validation scores fell in stage 2); $RUN/stage4 from stage 3's best.pt on
+# joints: 160-px crops, 30 % generated crops (straight structures in 80 % of them, wide cracks in 25 % of
+# their cracks), 10 % crops around stage 3's own straight false positives on the training images, validated
+# through the daemon's 512-px tiler
+#   -> the weight-space average ALPHA x stage 4 + (1 - ALPHA) x stage 3 ($RUN/average.pt)
 #   -> export to ONNX (512 x 512 tiles, the edge daemon's tile; dynamic batch; sigmoid inside)
 #   -> decision threshold on the pooled validation splits (every data set counting equally)
 #   -> INT8 (QDQ) sibling calibrated on training images
@@ -20,7 +24,8 @@
 #   RUN     run folder of every output         [runs/demo_model]
 #   INIT    stage 1's starting weights: "" = from scratch; "git:<commit>" = edge/assets/demo_model.onnx of
 #           that commit (the earlier DeepCrack-only model), or a .pt/.onnx path   [git:69bec3e]
-#   EPOCHS1, EPOCHS2, EPOCHS3   epochs of EPOCH_SAMPLES crops in stages 1, 2, 3   [10, 32, 16]
+#   EPOCHS1, EPOCHS2, EPOCHS3, EPOCHS4   epochs of EPOCH_SAMPLES crops in stages 1-4   [10, 32, 16, 40]
+#   ALPHA   share of stage 4 in the shipped weights (train.weight_average)   [0.5]
 #   EPOCH_SAMPLES                              [480]
 #   BUDGET  minutes of training per call (0 = no limit)   [50]
 #   RECIPE  robustness flags of train.run      [see below]
@@ -37,6 +42,8 @@ INIT="${INIT-git:69bec3e}"
 EPOCHS1="${EPOCHS1:-10}"
 EPOCHS2="${EPOCHS2:-32}"
 EPOCHS3="${EPOCHS3:-16}"
+EPOCHS4="${EPOCHS4:-40}"
+ALPHA="${ALPHA:-0.5}"
 EPOCH_SAMPLES="${EPOCH_SAMPLES:-480}"
 BUDGET="${BUDGET:-50}"
 RECIPE="${RECIPE:---scale-aug-min 0.5 --scale-aug-max 1.5 --photometric all --synth-fraction 0.25}"
@@ -52,8 +59,8 @@ for s in "${SETS[@]}"; do
 done
 ALL="$(IFS=,; echo "${DATA[*]}")"
 step() { echo; echo "== $(date +%H:%M:%S) $*"; }
-FINAL="$RUN/stage3"
-mkdir -p "$RUN/stage1" "$RUN/stage2" "$RUN/stage3"
+FINAL="$RUN/stage4"  # its splits/ hold the validation and test images of the threshold and test steps
+mkdir -p "$RUN/stage1" "$RUN/stage2" "$RUN/stage3" "$RUN/stage4"
 
 # 128-px crops: the four crop sets are 120-240 px, so a 256 crop is mostly mirror fill, and 128 gives
 # 4x the crops per CPU-second (w16: ~1 img/s at 256 vs ~4-5 at 128 on the 2-core VM)
@@ -86,19 +93,28 @@ if [[ ! -f "$RUN/stage1/metrics.json" && ! -f "$RUN/stage1/last.pt" ]]; then
         init_args=(--init "$INIT")
     fi
 fi
-step "1/6 train, stage 1 of 3"
+step "1/6 train, stage 1 of 4"
 train_stage "$RUN/stage1" "${COMMON[@]}" --lr 5e-4 --epochs "$EPOCHS1" "${init_args[@]}" --out "$RUN/stage1"
-step "1/6 train, stage 2 of 3"
+step "1/6 train, stage 2 of 4"
 train_stage "$RUN/stage2" "${COMMON[@]}" --lr 5e-4 --lr-schedule cosine --lr-min 1e-5 --epochs "$EPOCHS2" \
     --eval-every 2 --init "$RUN/stage1/best.pt" --out "$RUN/stage2"
-step "1/6 train, stage 3 of 3"
-train_stage "$FINAL" "${COMMON[@]}" --lr 2e-4 --lr-schedule cosine --lr-min 1e-5 --epochs "$EPOCHS3" \
-    --eval-every 2 --source-weights deepcrack=2,crackforest_cfd=1,crack500=1,gaps384=1,aiglern_trimm=2,shadowcrack=1 \
-    --init "$RUN/stage2/best.pt" --out "$FINAL"
+step "1/6 train, stage 3 of 4"
+WEIGHTS=deepcrack=2,crackforest_cfd=1,crack500=1,gaps384=1,aiglern_trimm=2,shadowcrack=1
+train_stage "$RUN/stage3" "${COMMON[@]}" --lr 2e-4 --lr-schedule cosine --lr-min 1e-5 --epochs "$EPOCHS3" \
+    --eval-every 2 --source-weights "$WEIGHTS" --init "$RUN/stage2/best.pt" --out "$RUN/stage3"
+step "1/6 train, stage 4 of 4: joints, wide cracks and its own straight false positives"
+train_stage "$FINAL" --data "$ALL" --width 16 --head deep --size 160 --batch 8 --loss bce \
+    --epoch-samples "$EPOCH_SAMPLES" --val-max-images 60 --test-max-images 10 --seed 0 --workers 1 --overlays 2 \
+    --scale-aug-min 0.5 --scale-aug-max 1.5 --photometric all --synth-fraction 0.3 --synth-structures 0.8 \
+    --synth-wide 0.25 --hard-negative-fraction 0.1 --init "$RUN/stage3/best.pt" --lr 2e-4 --lr-schedule cosine \
+    --lr-min 1e-5 --epochs "$EPOCHS4" --eval-every 4 --eval-tile 512 --source-weights "$WEIGHTS" --out "$FINAL"
 
 set -e
-step "2/6 export: $FINAL/best.pt -> $RUN/demo_model.onnx (512 x 512 tiles)"
-"$PY" -m export.onnx --checkpoint "$FINAL/best.pt" --out "$RUN/demo_model.onnx" --size 512
+step "2/6 average (stage 4's share $ALPHA, stage 3 the rest) and export -> $RUN/demo_model.onnx (512 x 512 tiles)"
+echo "python -m train.weight_average --base $RUN/stage3/best.pt --tuned $FINAL/best.pt --alpha $ALPHA --out $RUN/average.pt" \
+    > "$RUN/average_command.txt"
+"$PY" -m train.weight_average --base "$RUN/stage3/best.pt" --tuned "$FINAL/best.pt" --alpha "$ALPHA" --out "$RUN/average.pt"
+"$PY" -m export.onnx --checkpoint "$RUN/average.pt" --out "$RUN/demo_model.onnx" --size 512
 
 step "3/6 threshold on the pooled validation splits (recorded in $FINAL/splits/)"
 "$PY" -m calibration.threshold --model "$RUN/demo_model.onnx" $(printf -- '--data %s ' "${DATA[@]}") \
@@ -149,7 +165,7 @@ from contract.onnx_file import read_metadata
 run = Path(sys.argv[1])
 model, int8 = run / "demo_model.onnx", run / "demo_model.int8.onnx"
 meta = read_metadata(model)
-stages = (run / "stage1", run / "stage2", run / "stage3")
+stages = (run / "stage1", run / "stage2", run / "stage3", run / "stage4")
 train = json.loads((stages[-1] / "metrics.json").read_text())
 history = [row for stage in stages for row in csv.DictReader(open(stage / "history.csv"))]
 keys = ("ods_f", "ois_f", "ap", "f_beta", "precision", "recall")
@@ -172,6 +188,7 @@ record = {
     "int8_size_bytes": int8.stat().st_size,
     "recipe": "bash benchmarks/make_multisource_model.sh",
     "train_commands": [(stage / "train_command.txt").read_text().strip() for stage in stages],
+    "average_command": (run / "average_command.txt").read_text().strip(),
     "train_epochs_s": round(sum(float(r["seconds"]) for r in history)),
     "train_device": train.get("device"),
     "best_epoch": train.get("best_epoch"),
