@@ -160,3 +160,32 @@ def test_bench_dead_network_reports_each_seed_and_variant(shared_data: Path, tmp
     assert [row.split(" | ")[0] for row in rows] == ["| paper init", "| alive init without clipping", "| shipped defaults"]
     assert "python -m benchmarks.bench_dead_network --seeds 1" in text and "seeds die" in text
     assert bench_dead_network.main(["--variants", "mine", "--no-append"]) == 2
+
+
+def test_mosaic_fills_a_full_hd_frame_with_the_maps_in_turn() -> None:
+    from benchmarks.bench_measure import mosaic
+
+    a, b = np.full((300, 700), 0.25, np.float32), np.full((200, 500), 0.75, np.float32)
+    frame = mosaic([a, b], (1080, 1920))
+    assert frame.shape == (1080, 1920) and frame.dtype == np.float32
+    assert frame[0, 0] == 0.25 and frame[0, 700] == 0.75 and frame[0, 1200] == 0.25  # a, b, a along a row
+    assert frame[250, 800] == 0.0  # below the shorter map of the row: nothing drawn
+    assert frame[1079, 1919] in (0.0, 0.25, 0.75)
+    with pytest.raises(ValueError, match="at least one"):
+        mosaic([])
+
+
+def test_bench_measure_times_the_three_variants_on_real_maps(shared_data: Path, tmp_path: Path) -> None:
+    from benchmarks import bench_measure
+
+    results = tmp_path / "RESULTS.md"
+    assert bench_measure.main(["--sources", "deepcrack", "--max-images", "2", "--rounds", "1", "--round-seconds", "0.05",
+                               "--no-progress", "--data-root", str(shared_data), "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "python -m benchmarks.bench_measure --sources deepcrack" in text
+    for variant in bench_measure.VARIANTS:
+        rows = [line for line in text.splitlines() if f"| {variant} |" in line]
+        assert len(rows) == 3, variant  # own-size images, dense and sparse full-HD frames
+    assert all(line.endswith("| 1.00 |") for line in text.splitlines() if "| no straight check |" in line)
+    assert bench_measure.main(["--max-images", "0", "--no-append"]) == 2
+    assert bench_measure.main(["--sources", "nonexistent", "--data-root", str(shared_data), "--no-append"]) == 2
