@@ -141,6 +141,9 @@ def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: 
         row = next(line for line in text.splitlines() if line.startswith(f"| {family} |"))
         assert row.count("(0/1)") + row.count("(1/1)") == 2, row  # one tile, decided off and on
     assert "| **held-out families, pooled** | | " in text and "recall <= 2 px" in text
+    real = next(line for line in text.splitlines() if line.startswith("| deepcrack | 1 | "))  # real straight pieces
+    marked, kept_off, kept_on = (int(cell.split()[0]) for cell in real.split("|")[3:6])
+    assert kept_on <= kept_off <= marked  # the check only removes; the cleaned mask never adds a piece
     # off is the model alone; on is the daemon's own default check (120 px, share 0.85, support ratio 0.5)
     assert "Straight check off: threshold" in text and "straight_min_length_px 120 (share 0.85, support ratio 0.5)" in text
     assert text.count("straight_min_length_px") == 1, "the off column has no straight check"
