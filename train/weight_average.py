@@ -62,8 +62,10 @@ def base_state(path: str | os.PathLike, config: Mapping[str, Any]) -> dict[str, 
     model = UNet(ModelConfig.from_dict(dict(config)))
     try:
         initial_weights(path, model)
-    except CheckpointError as exc:  # its message speaks of --init; say which argument it was here
-        raise CheckpointError(str(exc).replace("--init", "--base")) from exc
+    except CheckpointError as exc:  # its message speaks of train.run's --init/--width; say what fits here
+        message = str(exc).replace("--init", "--base").replace("this model", "the tuned model").replace(
+            "pass the --width and --head it was trained with", "average a fine-tune with the model it started from")
+        raise CheckpointError(message) from exc
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
