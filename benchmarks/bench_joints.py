@@ -147,17 +147,15 @@ def real_table(real: dict[str, Counts], images: dict[str, int]) -> str:
     rows = ["", "Real straight structures of the test images (straight pieces of the prediction > 8 px from every label):",
             "", "| data set | images | pieces the model marks | kept, straight check off | kept, straight check on |",
             "|---|---:|---:|---:|---:|"]
-    total, n = Counts(), 0
-    for name, counts in [*real.items(), ("**pooled**", None)]:
-        if counts is None:
-            counts, count = total, n
-        else:
-            count = images[name]
-            total += counts
-            n += count
-        per100 = 100.0 / max(count, 1)
-        rows.append(f"| {name} | {count} | {counts.tiles} ({counts.tiles * per100:.0f} per 100 images) | "
-                    f"{counts.fired['off']} | {counts.fired['on']} |")
+    def row(name: str, counts: Counts, count: int) -> str:
+        return (f"| {name} | {count} | {counts.tiles} ({100.0 * counts.tiles / max(count, 1):.0f} per 100 images) | "
+                f"{counts.fired['off']} | {counts.fired['on']} |")
+
+    pooled = Counts()
+    for name, counts in real.items():
+        rows.append(row(name, counts, images[name]))
+        pooled += counts
+    rows.append(row("**pooled**", pooled, sum(images.values())))
     return "\n".join(rows) + "\n"
 
 

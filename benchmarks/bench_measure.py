@@ -44,11 +44,16 @@ VARIANTS = {  # name -> measure_cracks keyword overrides of the daemon's default
 BASELINE = "no straight check"
 
 
-def mosaic(maps: Sequence[np.ndarray], shape: tuple[int, int] = FULL_HD) -> np.ndarray:
-    """A frame of ``shape`` filled row by row with the given maps (cycled, each cut to fit)."""
+def mosaic(maps: Sequence[np.ndarray], shape: tuple[int, int] = FULL_HD, *, fill: bool = True) -> np.ndarray:
+    """A frame of ``shape`` filled row by row with the given maps (cycled, each cut to fit); ``fill=False``:
+    only the first map, in the top-left corner, the rest of the frame 0."""
     if not maps:
         raise ValueError("mosaic needs at least one probability map")
     out = np.zeros(shape, np.float32)
+    if not fill:
+        h, w = min(maps[0].shape[0], shape[0]), min(maps[0].shape[1], shape[1])
+        out[:h, :w] = maps[0][:h, :w]
+        return out
     y, x, row_h, i = 0, 0, 0, 0
     while y < shape[0]:
         m = maps[i % len(maps)]
@@ -126,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(maps)} test images (own size)": maps,
         "6 full-HD frames tiled from them (cracks everywhere)": [mosaic(maps[i:] + maps[:i]) for i in range(0, 42, 7)],
         "6 full-HD frames, one test image's map each (the rest crack-free)": [
-            mosaic([maps[i % len(maps)], np.zeros_like(maps[i % len(maps)])]) * (np.arange(FULL_HD[1]) < maps[i % len(maps)].shape[1])[None, :]
-            * (np.arange(FULL_HD[0]) < maps[i % len(maps)].shape[0])[:, None] for i in range(0, 42, 7)],
+            mosaic([maps[i % len(maps)]], fill=False) for i in range(0, 42, 7)],
     }
     rows = {}
     for label, frames in frame_sets.items():

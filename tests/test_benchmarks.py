@@ -174,6 +174,8 @@ def test_mosaic_fills_a_full_hd_frame_with_the_maps_in_turn() -> None:
     assert frame[0, 0] == 0.25 and frame[0, 700] == 0.75 and frame[0, 1200] == 0.25  # a, b, a along a row
     assert frame[250, 800] == 0.0  # below the shorter map of the row: nothing drawn
     assert frame[1079, 1919] in (0.0, 0.25, 0.75)
+    corner = mosaic([a, b], (1080, 1920), fill=False)  # only the first map, top left
+    assert corner[:300, :700].min() == 0.25 and corner[300:].max() == 0.0 and corner[:, 700:].max() == 0.0
     with pytest.raises(ValueError, match="at least one"):
         mosaic([])
 
