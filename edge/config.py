@@ -216,6 +216,12 @@ class MeasureConfig(_Section):
         description="the straight check also judges a piece by the fainter line it lies in (prob >= threshold x "
         "this); 1 = each piece alone",
     )
+    smooth_line_tolerance_px: float = Field(
+        _CLEANUP.smooth_line_tolerance_px, ge=0, le=5,
+        description="the straight check also drops smooth constant-width curves as long (cables, pipes, kerbs) "
+        "whose centre line strays at most this far (px, standard deviation) from a straight line over every "
+        "31-px stretch; 0 = straight lines only",
+    )
     severity: SeverityConfig = SeverityConfig()
 
 

@@ -8,7 +8,8 @@ distance is configured):
 * **crack**: one 8-connected component of the mask (``cv2.connectedComponentsWithStats``): a crack
   is a thin line, and a 1-pixel diagonal line is only 8-connected. Three optional steps make a count
   of cracks mean what an inspector means (on by default, :class:`MaskCleanup`): components made of
-  long straight lines are dropped (joints, saw cuts, grout and formwork lines: :func:`drop_straight`),
+  long straight lines are dropped (joints, saw cuts, grout and formwork lines: :func:`drop_straight`;
+  with them smooth, constant-width curves: cables, pipes, kerbs),
   components whose skeleton is shorter than ``min_length_px`` are dropped (texture specks: a speck
   has a blob's area but hardly any length), then the remaining components less than
   ``link_gap_px`` apart are one crack (a crack that the model sees as a broken line): its box,
@@ -61,6 +62,15 @@ CORNER_CORRECTION_PX = 0.1
 STRAIGHT_TOLERANCE_PX = 1
 STRAIGHT_MAX_GAP_PX = 3
 STRAIGHT_VOTES = 0.35
+# Smooth-line part of the check (smooth_share): a skeleton pixel is "on a smooth line" when the skeleton
+# pixels in the (2 r + 1)^2 window around it lie along one line, their spread across its direction (a
+# standard deviation) at most the tolerance: true along straight lines and gentle curves (a cable's sag,
+# a kerb's arc; within a window a curve of radius R bends about r^2 / (2 R) px off its chord, 0.75 px at
+# R = 150 px), false at a crack's kinks and forks. Only pieces of constant width count (width standard deviation at most
+# SMOOTH_MAX_WIDTH_STD_PX along the centre line: cables and pipes, not the widening cracks that some
+# data sets label with smooth outlines).
+SMOOTH_RADIUS_PX = 15
+SMOOTH_MAX_WIDTH_STD_PX = 1.0
 
 
 _CLEANUP = MaskCleanup()
@@ -292,8 +302,66 @@ def straight_share(components: _Components, samples: _SkeletonSamples, min_lengt
     return straight / np.maximum(total, 1e-9)
 
 
+def _local_line_spread(skeleton: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel: the spread (standard deviation, px) of the skeleton pixels in the (2 r + 1)^2 window
+    around it across their principal direction, and how many there are (box sums of the coordinates'
+    moments; the smaller eigenvalue of their covariance)."""
+    s = skeleton.astype(np.float64)
+    yy, xx = np.mgrid[0 : s.shape[0], 0 : s.shape[1]].astype(np.float64)
+    size = (2 * radius + 1, 2 * radius + 1)
+
+    def box(a: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(a, cv2.CV_64F, size, normalize=False, borderType=cv2.BORDER_CONSTANT)
+
+    sx, sy = s * xx, s * yy
+    n = box(s)
+    m = np.maximum(n, 1.0)
+    mx, my = box(sx) / m, box(sy) / m
+    cxx = box(sx * xx) / m - mx * mx
+    cyy = box(sy * yy) / m - my * my
+    cxy = box(sx * yy) / m - mx * my
+    smaller = (cxx + cyy) / 2.0 - np.sqrt(((cxx - cyy) / 2.0) ** 2 + cxy * cxy)
+    return np.sqrt(np.maximum(smaller, 0.0)), n
+
+
+def smooth_share(components: _Components, samples: _SkeletonSamples, min_length_px: float,
+                 tolerance_px: float) -> np.ndarray:
+    """Per component: the share of its skeleton length on smooth lines (straight or gently curved, within
+    ``tolerance_px`` over every window of :data:`SMOOTH_RADIUS_PX`), for components at least
+    ``min_length_px`` long whose width is constant (:data:`SMOOTH_MAX_WIDTH_STD_PX`); 0 for the others and
+    when ``tolerance_px`` is 0. Deterministic: each pixel's answer depends only on its window."""
+    share = np.zeros(components.n)
+    if tolerance_px <= 0 or components.n <= 1 or samples.ys.size == 0:
+        return share
+    total = _lengths(components, samples)
+    label = components.labels[samples.ys, samples.xs]
+    count = np.maximum(np.bincount(label, minlength=components.n), 1)
+    mean_width = np.bincount(label, weights=samples.width, minlength=components.n) / count
+    width_var = np.bincount(label, weights=samples.width**2, minlength=components.n) / count - mean_width**2
+    candidate = (total >= min_length_px) & (width_var <= SMOOTH_MAX_WIDTH_STD_PX**2)
+    candidate[0] = False
+    on = candidate[label]
+    if not on.any():
+        return share
+    ys, xs, r = samples.ys[on], samples.xs[on], SMOOTH_RADIUS_PX
+    y0, x0 = max(int(ys.min()) - r, 0), max(int(xs.min()) - r, 0)
+    y1, x1 = int(ys.max()) + r + 1, int(xs.max()) + r + 1
+    spread, n = _local_line_spread(samples.skeleton[y0:y1, x0:x1], r)
+    smooth = (spread[ys - y0, xs - x0] <= tolerance_px) & (n[ys - y0, xs - x0] >= r)
+    share = np.bincount(label[on], weights=samples.step_length[on] * smooth, minlength=components.n)
+    return share / np.maximum(total, 1e-9)
+
+
+def line_share(components: _Components, samples: _SkeletonSamples, min_length_px: float,
+               smooth_tolerance_px: float) -> np.ndarray:
+    """Per component: the larger of :func:`straight_share` and :func:`smooth_share`."""
+    share = straight_share(components, samples, min_length_px)
+    return np.maximum(share, smooth_share(components, samples, min_length_px, smooth_tolerance_px))
+
+
 def drop_straight(components: _Components, samples: _SkeletonSamples, min_length_px: float,
-                  min_share: float, support: tuple[_Components, _SkeletonSamples] | None = None) -> _Components:
+                  min_share: float, support: tuple[_Components, _SkeletonSamples] | None = None,
+                  smooth_tolerance_px: float = 0.0) -> _Components:
     """Components made of long straight lines removed: joints, saw cuts, grout and formwork lines.
 
     A component goes when at least ``min_share`` of its skeleton lies on straight segments of at least
@@ -301,14 +369,16 @@ def drop_straight(components: _Components, samples: _SkeletonSamples, min_length
     keeps its own, crooked share and stays. ``support`` (the components of a fainter mask holding this
     one, with their skeleton: :func:`straight_support`): a component also goes when the faint piece it
     lies in is such a line, so a joint the model sees only faintly, with a few confident stretches
-    shorter than ``min_length_px``, goes with them. ``min_length_px`` <= 0: off.
+    shorter than ``min_length_px``, goes with them. ``smooth_tolerance_px`` > 0: smooth lines of constant
+    width count as lines too (:func:`smooth_share`: cables, pipes, kerbs, painted arcs).
+    ``min_length_px`` <= 0: off.
     """
     if min_length_px <= 0 or components.n <= 1:
         return components
-    keep = straight_share(components, samples, min_length_px) < min_share
+    keep = line_share(components, samples, min_length_px, smooth_tolerance_px) < min_share
     if support is not None:
         faint, faint_samples = support
-        faint_straight = straight_share(faint, faint_samples, min_length_px) >= min_share
+        faint_straight = line_share(faint, faint_samples, min_length_px, smooth_tolerance_px) >= min_share
         faint_straight[0] = False
         inside = np.zeros(components.n, np.int64)  # the faint piece each component lies in (0: none)
         on = components.labels > 0
@@ -413,6 +483,7 @@ def measure_cracks(
     straight_min_length_px: float = _CLEANUP.straight_min_length_px,
     straight_min_share: float = _CLEANUP.straight_min_share,
     straight_support_ratio: float = _CLEANUP.straight_support_ratio,
+    smooth_line_tolerance_px: float = _CLEANUP.smooth_line_tolerance_px,
 ) -> FrameMeasurement:
     """Every crack of a probability map ``prob`` (H x W, values in [0, 1]) with its measurements.
 
@@ -422,7 +493,9 @@ def measure_cracks(
     crack (:func:`link_fragments`), measure each crack (:func:`crack_records`). Before the length
     check, pieces made of straight lines of at least ``straight_min_length_px`` (joints, saw cuts)
     are dropped (:func:`drop_straight`, 0 = off), judged also on the fainter line each lies in
-    (``prob >= threshold * straight_support_ratio``, 1 = off). ``gsd_mm_per_px``:
+    (``prob >= threshold * straight_support_ratio``, 1 = off); pieces that are smooth lines of constant
+    width as long (cables, kerbs) go too (:func:`smooth_share`, ``smooth_line_tolerance_px``, 0 = off).
+    ``gsd_mm_per_px``:
     ground sampling distance (mm of surface per pixel) for millimetre sizes and the mm severity limits.
     Defaults: :class:`MaskCleanup` (the daemon's).
     The definitions are in this module's docstring.
@@ -438,7 +511,8 @@ def measure_cracks(
         )
     samples = sample_skeleton((components.labels > 0).astype(np.uint8))
     support = straight_support(prob, threshold, straight_support_ratio, min_area_px) if straight_min_length_px > 0 else None
-    components = drop_straight(components, samples, straight_min_length_px, straight_min_share, support)
+    components = drop_straight(components, samples, straight_min_length_px, straight_min_share, support,
+                               smooth_line_tolerance_px)
     components = link_fragments(drop_short(components, samples, min_length_px), link_gap_px)
     crack_pixels = components.labels > 0
     cracks = crack_records(prob, components, samples, rules, gsd_mm_per_px)

@@ -290,6 +290,7 @@ class Pipeline:
             straight_min_length_px=self.config.measure.straight_min_length_px,
             straight_min_share=self.config.measure.straight_min_share,
             straight_support_ratio=self.config.measure.straight_support_ratio,
+            smooth_line_tolerance_px=self.config.measure.smooth_line_tolerance_px,
         )
         alert, jpeg = None, None
         if measurement.cracks and self.policy.decide(measurement, p.frame.capture_time.timestamp(), p.frame.source_id,

@@ -47,6 +47,10 @@ class MaskCleanup:
     # a joint the model sees faintly, with confident stretches shorter than the length above, goes too;
     # 1 = off (each piece judged alone)
     straight_support_ratio: float = 0.5
+    # pieces that are smooth lines of constant width as long as the above count as lines too (cables,
+    # pipes, kerbs, painted arcs: edge.measure.smooth_share): their centre line strays at most this many px
+    # (standard deviation) from a straight line over every 31-px stretch; 0 = straight lines only
+    smooth_line_tolerance_px: float = 0.75
 
 
 @dataclass(frozen=True)

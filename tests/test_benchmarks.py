@@ -180,7 +180,7 @@ def test_mosaic_fills_a_full_hd_frame_with_the_maps_in_turn() -> None:
         mosaic([])
 
 
-def test_bench_measure_times_the_three_variants_on_real_maps(shared_data: Path, tmp_path: Path) -> None:
+def test_bench_measure_times_every_variant_on_real_maps(shared_data: Path, tmp_path: Path) -> None:
     from benchmarks import bench_measure
 
     results = tmp_path / "RESULTS.md"

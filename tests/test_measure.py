@@ -275,8 +275,9 @@ def test_by_default_a_long_straight_joint_is_dropped_and_a_crooked_crack_as_long
 
 def test_straight_check_keeps_nearly_every_labelled_real_crack(shared_data):
     """Recall cost on real labels: of the ground-truth crack pieces at least 120 px long in the six
-    sets' test masks (every 4th), the check drops at most 2 %."""
-    from edge.measure import label_components, sample_skeleton, straight_share
+    sets' masks (every 4th), the check (straight lines and smooth constant-width curves, the daemon's
+    defaults) drops at most 2 %."""
+    from edge.measure import label_components, line_share, sample_skeleton
 
     long_pieces = dropped = 0
     for path in sorted(shared_data.glob("*/masks/*.png"))[::4]:
@@ -286,7 +287,7 @@ def test_straight_check_keeps_nearly_every_labelled_real_crack(shared_data):
         pieces = label_components(mask, 20)
         samples = sample_skeleton((pieces.labels > 0).astype(np.uint8))
         length = np.bincount(pieces.labels[samples.ys, samples.xs], weights=samples.step_length, minlength=pieces.n)
-        share = straight_share(pieces, samples, 120)
+        share = line_share(pieces, samples, 120, MeasureConfig().smooth_line_tolerance_px)  # straight + smooth
         long_ = length[1:] >= 120
         long_pieces += int(long_.sum())
         dropped += int((long_ & (share[1:] >= 0.85)).sum())
@@ -308,3 +309,65 @@ def test_a_faint_joint_with_confident_stretches_goes_a_crooked_crack_in_faint_te
     alone = measure_cracks(prob, 0.5, straight_support_ratio=1.0)
     assert len(alone.cracks) == 2, "judged alone, the 70-px stretch is too short to be called straight"
     assert MeasureConfig().straight_support_ratio == 0.5
+
+
+def _sagging_line(height: int, width: int, sag_px: float, width_px: float, value: float = 0.9) -> np.ndarray:
+    """A cable across the frame: a parabola sagging ``sag_px`` at mid-span, ``width_px`` wide everywhere."""
+    prob = np.full((height, width), 0.02, np.float32)
+    xs = np.arange(10, width - 10, dtype=np.float64)
+    t = (xs - width / 2) / (width / 2 - 10)
+    ys = height / 3 + sag_px * (1 - t * t)
+    points = np.stack([xs, ys], axis=1).round().astype(np.int32)
+    cv2.polylines(prob, [points], False, value, int(width_px))
+    return prob
+
+
+def test_a_sagging_cable_is_a_line_a_crooked_crack_beside_it_is_not():
+    """The smooth-line part of the check (smooth_line_tolerance_px): a cable's gentle curve is no straight
+    segment of 120 px, so the straight lines alone keep it; as a smooth constant-width line it goes."""
+    both = _sagging_line(512, 512, sag_px=80, width_px=4)
+    assert path_length(draw_crack(both, (20, 420), (490, 400), width_px=3)) > 400
+    straight_only = measure_cracks(both, 0.5, smooth_line_tolerance_px=0)
+    assert len(straight_only.cracks) == 2, "straight segments alone: the cable is a crack"
+    m = measure_cracks(both, 0.5)  # the daemon's defaults
+    assert len(m.cracks) == 1 and m.cracks[0].bbox[1] >= 380, "the cable goes, the crooked crack stays"
+    assert MeasureConfig().smooth_line_tolerance_px == 0.75
+
+
+def test_a_smooth_crack_that_widens_is_not_a_cable():
+    """Only constant-width pieces count as smooth lines: a crack drawn along the same gentle curve that
+    widens from 2 to 12 px (as wide cracks are labelled with smooth outlines) stays."""
+    prob = np.full((512, 512), 0.02, np.float32)
+    xs = np.arange(10, 502)
+    t = (xs - 256) / 246.0
+    ys = (170 + 80 * (1 - t * t)).round().astype(int)
+    for x, y, w in zip(xs, ys, np.linspace(2, 12, xs.size), strict=True):
+        cv2.circle(prob, (int(x), int(y)), int(round(w / 2)), 0.9, -1)
+    m = measure_cracks(prob, 0.5)
+    assert len(m.cracks) == 1 and m.cracks[0].length_px > 400
+    assert m.cracks[0].max_width_px >= 10
+
+
+def test_the_smooth_line_test_is_local():
+    """A pixel's verdict depends only on its 31-px window: pixels drawn far away change no share (unlike
+    the straight segments' probabilistic Hough transform, whose samples depend on the whole frame)."""
+    from edge.measure import SMOOTH_RADIUS_PX, label_components, sample_skeleton, smooth_share
+
+    def shares(prob: np.ndarray) -> np.ndarray:
+        pieces = label_components((prob >= 0.5).astype(np.uint8), 20)
+        return smooth_share(pieces, sample_skeleton((pieces.labels > 0).astype(np.uint8)), 120, 0.75)
+
+    cable = _sagging_line(512, 512, sag_px=80, width_px=4)
+    alone = shares(cable)
+    assert alone.shape == (2,) and alone[1] > 0.95
+    busy = cable.copy()
+    far = int(512 / 3 + 80 + 3 * SMOOTH_RADIUS_PX)
+    draw_crack(busy, (20, far + 60), (490, far + 80), width_px=3)
+    both = shares(busy)
+    assert both.shape == (3,) and both[1] == alone[1], "the cable's share is unchanged by a crack far below it"
+    assert both[2] < 0.5, "a crooked crack is smooth only in stretches: no smooth line"
+
+
+def test_smooth_line_tolerance_is_checked_in_the_config():
+    with pytest.raises(ValueError, match="smooth_line_tolerance_px"):
+        MeasureConfig(smooth_line_tolerance_px=-0.5)
