@@ -148,6 +148,7 @@ class AlertDecider:
             min_length_px=measure.min_length_px, link_gap_px=measure.link_gap_px,
             straight_min_length_px=measure.straight_min_length_px, straight_min_share=measure.straight_min_share,
             straight_support_ratio=measure.straight_support_ratio,
+            smooth_line_tolerance_px=measure.smooth_line_tolerance_px,
         )
 
     def decides(self, measurement) -> bool:
@@ -161,7 +162,7 @@ class AlertDecider:
     def describe(self) -> str:
         m, a = self.config.measure, self.config.alerts
         straight = (f"straight_min_length_px {m.straight_min_length_px:g} (share {m.straight_min_share:g}, "
-                    f"support ratio {m.straight_support_ratio:g}), "
+                    f"support ratio {m.straight_support_ratio:g}, smooth lines {m.smooth_line_tolerance_px:g} px), "
                     if m.straight_min_length_px else "")
         return (f"threshold {self.threshold:.2f}, min_area_px {m.min_area_px}, min_length_px {m.min_length_px:g}, "
                 f"link_gap_px {m.link_gap_px}, {straight}open/close {m.open_px}/{m.close_px} px, "
@@ -170,14 +171,23 @@ class AlertDecider:
 
 @dataclass
 class AlertRate:
-    """Tiles seen, tiles that would raise an alert, and their sides (pixels)."""
+    """Tiles seen, tiles that would raise an alert, and their sides (pixels): all, and those that fired."""
 
     fired: int = 0
     sides: list[int] = field(default_factory=list)
+    fired_sides: list[int] = field(default_factory=list)
 
     def add(self, fired: bool, side: int) -> None:
         self.fired += int(fired)
         self.sides.append(int(side))
+        if fired:
+            self.fired_sides.append(int(side))
+
+    def by_side(self, low: int, high: float) -> AlertRate:
+        """The tiles with ``low <= side < high``."""
+        sides = [v for v in self.sides if low <= v < high]
+        fired = [v for v in self.fired_sides if low <= v < high]
+        return AlertRate(len(fired), sides, fired)
 
     @property
     def tiles(self) -> int:
@@ -188,7 +198,7 @@ class AlertRate:
         return self.fired / self.tiles if self.tiles else math.nan
 
     def merged(self, other: AlertRate) -> AlertRate:
-        return AlertRate(self.fired + other.fired, self.sides + other.sides)
+        return AlertRate(self.fired + other.fired, self.sides + other.sides, self.fired_sides + other.fired_sides)
 
     def to_json(self) -> dict[str, Any]:
         return {"fired": self.fired, "tiles": self.tiles, "rate": None if not self.tiles else self.rate,
@@ -462,6 +472,9 @@ def _rate(rate: AlertRate) -> str:
     return f"{rate.rate:.3f} ({rate.fired}/{rate.tiles})"
 
 
+SIDE_BINS_PX: tuple[tuple[int, float], ...] = ((0, 128), (128, 256), (256, math.inf))
+
+
 def alert_table(scores: Sequence[SourceScore]) -> str:
     """Per source and pooled: alert rate on crack-free, distractor and crack tiles, with the tile sides."""
     lines = [
@@ -480,6 +493,12 @@ def alert_table(scores: Sequence[SourceScore]) -> str:
     lines.append(f"| **pooled** | {_rate(pooled['crack_free'])} | {_rate(pooled['distractor'])} | "
                  f"{_rate(pooled['crack'])} | {side_summary(pooled['crack_free'].sides)} | "
                  f"{side_summary(pooled['crack'].sides)} |")
+    lines += ["", "Pooled, by tile side (a straight line inside a tile shorter than the straight check's length cannot "
+              "be judged straight):", "", "| tile side | crack-free tiles | distractor tiles | crack tiles |", "|---|---|---|---|"]
+    for low, high in SIDE_BINS_PX:
+        name = f"{low}-{int(high) - 1} px" if high != math.inf else f">= {low} px"
+        lines.append(f"| {name} | " + " | ".join(_rate(pooled[k].by_side(low, high))
+                                                 for k in ("crack_free", "distractor", "crack")) + " |")
     return "\n".join(lines) + "\n"
 
 

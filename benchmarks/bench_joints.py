@@ -1,13 +1,15 @@
 """Joints are not cracks: alert rates on straight structures of real surfaces, and what the straight check costs.
 
-``python -m benchmarks.bench_joints`` (the shipped model, the six visible sets' test splits, 20 images each)
+``python -m benchmarks.bench_joints`` (the shipped model, the six visible sets' test splits, 20 images each;
+``--split val`` to choose settings on validation images)
 
-For every test image the cracks are inpainted away (``train.synth.crack_free_background``) and the
+For every image the cracks are inpainted away (``train.synth.crack_free_background``) and the
 centre square of side min(512, H, W) is kept: a real crack-free surface. Into it each structure family
 of ``train.structures`` is drawn once (its own seeded generator), and the tile is predicted as the
 daemon predicts a frame. Each tile is decided twice, side by side: by the daemon's alert decision with
 the straight check of ``edge.measure.drop_straight`` off, and with it on (``--straight-min-length-px``,
-``--straight-min-share``; the daemon's defaults, 120 px and 0.85, unless given): what the model does
+``--straight-min-share``, ``--straight-support-ratio``, ``--smooth-line-tolerance-px``; the daemon's defaults
+unless given): what the model does
 alone, and what the check adds. The real crack tiles of the same images
 (``benchmarks.generalization.crack_tiles``) are decided both ways too, and the crack pixels kept by
 each decision's cleaned mask give recall by crack width at 0 px tolerance.
@@ -50,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model or checkpoint (default: the shipped model)")
     p.add_argument("--data-root", type=Path, default=None, help="folder holding the data sets (default: ../shared/data)")
     p.add_argument("--sources", nargs="+", default=list(SOURCES), help="data sets (default: all six)")
-    p.add_argument("--max-images", type=int, default=20, help="test images per source (default: %(default)s)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test",
+                   help="split whose images are used (default: %(default)s; choose settings on val, report test)")
+    p.add_argument("--max-images", type=int, default=20, help="images per source (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the structures drawn (default: %(default)s)")
     p.add_argument("--straight-min-length-px", type=float, default=None,
                    help="the straight check's minimum line length, px (default: the daemon's, measure.straight_min_length_px)")
@@ -58,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of a piece on such lines that makes it a joint (default: the daemon's)")
     p.add_argument("--straight-support-ratio", type=float, default=None,
                    help="the straight check's faint-line ratio, 1 = each piece alone (default: the daemon's)")
+    p.add_argument("--smooth-line-tolerance-px", type=float, default=None,
+                   help="the straight check's smooth-line tolerance, 0 = straight segments only (default: the daemon's)")
     p.add_argument("--edge-config", type=Path, default=None, help="daemon config whose alert decision is used "
                    "(default: the built-in defaults)")
     p.add_argument("--upsample", type=float, default=1.0,
@@ -142,9 +148,9 @@ def score_source(predict, images, source_index: int, deciders: dict[str, AlertDe
     return per_family, cracks, recall, skipped, real
 
 
-def real_table(real: dict[str, Counts], images: dict[str, int]) -> str:
-    """Per data set: straight false-positive pieces per 100 test images, the model's and each decision's."""
-    rows = ["", "Real straight structures of the test images (straight pieces of the prediction > 8 px from every label):",
+def real_table(real: dict[str, Counts], images: dict[str, int], split: str = "test") -> str:
+    """Per data set: straight false-positive pieces per 100 images, the model's and each decision's."""
+    rows = ["", f"Real straight structures of the {split} images (straight pieces of the prediction > 8 px from every label):",
             "", "| data set | images | pieces the model marks | kept, straight check off | kept, straight check on |",
             "|---|---:|---:|---:|---:|"]
     def row(name: str, counts: Counts, count: int) -> str:
@@ -208,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     daemon = AlertDecider.from_config(float(info["threshold"]), args.edge_config)
     off = daemon.with_measure(straight_min_length_px=0.0)
     given = {"straight_min_length_px": args.straight_min_length_px, "straight_min_share": args.straight_min_share,
-             "straight_support_ratio": args.straight_support_ratio}
+             "straight_support_ratio": args.straight_support_ratio,
+             "smooth_line_tolerance_px": args.smooth_line_tolerance_px}
     on = daemon.with_measure(**{k: v for k, v in given.items() if v is not None})  # the rest: the daemon's
     deciders = {"off": off, "on": on}
     families = list(FAMILIES)
@@ -218,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, int] = {}
     real: dict[str, Counts] = {}
     n_images: dict[str, int] = {}
+    run_folder = args.model.parent if info.get("kind") == "checkpoint" else None  # as bench_generalization
     for s, name in enumerate(args.sources):
-        images = load_source_split(root / name, "test", info.get("train_config") or {}, args.max_images)
+        images = load_source_split(root / name, args.split, info.get("train_config") or {}, args.max_images, run_folder)
         fam, crk, rec, skip, real[name] = score_source(predict, images, s, deciders, args.seed, families)
         n_images[name] = len(images)
         for key, counts in fam.items():
@@ -233,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             tiles = sum(fam[n].tiles for n in HELD_OUT_FAMILIES)
             print(f"{name}: held-out structures alerted {held[0]}/{tiles} (check on: {held[1]}/{tiles}); "
                   f"crack tiles {crk.fired['off']}/{crk.tiles} (check on: {crk.fired['on']}/{crk.tiles})", flush=True)
-    text = tables(per_family, cracks, recall, TRAINING_FAMILIES, HELD_OUT_FAMILIES) + real_table(real, n_images)
+    text = tables(per_family, cracks, recall, TRAINING_FAMILIES, HELD_OUT_FAMILIES) + real_table(real, n_images, args.split)
     notes = [
         f"Model: {args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model} "
-        f"(threshold {off.threshold:.2f}); test split of {', '.join(args.sources)} (first {args.max_images} images each)."
+        f"(threshold {off.threshold:.2f}); {args.split} split of {', '.join(args.sources)} (first {args.max_images} images each)."
         + (f" Every tile predicted enlarged x{args.upsample:g} (bilinear), decided at its own size."
            if args.upsample != 1.0 else ""),
         f"Straight check off: {off.describe()}. Straight check on: {on.describe()}.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -188,6 +189,7 @@ def test_model_mode_scores_real_images_and_appends(shared_data: Path, tmp_path: 
     for source in ("gaps384", "shadowcrack"):
         assert sum(line.startswith(f"| {source} | ") for line in text.splitlines()) == 4  # metrics, alerts, 2 widths
     assert "| **pooled** |" in text and "crack-free tiles: alert rate" in text
+    assert "| 0-127 px |" in text and "| >= 256 px |" in text  # the pooled rates by tile side
     import json
 
     payload = json.loads(figures.read_text())
@@ -205,6 +207,19 @@ def test_model_mode_names_a_missing_source(shared_data: Path, capsys) -> None:
             "--sources", "gaps384,no_such_set", "--no-append"]
     assert bench.main(argv) == 2
     assert "no_such_set not found under" in capsys.readouterr().err
+
+
+def test_alert_rates_split_by_tile_side_and_merge() -> None:
+    a, b = bench.AlertRate(), bench.AlertRate()
+    for fired, side in ((True, 100), (False, 100), (True, 300)):
+        a.add(fired, side)
+    b.add(True, 127)
+    both = a.merged(b)
+    assert (both.fired, both.tiles) == (3, 4)
+    small = both.by_side(0, 128)
+    assert (small.fired, small.tiles, small.rate) == (2, 3, 2 / 3)
+    assert both.by_side(128, 256).tiles == 0 and math.isnan(both.by_side(128, 256).rate)
+    assert (both.by_side(256, math.inf).fired, both.by_side(256, math.inf).tiles) == (1, 1)
 
 
 def test_image_f_beta_counts_an_empty_image_as_right_and_a_miss_as_zero() -> None:
