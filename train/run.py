@@ -147,6 +147,10 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       help="initial weights of a fresh run: alive = He-normal with the head's output at zero, its bias at the crack "
       "prior and its 2-channel gate open (the paper's He-normal alone lets the width-64 network die in its first "
       "steps: docs/TRAIN.md); he = the paper's He-normal everywhere (default: %(default)s)")
+    p("--thin-weight", type=float,
+      help="loss weight of the crack pixels of cracks thinner than 3 px (those a 3 x 3 opening removes: hairlines), "
+      "1 = all crack pixels alike; > 1 asks the network to find hairlines at the price of some thin false "
+      "positives (default: %(default)s)")
     p("--clip-grad-norm", type=float,
       help="clip the gradient's global L2 norm to this before every Adam step, 0 = off; keeps one crack-dense crop "
       "from closing the head (default: %(default)s)")
