@@ -147,6 +147,15 @@ def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: 
     # off is the model alone; on is the daemon's own default check (120 px, share 0.85, support ratio 0.5)
     assert "Straight check off: threshold" in text and "straight_min_length_px 120 (share 0.85, support ratio 0.5, smooth lines 0.75 px)" in text
     assert text.count("straight_min_length_px") == 1, "the off column has no straight check"
+    assert "test split of deepcrack" in text and "Real straight structures of the test images" in text
+    # validation images, the check's smooth-line part off: what settings are chosen on
+    val = tmp_path / "VAL.md"
+    assert bench_joints.main(["--sources", "deepcrack", "--max-images", "1", "--no-progress", "--split", "val",
+                              "--smooth-line-tolerance-px", "0", "--data-root", str(shared_data),
+                              "--results", str(val)]) == 0
+    text = val.read_text()
+    assert "val split of deepcrack" in text and "Real straight structures of the val images" in text
+    assert "support ratio 0.5, smooth lines 0 px)" in text
     assert bench_joints.main(["--max-images", "0", "--no-append"]) == 2
     assert bench_joints.main(["--upsample", "0.5", "--no-append"]) == 2
 
