@@ -340,16 +340,17 @@ def smooth_share(components: _Components, samples: _SkeletonSamples, min_length_
     width_var = np.bincount(label, weights=samples.width**2, minlength=components.n) / count - mean_width**2
     candidate = (total >= min_length_px) & (width_var <= SMOOTH_MAX_WIDTH_STD_PX**2)
     candidate[0] = False
-    on = candidate[label]
-    if not on.any():
+    if not candidate.any():
         return share
-    ys, xs, r = samples.ys[on], samples.xs[on], SMOOTH_RADIUS_PX
-    y0, x0 = max(int(ys.min()) - r, 0), max(int(xs.min()) - r, 0)
-    y1, x1 = int(ys.max()) + r + 1, int(xs.max()) + r + 1
-    spread, n = _local_line_spread(samples.skeleton[y0:y1, x0:x1], r)
-    smooth = (spread[ys - y0, xs - x0] <= tolerance_px) & (n[ys - y0, xs - x0] >= r)
-    share = np.bincount(label[on], weights=samples.step_length[on] * smooth, minlength=components.n)
-    return share / np.maximum(total, 1e-9)
+    r = SMOOTH_RADIUS_PX
+    for k in np.nonzero(candidate)[0]:  # each piece in its own box: memory of one piece's box, not the frame's
+        mine = label == k
+        ys, xs = samples.ys[mine], samples.xs[mine]
+        y0, x0 = max(int(ys.min()) - r, 0), max(int(xs.min()) - r, 0)
+        spread, n = _local_line_spread(samples.skeleton[y0 : int(ys.max()) + r + 1, x0 : int(xs.max()) + r + 1], r)
+        smooth = (spread[ys - y0, xs - x0] <= tolerance_px) & (n[ys - y0, xs - x0] >= r)
+        share[k] = float(np.sum(samples.step_length[mine] * smooth)) / max(float(total[k]), 1e-9)
+    return share
 
 
 def line_share(components: _Components, samples: _SkeletonSamples, min_length_px: float,
