@@ -245,3 +245,26 @@ def test_overlay_sheet_shows_a_typical_and_the_worst_image_per_set(shared_data: 
                                "--max-images", "3", "--out", str(out)]) == 0
     sheet = cv2.imread(str(out))
     assert sheet is not None and sheet.shape[0] == 2 * (overlay_sheet.CELL_HEIGHT + overlay_sheet.CAPTION_HEIGHT) + 8
+
+
+def test_width_sweep_reads_recall_by_width_at_any_threshold() -> None:
+    """One pass over the images gives, at each grid threshold, exactly recall_by_width of prob >= t (0 px)."""
+    from contract.widths import WidthSweep
+
+    rng = np.random.default_rng(3)
+    sweep = WidthSweep()
+    images = []
+    for _ in range(3):
+        mask = np.zeros((60, 80), np.uint8)
+        cv2.line(mask, (5, 10), (75, 20), 1, 1)
+        cv2.line(mask, (5, 40), (75, 35), 1, 4)
+        cv2.circle(mask, (40, 50), 7, 1, -1)
+        prob = rng.random(mask.shape).astype(np.float32)
+        sweep.update(prob, mask)
+        images.append((prob, mask))
+    for t in (0.1, 0.37, 0.5, 0.93):
+        want = sum((recall_by_width(p >= round(t, 2), m) for p, m in images), WidthRecall((2.0, 5.0)))
+        got = sweep.recall_at(t)
+        assert got.total.tolist() == want.total.tolist() and got.found.tolist() == want.found.tolist(), t
+    with pytest.raises(ValueError, match="differs from mask shape"):
+        sweep.update(np.zeros((5, 5)), np.zeros((6, 6)))

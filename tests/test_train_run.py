@@ -92,6 +92,10 @@ def test_cli_smoke_run_writes_every_output(tiny_cfd, tmp_path, capsys):
     assert metrics["n_images"] == 2 and metrics["split"] == "test" and metrics["data"] == "cfd_small"
     best_val = [r for r in history if int(r["epoch"]) == metrics["best_epoch"]][0]
     assert metrics["threshold"] == pytest.approx(float(best_val["val_ods_threshold"]))  # threshold chosen on val
+    # validation also gives recall by crack width at its threshold (kept with best.pt's metrics)
+    by_width = torch.load(out / "best.pt", map_location="cpu", weights_only=False)["metrics"]["recall_by_width"]
+    assert list(by_width) == ["<= 2 px", "2-5 px", "> 5 px"]
+    assert all(r is None or 0.0 <= r <= 1.0 for r in by_width.values()) and any(r is not None for r in by_width.values())
     config = json.loads((out / "config.json").read_text())
     assert config["width"] == 4 and config["loss"] == "aelf" and config["split_source"] == "seed 0"
     assert cv2.imread(str(out / "pr_curve.png")) is not None

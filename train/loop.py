@@ -48,6 +48,7 @@ from contract.metrics import (
     metrics_at_threshold,
     pooled_summary,
 )
+from contract.widths import WidthSweep
 from train import distributed
 from train.checkpoint import (
     CheckpointError,
@@ -419,15 +420,23 @@ def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config:
     """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source."""
     predict = torch_predictor(unwrap(model), device, amp_dtype, tile=config.eval_tile)
     seen = {"min": math.inf, "max": -math.inf}
+    widths = WidthSweep()  # crack pixels of every source pooled
 
-    def note_range(_: int, prob: np.ndarray) -> None:
-        seen["min"], seen["max"] = min(seen["min"], float(prob.min())), max(seen["max"], float(prob.max()))
+    def note(data: CrackImages) -> Callable[[int, np.ndarray], None]:
+        def on_prediction(index: int, prob: np.ndarray) -> None:
+            seen["min"], seen["max"] = min(seen["min"], float(prob.min())), max(seen["max"], float(prob.max()))
+            widths.update(prob, data.masks[index])
+        return on_prediction
 
     sweeps = {name: sweep_images(predict, data, tolerance_px=config.tolerance_px, progress=progress,
-                                 desc=f"validating {name}", on_prediction=note_range)
+                                 desc=f"validating {name}", on_prediction=note(data))
               for name, data in val_sets.items()}
     crack_share = float(np.mean([np.mean([m.mean() for m in data.masks]) for data in val_sets.values()]))
-    return {**pooled_summary(sweeps), "prob_min": seen["min"], "prob_max": seen["max"], "crack_share": crack_share}
+    summary = pooled_summary(sweeps)
+    at = widths.recall_at(summary["ods_threshold"])
+    by_width = {label: (None if math.isnan(r) else float(r)) for label, r in zip(at.labels, at.recall, strict=True)}
+    return {**summary, "prob_min": seen["min"], "prob_max": seen["max"], "crack_share": crack_share,
+            "recall_by_width": by_width}
 
 
 def _save_last(out: Path, model, optimizer, scaler, epoch: int, val, state: _Progress, saved: dict[str, Any]) -> None:
@@ -587,6 +596,10 @@ def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
                   "or --init from a BCE model", flush=True)
         if run.progress:
             shown = f" val {run.config.select} {val[run.config.select]:.4f}" if val else ""
+            if val:
+                shown += ", recall " + " / ".join(f"{label} {r:.3f}" if r is not None else f"{label} -"
+                                                   for label, r in val["recall_by_width"].items())
+                shown += f" at {float(val['ods_threshold']):.2f}"
             print(f"epoch {epoch}/{run.config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)
     state.best = run.ctx.broadcast(state.best) if run.ctx.enabled else state.best
     run.ctx.barrier()
