@@ -272,7 +272,7 @@ def score_source(
     ``width_edges``: also recall at ``threshold`` by crack width; ``decider``: also the alert rates
     (each tile predicted on its own, as a frame of its own).
     """
-    from contract.metrics import ThresholdSweep, iou, prf
+    from contract.metrics import ThresholdSweep, iou, nearest_threshold_index, prf
 
     sweeps = {t: ThresholdSweep(tolerance_px=t) for t in tolerances}
     width = {t: WidthRecall(tuple(width_edges)) for t in tolerances} if width_edges else None
@@ -305,7 +305,7 @@ def score_source(
     metrics: dict[int, dict[str, float]] = {}
     for t, sweep in sweeps.items():
         summary = sweep.summary()
-        k = int(np.argmin(np.abs(sweep.thresholds - threshold)))
+        k = nearest_threshold_index(sweep.thresholds, threshold)
         tp, fp, fn = (float(c[k]) for c in sweep.totals())
         p, r, f = prf(tp, fp, fn)
         summary.update({"threshold": float(threshold), "precision_at_threshold": p, "recall_at_threshold": r,

@@ -28,7 +28,7 @@ from calibration.int8 import QuantSettings, quantize
 from calibration.threshold import probability_maps
 from contract.backends.ort import OnnxRuntimeBackend
 from contract.image_tiles import draw_tiles
-from contract.metrics import ThresholdSweep
+from contract.metrics import ThresholdSweep, nearest_threshold_index
 from contract.onnx_file import read_metadata
 from export.onnx import export_checkpoint
 
@@ -43,7 +43,7 @@ def evaluate(backend, data: Path, split: str, max_images: int | None) -> dict:
         sweep.update(prob, mask)
     summary = sweep.summary()
     th = meta.threshold
-    index = int(np.argmin(np.abs(sweep.thresholds - th)))
+    index = nearest_threshold_index(sweep.thresholds, th)
     tp, fp, fn = (float(c[index]) for c in sweep.totals())
     from contract.metrics import iou, prf
 

@@ -111,6 +111,39 @@ def confusion(pred: np.ndarray, target: np.ndarray, tolerance_px: int = 0) -> tu
 # ----------------------------------------------------------------------------- threshold sweep
 
 
+def threshold_grid(n_thresholds: int = 99) -> np.ndarray:
+    """The sweep thresholds ``k / (n + 1)`` for k = 1..n (0.01 .. 0.99 for n = 99), ascending float64."""
+    if int(n_thresholds) != n_thresholds or n_thresholds < 1:
+        raise ValueError(f"n_thresholds must be a positive whole number, got {n_thresholds!r}")
+    n = int(n_thresholds)
+    return np.arange(1, n + 1, dtype=np.float64) / (n + 1)
+
+
+def threshold_levels(prob: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per probability, how many of ``thresholds`` (a :func:`threshold_grid`) it reaches (``prob >= th``):
+    ``searchsorted(thresholds, prob, 'right')``.
+
+    Computed as floor(prob * (n + 1)) in float32 (6x faster than a binary search on unsorted
+    data); only the values within rounding distance of a threshold are settled exactly by the search.
+    """
+    n = len(thresholds)
+    scaled = prob * np.float32(n + 1)
+    level = scaled.astype(np.int32)
+    np.minimum(level, n, out=level)
+    frac = scaled - level
+    band = max(1e-4, 16 * float(np.spacing(np.float32(n + 1))))
+    # level 0 cannot fall and level n cannot rise: exact zeros and ones (most pixels) need no check
+    near = np.flatnonzero(((frac < band) & (level > 0)) | ((frac > 1.0 - band) & (level < n)))
+    if near.size:
+        level[near] = np.searchsorted(thresholds, prob[near], side="right")
+    return level
+
+
+def nearest_threshold_index(thresholds: np.ndarray, threshold: float) -> int:
+    """Index of the grid threshold nearest ``threshold``."""
+    return int(np.argmin(np.abs(thresholds - float(threshold))))
+
+
 class ThresholdSweep:
     """Accumulates, image by image, the counts for P/R/F at 0.5 and at every sweep threshold.
 
@@ -125,11 +158,9 @@ class ThresholdSweep:
     """
 
     def __init__(self, n_thresholds: int = 99, tolerance_px: int = 0) -> None:
-        if int(n_thresholds) != n_thresholds or n_thresholds < 1:
-            raise ValueError(f"n_thresholds must be a positive whole number, got {n_thresholds!r}")
-        self.n_thresholds = int(n_thresholds)
+        self.thresholds = threshold_grid(n_thresholds)
+        self.n_thresholds = len(self.thresholds)
         self.tolerance_px = _check_tolerance(tolerance_px)
-        self.thresholds = np.arange(1, self.n_thresholds + 1, dtype=np.float64) / (self.n_thresholds + 1)
         self._per_image: list[np.ndarray] = []  # (3, n_thresholds) int64: tp, fp, fn per threshold
         self._at_half = np.zeros(3, dtype=np.int64)  # tp, fp, fn at threshold 0.5
 
@@ -185,22 +216,8 @@ class ThresholdSweep:
         self._at_half += np.asarray(half_counts, dtype=np.int64)
 
     def _levels(self, prob: np.ndarray) -> np.ndarray:
-        """Per pixel, how many thresholds it reaches: ``searchsorted(thresholds, prob, 'right')``.
-
-        Computed as floor(prob * (n + 1)) in float32 (6x faster than a binary search on unsorted
-        data); only the pixels within rounding distance of a threshold are settled exactly by the search.
-        """
-        n = self.n_thresholds
-        scaled = prob * np.float32(n + 1)
-        level = scaled.astype(np.int32)
-        np.minimum(level, n, out=level)
-        frac = scaled - level
-        band = max(1e-4, 16 * float(np.spacing(np.float32(n + 1))))
-        # level 0 cannot fall and level n cannot rise: exact zeros and ones (most pixels) need no check
-        near = np.flatnonzero(((frac < band) & (level > 0)) | ((frac > 1.0 - band) & (level < n)))
-        if near.size:
-            level[near] = np.searchsorted(self.thresholds, prob[near], side="right")
-        return level
+        """Per pixel, how many thresholds it reaches (:func:`threshold_levels`)."""
+        return threshold_levels(prob, self.thresholds)
 
     def totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Data-set (tp, fp, fn) arrays, one entry per threshold."""
@@ -240,7 +257,7 @@ class ThresholdSweep:
 
 def metrics_at_threshold(sweep: ThresholdSweep, threshold: float, beta2: float = BETA2) -> dict[str, float]:
     """Data-set P, R, F-beta, F1, IoU at the sweep threshold nearest ``threshold``."""
-    k = int(np.argmin(np.abs(sweep.thresholds - threshold)))
+    k = nearest_threshold_index(sweep.thresholds, threshold)
     tp, fp, fn = (float(c[k]) for c in sweep.totals())
     p, r, f = prf(tp, fp, fn, beta2)
     return {"threshold": float(sweep.thresholds[k]), "precision": p, "recall": r, "f_beta": f,

@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from contract.metrics import disc  # the tolerance kernel of the metrics, so "within 2 px" means the same
+from contract.metrics import (  # the metrics' tolerance kernel and threshold grid: "within 2 px", "at 0.42" mean the same
+    disc,
+    nearest_threshold_index,
+    threshold_grid,
+    threshold_levels,
+)
 
 DEFAULT_WIDTH_EDGES_PX: tuple[float, ...] = (2.0, 5.0)  # bins: <= 2 px, 2-5 px, > 5 px
 # 8-neighbour offsets and their distances, for the maximal-disc test
@@ -195,11 +200,9 @@ class WidthSweep:
     """
 
     def __init__(self, edges: Sequence[float] = DEFAULT_WIDTH_EDGES_PX, n_thresholds: int = 99) -> None:
-        if int(n_thresholds) != n_thresholds or n_thresholds < 1:
-            raise ValueError(f"n_thresholds must be a positive whole number, got {n_thresholds!r}")
         self.edges = _check_edges(edges)
-        self.thresholds = np.arange(1, int(n_thresholds) + 1, dtype=np.float64) / (int(n_thresholds) + 1)
-        self.counts = np.zeros((len(self.edges) + 1, int(n_thresholds) + 1), np.int64)
+        self.thresholds = threshold_grid(n_thresholds)
+        self.counts = np.zeros((len(self.edges) + 1, len(self.thresholds) + 1), np.int64)
 
     def update(self, prob: np.ndarray, mask: np.ndarray, bins: np.ndarray | None = None) -> None:
         """Add one image: its probability map and mask (H x W), ``bins`` as for :func:`recall_by_width`."""
@@ -209,12 +212,15 @@ class WidthSweep:
             raise ValueError(f"probability shape {prob.shape} differs from mask shape {crack.shape}")
         if bins is None:
             bins = width_bins_of_mask(crack, self.edges)
-        levels = np.searchsorted(self.thresholds, prob[crack].astype(np.float64), side="right")
+        values = prob[crack]
+        if values.dtype not in (np.float32, np.float64):
+            values = values.astype(np.float32)
+        levels = threshold_levels(values, self.thresholds)
         width = self.counts.shape[1]
         flat = bins[crack].astype(np.intp) * width + levels
         self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
 
     def recall_at(self, threshold: float) -> WidthRecall:
         """Found / total per width bin at the grid threshold nearest ``threshold``."""
-        k = int(np.argmin(np.abs(self.thresholds - float(threshold))))
+        k = nearest_threshold_index(self.thresholds, threshold)
         return WidthRecall(self.edges, self.counts[:, k + 1 :].sum(axis=1), self.counts.sum(axis=1))
