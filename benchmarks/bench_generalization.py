@@ -173,21 +173,21 @@ class AlertDecider:
 class AlertRate:
     """Tiles seen, tiles that would raise an alert, and their sides (pixels): all, and those that fired."""
 
-    fired: int = 0
     sides: list[int] = field(default_factory=list)
     fired_sides: list[int] = field(default_factory=list)
 
     def add(self, fired: bool, side: int) -> None:
-        self.fired += int(fired)
         self.sides.append(int(side))
         if fired:
             self.fired_sides.append(int(side))
 
     def by_side(self, low: int, high: float) -> AlertRate:
         """The tiles with ``low <= side < high``."""
-        sides = [v for v in self.sides if low <= v < high]
-        fired = [v for v in self.fired_sides if low <= v < high]
-        return AlertRate(len(fired), sides, fired)
+        return AlertRate([v for v in self.sides if low <= v < high], [v for v in self.fired_sides if low <= v < high])
+
+    @property
+    def fired(self) -> int:
+        return len(self.fired_sides)
 
     @property
     def tiles(self) -> int:
@@ -198,7 +198,7 @@ class AlertRate:
         return self.fired / self.tiles if self.tiles else math.nan
 
     def merged(self, other: AlertRate) -> AlertRate:
-        return AlertRate(self.fired + other.fired, self.sides + other.sides, self.fired_sides + other.fired_sides)
+        return AlertRate(self.sides + other.sides, self.fired_sides + other.fired_sides)
 
     def to_json(self) -> dict[str, Any]:
         return {"fired": self.fired, "tiles": self.tiles, "rate": None if not self.tiles else self.rate,

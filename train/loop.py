@@ -595,11 +595,12 @@ def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
                   f"saturated to 'no crack': with --loss {run.config.loss} try --bce-warmup-steps N, a lower --lr, "
                   "or --init from a BCE model", flush=True)
         if run.progress:
-            shown = f" val {run.config.select} {val[run.config.select]:.4f}" if val else ""
+            shown = ""
             if val:
-                shown += ", recall " + " / ".join(f"{label} {r:.3f}" if r is not None else f"{label} -"
-                                                   for label, r in val["recall_by_width"].items())
-                shown += f" at {float(val['ods_threshold']):.2f}"
+                recall = " / ".join(f"{label} {r:.3f}" if r is not None else f"{label} -"
+                                    for label, r in val["recall_by_width"].items())
+                shown = (f" val {run.config.select} {val[run.config.select]:.4f}, recall {recall} "
+                         f"at {float(val['ods_threshold']):.2f}")
             print(f"epoch {epoch}/{run.config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)
     state.best = run.ctx.broadcast(state.best) if run.ctx.enabled else state.best
     run.ctx.barrier()
