@@ -142,14 +142,8 @@ class AlertDecider:
         from edge.measure import measure_cracks
 
         measure = self.config.measure
-        return measure_cracks(
-            prob, self.threshold, min_area_px=measure.min_area_px, gsd_mm_per_px=self.config.tiling.gsd_mm_per_px,
-            rules=measure.severity.rules(), open_px=measure.open_px, close_px=measure.close_px,
-            min_length_px=measure.min_length_px, link_gap_px=measure.link_gap_px,
-            straight_min_length_px=measure.straight_min_length_px, straight_min_share=measure.straight_min_share,
-            straight_support_ratio=measure.straight_support_ratio,
-            smooth_line_tolerance_px=measure.smooth_line_tolerance_px,
-        )
+        return measure_cracks(prob, self.threshold, gsd_mm_per_px=self.config.tiling.gsd_mm_per_px,
+                              rules=measure.severity.rules(), **measure.cleanup())
 
     def decides(self, measurement) -> bool:
         from edge.alerts import AlertPolicy

@@ -224,6 +224,11 @@ class MeasureConfig(_Section):
     )
     severity: SeverityConfig = SeverityConfig()
 
+    def cleanup(self) -> dict[str, Any]:
+        """The mask clean-up settings (every field but ``severity``, the :class:`edge.severity.MaskCleanup`
+        fields) as keyword arguments of :func:`edge.measure.measure_cracks`."""
+        return self.model_dump(exclude={"severity"})
+
 
 class AlertsConfig(_Section):
     """Which frames raise an alert, and the local snapshots (edge/alerts.py, edge/snapshots.py)."""

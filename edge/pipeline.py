@@ -152,6 +152,7 @@ class Pipeline:
         self.batch_size = max(1, min(config.model.batch_size, max_batch))
         self.threshold = config.model.threshold or meta.threshold
         self.rules = config.measure.severity.rules()
+        self.cleanup = config.measure.cleanup()
         self.policy = AlertPolicy(config.alerts)
         self.sequence = SequenceCounter(config.alerts.state_path)
         self.model_info = model_info(meta.model_name, model_sha256 or "0" * 64, self.threshold, backend.precision)
@@ -283,15 +284,7 @@ class Pipeline:
         prob_map = stitch(item.probs, p.grid)
         where = self.locator.locate(p.frame, p.image.shape[1])
         gsd = where.gsd.gsd_mm_per_px if where.gsd else p.gsd_mm_per_px
-        measurement = measure_cracks(
-            prob_map, self.threshold, min_area_px=self.config.measure.min_area_px, gsd_mm_per_px=gsd,
-            rules=self.rules, open_px=self.config.measure.open_px, close_px=self.config.measure.close_px,
-            min_length_px=self.config.measure.min_length_px, link_gap_px=self.config.measure.link_gap_px,
-            straight_min_length_px=self.config.measure.straight_min_length_px,
-            straight_min_share=self.config.measure.straight_min_share,
-            straight_support_ratio=self.config.measure.straight_support_ratio,
-            smooth_line_tolerance_px=self.config.measure.smooth_line_tolerance_px,
-        )
+        measurement = measure_cracks(prob_map, self.threshold, gsd_mm_per_px=gsd, rules=self.rules, **self.cleanup)
         alert, jpeg = None, None
         if measurement.cracks and self.policy.decide(measurement, p.frame.capture_time.timestamp(), p.frame.source_id,
                                                      view=p.frame.name, places=crack_places(where, measurement, p.image)):

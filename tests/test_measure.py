@@ -371,3 +371,17 @@ def test_the_smooth_line_test_is_local():
 def test_smooth_line_tolerance_is_checked_in_the_config():
     with pytest.raises(ValueError, match="smooth_line_tolerance_px"):
         MeasureConfig(smooth_line_tolerance_px=-0.5)
+
+
+def test_the_configs_cleanup_is_every_clean_up_argument_of_measure_cracks():
+    """One mapping from the [measure] section to measure_cracks (the daemon and the benchmarks use it): a
+    clean-up setting added to MaskCleanup and MeasureConfig reaches the measurement without a third edit."""
+    import dataclasses
+    import inspect
+
+    from edge.severity import MaskCleanup
+
+    cleanup = MeasureConfig(smooth_line_tolerance_px=0.0, link_gap_px=7).cleanup()
+    assert set(cleanup) == {f.name for f in dataclasses.fields(MaskCleanup)}
+    assert set(cleanup) <= set(inspect.signature(measure_cracks).parameters)
+    assert cleanup["smooth_line_tolerance_px"] == 0.0 and cleanup["link_gap_px"] == 7
