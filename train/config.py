@@ -83,6 +83,7 @@ class TrainConfig:
     model_init: str = "alive"  # alive: the head starts open (train.model.init_head_alive); he: the paper's plain He-normal
     clip_grad_norm: float = 1.0  # clip the gradient's global L2 norm before each Adam step; 0 = off
     thin_weight: float = 1.0  # loss weight of the pixels of cracks thinner than 3 px (train.losses.ThinWeightedLoss); 1 = off
+    joint_weight: float = 1.0  # loss weight of generated joint/distractor pixels (train.synth.drawn_structures); 1 = off
 
     def __post_init__(self) -> None:
         def fail(flag: str, expected: str) -> None:
@@ -111,6 +112,10 @@ class TrainConfig:
             fail("hard_negative_fraction", "0 without --init (the mined false positives are the starting model's)")
         if not (math.isfinite(self.thin_weight) and self.thin_weight >= 1.0):
             fail("thin_weight", ">= 1 (1 = every crack pixel weighs the same)")
+        if not (math.isfinite(self.joint_weight) and self.joint_weight >= 1.0):
+            fail("joint_weight", ">= 1 (1 = every background pixel weighs the same)")
+        if self.joint_weight != 1.0 and self.synth_fraction <= 0:
+            fail("joint_weight", "1 without --synth-fraction (it weighs the joints that the generator draws)")
         if self.hard_negative_shape not in ("straight", "all"):
             fail("hard_negative_shape", "straight or all")
         if not 0.0 < self.hard_negative_threshold < 1.0:

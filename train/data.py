@@ -435,9 +435,11 @@ class TrainCrops(Dataset):
     ``shares``). Crop ``d`` of an epoch uses ``numpy.random.default_rng([seed, epoch, d])``, so it
     depends only on the seed, the epoch and its position: the same with any number of workers or
     processes, and a run resumed mid-epoch sees exactly the crops the uninterrupted run saw.
-    ``valid`` is 0 where the crop was padded with black (``small_images="pad"``, constant border).
+    ``valid`` is 0 where the crop was padded with black (``small_images="pad"``, constant border); every
+    loss averages with it as per-pixel weights.
     ``extras`` are more sources of ready-made crops, each ``(source, share of the epoch)``: a source
-    has ``len()`` and ``sample(item, rng, size) -> (image, mask)`` (:class:`train.synth.SynthSource`:
+    has ``len()`` and ``sample(item, rng, size) -> (image, mask)``, or ``(image, mask, weight)`` with a
+    per-pixel loss weight that becomes ``valid`` (:class:`train.synth.SynthSource`:
     generated hairlines and structures; :class:`train.hard_negatives.HardNegativeSource`: the model's
     own false positives on the training images); the real sources share what the extras leave.
     """
@@ -480,13 +482,14 @@ class TrainCrops(Dataset):
         return int(self._plan[0][draw])
 
     def crop(self, draw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Crop ``draw`` of this epoch as arrays: RGB uint8 SxSx3, mask uint8 SxS, valid uint8 SxS."""
+        """Crop ``draw`` of this epoch as arrays: RGB uint8 SxSx3, mask uint8 SxS, valid SxS (uint8 0/1, or a
+        generated source's float32 loss weights)."""
         rng = np.random.default_rng([self.seed, self.epoch, draw])
         source, item = int(self._plan[0][draw]), int(self._plan[1][draw])
         r = self.recipe
         if source >= len(self.sources):
-            image, mask = self.extras[source - len(self.sources)].sample(item, rng, r.size)
-            valid = np.ones(mask.shape, np.uint8)
+            image, mask, *weight = self.extras[source - len(self.sources)].sample(item, rng, r.size)
+            valid = weight[0] if weight else np.ones(mask.shape, np.uint8)
         else:
             image, mask = self.sources[source].images[item], self.sources[source].masks[item]
             image, mask = random_rescale(image, mask, rng, r.scale_range)

@@ -366,7 +366,8 @@ def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list
         from train.synth import SynthConfig, SynthSource
 
         synth = SynthConfig(p_structures=config.synth_structures, wide_prob=config.synth_wide)
-        extras.append((SynthSource.from_training_images(train_sets, seed=config.seed, config=synth), config.synth_fraction))
+        extras.append((SynthSource.from_training_images(train_sets, seed=config.seed, config=synth,
+                                                        joint_weight=config.joint_weight), config.synth_fraction))
     if config.hard_negative_fraction > 0:
         extras.append((hard_negatives, config.hard_negative_fraction))
     return TrainCrops(train_sets, recipe, seed=config.seed, shares=[shares[s.name] for s in sources],

@@ -151,6 +151,10 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       help="loss weight of the crack pixels of cracks thinner than 3 px (those a 3 x 3 opening removes: hairlines), "
       "1 = all crack pixels alike; > 1 asks the network to find hairlines at the price of some thin false "
       "positives (default: %(default)s)")
+    p("--joint-weight", type=float,
+      help="loss weight of the background pixels where --synth-fraction's generator drew a joint, line, edge or "
+      "painted mark (train.synth.drawn_structures), 1 = all background alike; > 1 asks the network harder to leave "
+      "joints unmarked (default: %(default)s)")
     p("--clip-grad-norm", type=float,
       help="clip the gradient's global L2 norm to this before every Adam step, 0 = off; keeps one crack-dense crop "
       "from closing the head (default: %(default)s)")

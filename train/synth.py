@@ -34,6 +34,9 @@ from train.photometric import PhotometricConfig, random_photometric
 from train.structures import TRAINING_FAMILIES, check_families, render_structures
 
 SUPERSAMPLE = 4  # cracks and lines are drawn at 4x and area-averaged down: sub-pixel widths, anti-aliased
+# drawn_structures: a pixel counts as drawn where its brightness ratio to the bare surface changes this sharply
+# across 3 x 3 pixels (x 255 of the log ratio: 12 = a 4.8 % step; the faintest drawn joint darkens 10 %)
+DRAWN_MIN_CHANGE = 12
 _SUB = SUPERSAMPLE * 16  # cv2 drawing with shift=4: coordinates in 1/16 of a supersampled pixel
 
 
@@ -497,30 +500,50 @@ def reflect_to_size(image: np.ndarray, size: int) -> np.ndarray:
     return np.pad(image, widths, mode="reflect" if min(h, w) > 1 else "edge")
 
 
+def drawn_structures(before: np.ndarray, after: np.ndarray, min_change: float = DRAWN_MIN_CHANGE) -> np.ndarray:
+    """uint8 0/1: where drawing distractors or structures into ``before`` made ``after`` change sharply.
+
+    The change is the brightness ratio (``ln((after + 16) / (before + 16))``, the largest over the colour
+    channels, x 255). A pixel counts where the change stands out of a 15 x 15 neighbourhood (white top-hat:
+    a line or mark narrower than 15 px) or steps across 3 x 3 pixels (morphological gradient: a line's
+    shoulders, the edge of a shadow or a chamfer), while a shadow's or a panel's inside (one ratio over a
+    textured area) and faint streaks do not: the pixels a model is tempted to mark as a crack."""
+    ratio = np.log((after.astype(np.float32) + 16.0) / (before.astype(np.float32) + 16.0))
+    change = np.abs(ratio).max(axis=2) * 255.0
+    line = cv2.morphologyEx(change, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (15, 15)))
+    step = cv2.morphologyEx(change, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
+    return ((line >= min_change) | (step >= min_change)).astype(np.uint8)
+
+
 def synthetic_sample(background: np.ndarray, rng: np.random.Generator, size: int, config: SynthConfig,
-                     augment: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
-    """One generated ``size`` x ``size`` uint8 ``(image, mask)`` on a crack-free ``background``.
+                     augment: AugmentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One generated ``size`` x ``size`` uint8 ``(image, mask, drawn)`` on a crack-free ``background``.
 
     A random crop (mirrored up to ``size`` when smaller), the geometric warp ``augment`` (reflect
     border: the surface is drawn on after it), then with ``p_distractor`` distractors and with
     ``p_crack`` hairline cracks (cracks last, so a crack over a joint keeps its label), and with
     ``p_structures`` one of ``structure_families`` (train.structures: tiles, formwork, chamfers,
     road paint by default; the held-out families never unless named); with none of them it is a
-    plain crack-free negative.
+    plain crack-free negative. ``drawn`` (0/1) marks the distractor and structure pixels
+    (:func:`drawn_structures`) away from every crack pixel (more than 2 px): background a loss may
+    weigh more (``--joint-weight``).
     """
     background = reflect_to_size(background, size)
     empty = np.zeros(background.shape[:2], np.uint8)
     image, _, _ = random_crop(background, empty, size, rng)
     image, _, _ = random_affine(np.ascontiguousarray(image), empty[:size, :size], rng, augment)
+    surface = image
     mask = np.zeros((size, size), np.uint8)
     draw_distractors, draw_cracks = rng.random(2) < (config.p_distractor, config.p_crack)
     if draw_distractors:
         image = render_distractors(image, rng, config)
     if config.p_structures and config.structure_families and rng.random() < config.p_structures:
         image = render_structures(image, rng, config.structure_families)
+    drawn = drawn_structures(surface, image) if image is not surface else np.zeros((size, size), np.uint8)
     if draw_cracks:
         image, mask = render_hairline_cracks(image, rng, config)
-    return image, mask
+        drawn &= 1 - cv2.dilate(mask, np.ones((5, 5), np.uint8))
+    return image, mask, drawn
 
 
 class SyntheticCrops(Dataset):
@@ -573,8 +596,8 @@ class SyntheticCrops(Dataset):
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The uint8 ``(image S x S x 3, mask S x S)`` of sample ``index`` (for previews and tests)."""
         rng = np.random.default_rng([self.seed, self.epoch, index, 7])
-        image, mask = synthetic_sample(self.backgrounds[index % len(self.backgrounds)], rng, self.size,
-                                       self.config, self.augment)
+        image, mask, _ = synthetic_sample(self.backgrounds[index % len(self.backgrounds)], rng, self.size,
+                                          self.config, self.augment)
         if self.photometric is not None:
             image = random_photometric(image, rng, self.photometric)
         return image, mask
@@ -601,17 +624,21 @@ class SynthSource:
     """
 
     def __init__(self, backgrounds: list[np.ndarray], config: SynthConfig | None = None,
-                 augment: AugmentConfig | None = None) -> None:
+                 augment: AugmentConfig | None = None, joint_weight: float = 1.0) -> None:
         if not backgrounds:
             raise ValueError("no crack-free surface could be made from the training images (every crack too wide "
                              "or too large a share of its image); train without --synth-fraction")
+        if not (math.isfinite(joint_weight) and joint_weight >= 1.0):
+            raise ValueError(f"joint weight must be >= 1, got {joint_weight!r}")
         self.backgrounds = backgrounds
         self.config = config or SynthConfig()
         self.augment = replace(augment or AugmentConfig(), border="reflect")
+        self.joint_weight = float(joint_weight)
 
     @classmethod
     def from_training_images(cls, sets: list, seed: int = 0, per_source: int = 60,
-                             config: SynthConfig | None = None, augment: AugmentConfig | None = None) -> SynthSource:
+                             config: SynthConfig | None = None, augment: AugmentConfig | None = None,
+                             joint_weight: float = 1.0) -> SynthSource:
         """Up to ``per_source`` crack-free surfaces from each of ``sets`` (``train.data.CrackImages``), seeded."""
         rng = np.random.default_rng([seed, 0x5EED])
         backgrounds = []
@@ -624,11 +651,14 @@ class SynthSource:
                     taken += 1
                 if taken >= per_source:
                     break
-        return cls(backgrounds, config, augment)
+        return cls(backgrounds, config, augment, joint_weight)
 
     def __len__(self) -> int:
         return len(self.backgrounds)
 
-    def sample(self, item: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """A ``size`` x ``size`` uint8 ``(image, mask)`` on surface ``item``."""
-        return synthetic_sample(self.backgrounds[item % len(self.backgrounds)], rng, size, self.config, self.augment)
+    def sample(self, item: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A ``size`` x ``size`` uint8 ``(image, mask)`` on surface ``item`` with its per-pixel loss weight
+        (float32): ``joint_weight`` on the drawn distractor and structure pixels, 1 elsewhere."""
+        image, mask, drawn = synthetic_sample(self.backgrounds[item % len(self.backgrounds)], rng, size, self.config,
+                                              self.augment)
+        return image, mask, 1.0 + np.float32(self.joint_weight - 1.0) * drawn.astype(np.float32)
