@@ -205,7 +205,8 @@ class MeasureConfig(_Section):
     close_px: int = Field(_CLEANUP.close_px, ge=0, description="morphological closing of the mask, px (0 = off)")
     straight_min_length_px: float = Field(
         _CLEANUP.straight_min_length_px, ge=0,
-        description="pieces made of straight lines at least this long are joints, not cracks, px (0 = off)",
+        description="pieces made of straight lines at least this long (with shorter ones parallel or perpendicular "
+        "to them: joint grids) are joints, not cracks, px (0 = off)",
     )
     straight_min_share: float = Field(
         _CLEANUP.straight_min_share, gt=0, le=1,
