@@ -156,7 +156,8 @@ class AlertDecider:
     def describe(self) -> str:
         m, a = self.config.measure, self.config.alerts
         straight = (f"straight_min_length_px {m.straight_min_length_px:g} (share {m.straight_min_share:g}, "
-                    f"support ratio {m.straight_support_ratio:g}, smooth lines {m.smooth_line_tolerance_px:g} px), "
+                    f"support ratio {m.straight_support_ratio:g}, smooth lines {m.smooth_line_tolerance_px:g} px, "
+                    f"grid segments {m.straight_grid_segment_px:g} px), "
                     if m.straight_min_length_px else "")
         return (f"threshold {self.threshold:.2f}, min_area_px {m.min_area_px}, min_length_px {m.min_length_px:g}, "
                 f"link_gap_px {m.link_gap_px}, {straight}open/close {m.open_px}/{m.close_px} px, "

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the straight check's faint-line ratio, 1 = each piece alone (default: the daemon's)")
     p.add_argument("--smooth-line-tolerance-px", type=float, default=None,
                    help="the straight check's smooth-line tolerance, 0 = straight segments only (default: the daemon's)")
+    p.add_argument("--straight-grid-segment-px", type=float, default=None,
+                   help="the straight check's joint-grid segment length, 0 = long lines only (default: the daemon's)")
     p.add_argument("--edge-config", type=Path, default=None, help="daemon config whose alert decision is used "
                    "(default: the built-in defaults)")
     p.add_argument("--upsample", type=float, default=1.0,
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     off = daemon.with_measure(straight_min_length_px=0.0)
     given = {"straight_min_length_px": args.straight_min_length_px, "straight_min_share": args.straight_min_share,
              "straight_support_ratio": args.straight_support_ratio,
-             "smooth_line_tolerance_px": args.smooth_line_tolerance_px}
+             "smooth_line_tolerance_px": args.smooth_line_tolerance_px,
+             "straight_grid_segment_px": args.straight_grid_segment_px}
     on = daemon.with_measure(**{k: v for k, v in given.items() if v is not None})  # the rest: the daemon's
     deciders = {"off": off, "on": on}
     families = list(FAMILIES)

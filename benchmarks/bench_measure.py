@@ -3,10 +3,11 @@
 ``python -m benchmarks.bench_measure`` (the shipped model, DeepCrack and Crack500 test images, 20 each)
 
 The model's probability maps of real test images are computed first (through the daemon's tiler, not
-timed). Then ``edge.measure.measure_cracks`` runs on every map in four variants, timed side by side in
+timed). Then ``edge.measure.measure_cracks`` runs on every map in five variants, timed side by side in
 interleaved rounds (``benchmarks.common.interleaved_latencies``): the daemon's defaults (straight check with
 its faint-line support and its smooth-line part), the check without the smooth-line part
-(``smooth_line_tolerance_px = 0``: straight segments only), the straight check judging each piece alone (``straight_support_ratio = 1``: no
+(``smooth_line_tolerance_px = 0``: straight segments only), the check without its joint-grid part
+(``straight_grid_segment_px = 0``), the straight check judging each piece alone (``straight_support_ratio = 1``: no
 second, fainter mask to label and skeletonize), and no straight check (``straight_min_length_px = 0``). The
 same variants run on full-HD frames (1920 x 1080, a vehicle camera's frame) tiled from those maps (cracks all over the
 frame: the worst case) and on full-HD frames holding one map each in a corner (a few cracks in a large frame).
@@ -40,6 +41,7 @@ FULL_HD = (1080, 1920)
 VARIANTS = {  # name -> measure_cracks keyword overrides of the daemon's defaults
     "daemon defaults (check + faint-line support + smooth lines)": {},
     "straight lines only (no smooth-line part)": {"smooth_line_tolerance_px": 0.0},
+    "no joint-grid part": {"straight_grid_segment_px": 0.0},
     "check, each piece alone (support ratio 1)": {"straight_support_ratio": 1.0},
     "no straight check": {"straight_min_length_px": 0.0},
 }

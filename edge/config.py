@@ -223,6 +223,11 @@ class MeasureConfig(_Section):
         "whose centre line strays at most this far (px, standard deviation) from a straight line over every "
         "31-px stretch; 0 = straight lines only",
     )
+    straight_grid_segment_px: float = Field(
+        _CLEANUP.straight_grid_segment_px, ge=0,
+        description="on a piece with such long lines, straight stretches at least this long parallel or perpendicular "
+        "to them count as line too (joint grids, brick bonds), px (0 = long lines only)",
+    )
     severity: SeverityConfig = SeverityConfig()
 
     def cleanup(self) -> dict[str, Any]:

@@ -63,10 +63,9 @@ CORNER_CORRECTION_PX = 0.1
 STRAIGHT_TOLERANCE_PX = 1
 STRAIGHT_MAX_GAP_PX = 3
 STRAIGHT_VOTES = 0.35
-# Joint grids and bonds: on a component with straight segments of the check's length, shorter segments of at least
-# GRID_SEGMENT_PX count as line too when parallel or perpendicular to one of them within GRID_ANGLE_DEG (a brick
-# bond's head joints between its bed joints, a tile grid's short sides, formwork's tie-hole rows).
-GRID_SEGMENT_PX = 20
+# Joint grids and bonds: on a component with straight segments of the check's length, shorter segments (at least
+# MaskCleanup.straight_grid_segment_px) count as line too when parallel or perpendicular to one of them within
+# GRID_ANGLE_DEG (a brick bond's head joints between its bed joints, a tile grid's short sides).
 GRID_ANGLE_DEG = 4.0
 # Smooth-line part of the check (smooth_share): a skeleton pixel is "on a smooth line" when the skeleton
 # pixels in the (2 r + 1)^2 window around it lie along one line, their spread across its direction (a
@@ -309,15 +308,16 @@ def _directions_deg(segments: np.ndarray) -> np.ndarray:
     return np.degrees(np.arctan2(segments[:, 3] - segments[:, 1], segments[:, 2] - segments[:, 0])) % 180.0
 
 
-def _grid_segments(thick: np.ndarray, components: _Components, long_segments: np.ndarray) -> np.ndarray:
-    """Segments of at least :data:`GRID_SEGMENT_PX` along a component that has long straight segments,
-    parallel or perpendicular (within :data:`GRID_ANGLE_DEG`) to one of them: the short head joints of a
-    brick bond between its long bed joints, a tile grid's short sides."""
+def _grid_segments(thick: np.ndarray, components: _Components, long_segments: np.ndarray,
+                   segment_px: float) -> np.ndarray:
+    """Segments of at least ``segment_px`` along a component that has long straight segments, parallel or
+    perpendicular (within :data:`GRID_ANGLE_DEG`) to one of them: the short head joints of a brick bond
+    between its long bed joints, a tile grid's short sides."""
     owners = _segment_owners(long_segments, components.labels)
     gridded = np.unique(owners[owners > 0])
     if gridded.size == 0:
         return np.zeros((0, 4), np.int64)
-    short = _hough_segments(thick, GRID_SEGMENT_PX)  # the whole skeleton: a joint's votes may span a gap
+    short = _hough_segments(thick, segment_px)  # the whole skeleton: a joint's votes may span a gap
     if short.size == 0:
         return short
     short_owners = _segment_owners(short, components.labels)
@@ -331,12 +331,13 @@ def _grid_segments(thick: np.ndarray, components: _Components, long_segments: np
     return short[keep]
 
 
-def straight_share(components: _Components, samples: _SkeletonSamples, min_length_px: float) -> np.ndarray:
+def straight_share(components: _Components, samples: _SkeletonSamples, min_length_px: float,
+                   grid_segment_px: float = 0.0) -> np.ndarray:
     """Per component: the share of its skeleton length that lies on straight segments at least
     ``min_length_px`` long (probabilistic Hough transform of the skeleton, cv2.HoughLinesP: segments
-    within :data:`STRAIGHT_TOLERANCE_PX` of a line, gaps up to :data:`STRAIGHT_MAX_GAP_PX`), or, on a
-    component that has such segments, on shorter ones parallel or perpendicular to them
-    (:func:`_grid_segments`: joint grids and bonds)."""
+    within :data:`STRAIGHT_TOLERANCE_PX` of a line, gaps up to :data:`STRAIGHT_MAX_GAP_PX`), or, when
+    ``grid_segment_px`` > 0, on a component that has such segments, on segments at least that long
+    parallel or perpendicular to them (:func:`_grid_segments`: joint grids and bonds)."""
     total = _lengths(components, samples)
     # the skeleton thickened to 3 px: OpenCV's segment walk checks single pixels and breaks a 1-px line
     # that is not exactly axis-aligned (a grid of 3 px joints 0.9 degrees off: 6 % found, 100 % thickened)
@@ -345,7 +346,9 @@ def straight_share(components: _Components, samples: _SkeletonSamples, min_lengt
     if segments.size == 0:
         return np.zeros(components.n)
     near = np.zeros(samples.skeleton.shape, np.uint8)
-    for x1, y1, x2, y2 in np.concatenate([segments, _grid_segments(thick, components, segments)]):
+    if grid_segment_px > 0:
+        segments = np.concatenate([segments, _grid_segments(thick, components, segments, grid_segment_px)])
+    for x1, y1, x2, y2 in segments:
         cv2.line(near, (int(x1), int(y1)), (int(x2), int(y2)), 1, 2 * STRAIGHT_TOLERANCE_PX + 1)
     on_line = near[samples.ys, samples.xs].astype(np.float64)
     label = components.labels[samples.ys, samples.xs]
@@ -405,15 +408,15 @@ def smooth_share(components: _Components, samples: _SkeletonSamples, min_length_
 
 
 def line_share(components: _Components, samples: _SkeletonSamples, min_length_px: float,
-               smooth_tolerance_px: float) -> np.ndarray:
-    """Per component: the larger of :func:`straight_share` and :func:`smooth_share`."""
-    share = straight_share(components, samples, min_length_px)
+               smooth_tolerance_px: float, grid_segment_px: float = 0.0) -> np.ndarray:
+    """Per component: the larger of :func:`straight_share` (with its grid part) and :func:`smooth_share`."""
+    share = straight_share(components, samples, min_length_px, grid_segment_px)
     return np.maximum(share, smooth_share(components, samples, min_length_px, smooth_tolerance_px))
 
 
 def drop_straight(components: _Components, samples: _SkeletonSamples, min_length_px: float,
                   min_share: float, support: tuple[_Components, _SkeletonSamples] | None = None,
-                  smooth_tolerance_px: float = 0.0) -> _Components:
+                  smooth_tolerance_px: float = 0.0, grid_segment_px: float = 0.0) -> _Components:
     """Components made of long straight lines removed: joints, saw cuts, grout and formwork lines.
 
     A component goes when at least ``min_share`` of its skeleton lies on straight segments of at least
@@ -427,10 +430,10 @@ def drop_straight(components: _Components, samples: _SkeletonSamples, min_length
     """
     if min_length_px <= 0 or components.n <= 1:
         return components
-    keep = line_share(components, samples, min_length_px, smooth_tolerance_px) < min_share
+    keep = line_share(components, samples, min_length_px, smooth_tolerance_px, grid_segment_px) < min_share
     if support is not None:
         faint, faint_samples = support
-        faint_straight = line_share(faint, faint_samples, min_length_px, smooth_tolerance_px) >= min_share
+        faint_straight = line_share(faint, faint_samples, min_length_px, smooth_tolerance_px, grid_segment_px) >= min_share
         faint_straight[0] = False
         inside = np.zeros(components.n, np.int64)  # the faint piece each component lies in (0: none)
         on = components.labels > 0
@@ -536,6 +539,7 @@ def measure_cracks(
     straight_min_share: float = _CLEANUP.straight_min_share,
     straight_support_ratio: float = _CLEANUP.straight_support_ratio,
     smooth_line_tolerance_px: float = _CLEANUP.smooth_line_tolerance_px,
+    straight_grid_segment_px: float = _CLEANUP.straight_grid_segment_px,
 ) -> FrameMeasurement:
     """Every crack of a probability map ``prob`` (H x W, values in [0, 1]) with its measurements.
 
@@ -546,7 +550,9 @@ def measure_cracks(
     check, pieces made of straight lines of at least ``straight_min_length_px`` (joints, saw cuts)
     are dropped (:func:`drop_straight`, 0 = off), judged also on the fainter line each lies in
     (``prob >= threshold * straight_support_ratio``, 1 = off); pieces that are smooth lines of constant
-    width as long (cables, kerbs) go too (:func:`smooth_share`, ``smooth_line_tolerance_px``, 0 = off).
+    width as long (cables, kerbs) go too (:func:`smooth_share`, ``smooth_line_tolerance_px``, 0 = off), and
+    pieces whose shorter straight stretches (at least ``straight_grid_segment_px``, 0 = off) run parallel or
+    perpendicular to their long lines are joint grids (:func:`straight_share`: brick bonds, tile grids).
     ``gsd_mm_per_px``:
     ground sampling distance (mm of surface per pixel) for millimetre sizes and the mm severity limits.
     Defaults: :class:`MaskCleanup` (the daemon's).
@@ -564,7 +570,7 @@ def measure_cracks(
     samples = sample_skeleton((components.labels > 0).astype(np.uint8))
     support = straight_support(prob, threshold, straight_support_ratio, min_area_px) if straight_min_length_px > 0 else None
     components = drop_straight(components, samples, straight_min_length_px, straight_min_share, support,
-                               smooth_line_tolerance_px)
+                               smooth_line_tolerance_px, straight_grid_segment_px)
     components = link_fragments(drop_short(components, samples, min_length_px), link_gap_px)
     crack_pixels = components.labels > 0
     cracks = crack_records(prob, components, samples, rules, gsd_mm_per_px)

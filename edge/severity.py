@@ -52,6 +52,10 @@ class MaskCleanup:
     # pipes, kerbs, painted arcs: edge.measure.smooth_share): their centre line strays at most this many px
     # (standard deviation) from a straight line over every 31-px stretch; 0 = straight lines only
     smooth_line_tolerance_px: float = 0.75
+    # on a piece with straight lines as long as the above, shorter straight stretches of at least this many px
+    # count as line too when parallel or perpendicular to them (within 4 degrees): joint grids whose short
+    # sides are short, a brick bond's head joints between its bed joints; 0 = long lines only
+    straight_grid_segment_px: float = 20.0
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,8 @@ def test_straight_check_keeps_nearly_every_labelled_real_crack(shared_data):
         samples = sample_skeleton((pieces.labels > 0).astype(np.uint8))
         length = np.bincount(pieces.labels[samples.ys, samples.xs], weights=samples.step_length, minlength=pieces.n)
         config = MeasureConfig()
-        share = line_share(pieces, samples, config.straight_min_length_px, config.smooth_line_tolerance_px)
+        share = line_share(pieces, samples, config.straight_min_length_px, config.smooth_line_tolerance_px,
+                           config.straight_grid_segment_px)
         long_ = length[1:] >= config.straight_min_length_px
         long_pieces += int(long_.sum())
         dropped += int((long_ & (share[1:] >= 0.85)).sum())
@@ -372,6 +373,8 @@ def test_the_smooth_line_test_is_local():
 def test_smooth_line_tolerance_is_checked_in_the_config():
     with pytest.raises(ValueError, match="smooth_line_tolerance_px"):
         MeasureConfig(smooth_line_tolerance_px=-0.5)
+    with pytest.raises(ValueError, match="straight_grid_segment_px"):
+        MeasureConfig(straight_grid_segment_px=-1)
 
 
 def test_the_configs_cleanup_is_every_clean_up_argument_of_measure_cracks():
@@ -406,8 +409,11 @@ def test_a_brick_bond_is_a_joint_grid_though_its_head_joints_are_short():
     pieces = label_components((bond >= 0.5).astype(np.uint8), 20)
     samples = sample_skeleton((pieces.labels > 0).astype(np.uint8))
     assert pieces.n == 2, "the mortar is one piece"
-    assert straight_share(pieces, samples, 120)[1] >= 0.85, "head joints count: parallel/perpendicular to bed joints"
+    assert straight_share(pieces, samples, 120)[1] < 0.85, "long lines alone: the head joints are too short"
+    assert straight_share(pieces, samples, 120, 20)[1] >= 0.85, "head joints count: square to the bed joints"
     assert measure_cracks(bond, 0.5).cracks == ()
+    assert len(measure_cracks(bond, 0.5, straight_grid_segment_px=0).cracks) == 1, "the grid part off: it stays"
+    assert MeasureConfig().straight_grid_segment_px == 20
     # the same 40 px head joints without any long joint in the piece are not a grid: only short straight bits
     heads = np.zeros((512, 512), np.float32)
     for x in range(40, 500, 60):
@@ -422,7 +428,7 @@ def test_a_crooked_crack_joined_to_a_joint_keeps_its_own_short_straight_stretche
     prob = np.zeros((512, 512), np.float32)
     cv2.line(prob, (0, 256), (511, 256), 1.0, 3)  # a long joint
     x, y = 256, 256
-    for k, (dx, dy) in enumerate([(25, 20), (-10, 30), (22, 18), (-14, 26), (24, 22), (-9, 28), (26, 17), (-12, 25)]):
+    for dx, dy in [(25, 20), (-10, 30), (22, 18), (-14, 26), (24, 22), (-9, 28), (26, 17), (-12, 25)]:
         cv2.line(prob, (x, y), (x + dx, y + dy), 1.0, 3)  # straight stretches at 30-70 degrees off the joint
         x, y = x + dx, y + dy
     m = measure_cracks(prob, 0.5)
