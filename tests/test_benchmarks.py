@@ -145,7 +145,7 @@ def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: 
     marked, kept_off, kept_on = (int(cell.split()[0]) for cell in real.split("|")[3:6])
     assert kept_on <= kept_off <= marked  # the check only removes; the cleaned mask never adds a piece
     # off is the model alone; on is the daemon's own default check (120 px, share 0.85, support ratio 0.5)
-    assert "Straight check off: threshold" in text and "straight_min_length_px 120 (share 0.85, support ratio 0.5, smooth lines 0.75 px)" in text
+    assert "Straight check off: threshold" in text and "straight_min_length_px 105 (share 0.85, support ratio 0.5, smooth lines 0.75 px, grid segments 20 px)" in text
     assert text.count("straight_min_length_px") == 1, "the off column has no straight check"
     assert "test split of deepcrack" in text and "Real straight structures of the test images" in text
     # validation images, the check's smooth-line part off: what settings are chosen on
@@ -155,7 +155,7 @@ def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: 
                               "--results", str(val)]) == 0
     text = val.read_text()
     assert "val split of deepcrack" in text and "Real straight structures of the val images" in text
-    assert "support ratio 0.5, smooth lines 0 px)" in text
+    assert "support ratio 0.5, smooth lines 0 px, grid segments 20 px)" in text
     assert bench_joints.main(["--max-images", "0", "--no-append"]) == 2
     assert bench_joints.main(["--upsample", "0.5", "--no-append"]) == 2
 
