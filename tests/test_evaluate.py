@@ -134,3 +134,31 @@ def test_upsampled_prediction_is_scored_at_the_images_own_size():
     for bad in (0.5, float("nan")):
         with pytest.raises(ValueError, match="upsampling factor must be >= 1"):
             upsampled_predictor(darkness, bad)
+
+
+def test_per_image_counts_pair_two_evaluations_for_the_bootstrap(trained_run, tmp_path, capsys):
+    """train.evaluate writes every image's counts; benchmarks.paired_bootstrap pairs two evaluations by stem."""
+    from benchmarks import paired_bootstrap
+
+    data, run = trained_run
+    model = export_onnx(run / "best.pt", tmp_path / "model.onnx", tile=None)
+    a = evaluate_model(run / "best.pt", data, splits_dir=run, out=tmp_path / "a", progress=False)
+    evaluate_model(model, data, splits_dir=run, out=tmp_path / "b", progress=False)
+    with np.load(tmp_path / "a" / "counts.npz") as saved:
+        counts, stems = saved["counts"], saved["stems"]
+        assert counts.shape == (4, 3, 99) and len(stems) == 4 and int(saved["tolerance_px"]) == 0
+    assert "stems" not in json.loads((tmp_path / "a" / "metrics.json").read_text())
+    from contract.metrics import ods_of_counts
+
+    assert float(ods_of_counts(counts)) == pytest.approx(a["ods_f"], abs=1e-12)
+    assert paired_bootstrap.main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "a"), "--resamples", "200",
+                                  "--no-append"]) == 0
+    assert "| +0.0000 | [+0.0000, +0.0000] | 0.000 |" in capsys.readouterr().out, "a model against itself"
+    assert paired_bootstrap.main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--resamples", "200",
+                                  "--no-append"]) == 0
+    other = tmp_path / "val"
+    evaluate_model(run / "best.pt", data, split="val", splits_dir=run, out=other, progress=False)
+    assert paired_bootstrap.main(["--a", str(tmp_path / "a"), "--b", str(other), "--no-append"]) == 2
+    assert "different images" in capsys.readouterr().err
+    assert paired_bootstrap.main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "none"), "--no-append"]) == 2
+    assert "no counts.npz" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """``python -m train.evaluate``: score a checkpoint (.pt) or an exported model (.onnx) on a data set split.
 
-Writes the same ``metrics.json``, ``pr_curve.png``/``.csv`` and ``overlays/`` as a training run.
+Writes the same ``metrics.json``, ``pr_curve.png``/``.csv`` and ``overlays/`` as a training run, and
+``counts.npz`` (every image's counts per threshold, for ``python -m benchmarks.paired_bootstrap``).
 
 Both run through the backends and :func:`contract.predict.predict_frame`, the inference path of the
 edge daemon, calibration and the export parity check:
@@ -31,7 +32,7 @@ import numpy as np
 
 from contract.image_tiles import seeded_subset
 from contract.metadata import DEFAULT_THRESHOLD
-from contract.metrics import mean_metrics_at_threshold, metrics_at_threshold, pooled_summary
+from contract.metrics import ThresholdSweep, mean_metrics_at_threshold, metrics_at_threshold, pooled_summary
 from train.config import TrainConfig, split_data_list
 from train.data import DatasetError, Splits, list_samples, load_images
 from train.health import detection_words
@@ -177,11 +178,13 @@ def evaluate_sources(
                                     splits_dir=splits_dir, seed=seed, val_fraction=val_fraction,
                                     test_fraction=test_fraction, overlays=overlays, progress=progress,
                                     max_images=max_images)
+        stems = record.pop("stems")
         metrics = {**sweep.summary(), "at_threshold": metrics_at_threshold(sweep, chosen), **run, **record,
                    "seconds": round(time.perf_counter() - started, 2)}
         if info.get("tile"):
             metrics["onnx_tile"] = info["tile"]
         write_json(folder / "metrics.json", metrics)
+        write_counts(folder / "counts.npz", sweep, stems, data.name)
         write_pr_curve(sweep, folder, label=model.name, title=f"{data.name} {split}: {model.name}")
         sweeps[data.name], per_source[data.name] = sweep, metrics
     if len(datas) == 1:
@@ -216,7 +219,17 @@ def _score_data(predict: Predictor, info: dict[str, Any], model: Path, data: Pat
 
     sweep = sweep_images(predict, images, tolerance_px=tolerance_px, progress=progress,
                          desc=f"scoring {data.name} {split}", on_prediction=keep_overlay)
-    return sweep, {"data": data.name, "data_path": str(data.resolve()), "split_source": splits.source}
+    return sweep, {"data": data.name, "data_path": str(data.resolve()), "split_source": splits.source,
+                   "stems": list(images.stems)}
+
+
+def write_counts(path: Path, sweep: ThresholdSweep, stems: list[str], data_name: str) -> None:
+    """Every image's (tp, fp, fn) per sweep threshold with its stem (``counts.npz``: ``counts`` images x 3 x
+    thresholds, ``stems``, ``thresholds``, ``tolerance_px``, ``data``), for paired comparisons of two models on
+    the same images (``python -m benchmarks.paired_bootstrap``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, counts=sweep.per_image_counts(), stems=np.asarray(stems), thresholds=sweep.thresholds,
+                        tolerance_px=np.int64(sweep.tolerance_px), data=np.asarray(data_name))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,104 @@
+"""Is model B's test ODS really below (or above) model A's? A paired bootstrap over the test images.
+
+``python -m benchmarks.paired_bootstrap --a runs/paired/shipped --b runs/paired/u3``
+
+Reads the ``counts.npz`` that ``python -m train.evaluate`` writes beside each data set's ``metrics.json``
+(every image's tp / fp / fn at every sweep threshold). Both evaluations must hold the same images (stems)
+of each data set; the images are matched by stem. For each data set present in both: ODS Fβ of A and of B
+(each at its own best threshold, as ``train.evaluate`` reports it), the difference B − A, its 95 % interval
+over ``--resamples`` paired resamples of the images (the same draw for both models,
+:func:`contract.metrics.paired_bootstrap_ods`) and the share of resamples in which B is below A. A
+difference whose interval holds 0 is one that another draw of test images of the same kind could reverse.
+The table is appended to ``benchmarks/RESULTS.md`` unless ``--no-append``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import add_results_args, command_line, publish, section_header
+from contract.metrics import paired_bootstrap_ods
+
+
+class PairingError(ValueError):
+    """The two evaluations cannot be paired (missing counts, other images, other thresholds)."""
+
+
+def read_counts(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per data set (by name): (stems, counts images x 3 x thresholds, thresholds) from an evaluation folder (one
+    data set: ``folder/counts.npz``; several: ``folder/<data set>/counts.npz``)."""
+    files = [folder / "counts.npz"] if (folder / "counts.npz").is_file() else sorted(folder.glob("*/counts.npz"))
+    if not files:
+        raise PairingError(f"{folder}: no counts.npz (written by python -m train.evaluate; evaluate the model again)")
+    out = {}
+    for path in files:
+        with np.load(path) as data:
+            name = str(data["data"]) if "data" in data.files else path.parent.name  # written before it held its name
+            out[name] = (data["stems"].astype(str), data["counts"], data["thresholds"])
+    return out
+
+
+def paired(a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray, np.ndarray],
+           name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A's and B's counts on the same images in the same order (matched by stem)."""
+    (stems_a, counts_a, th_a), (stems_b, counts_b, th_b) = a, b
+    if th_a.shape != th_b.shape or not np.allclose(th_a, th_b):
+        raise PairingError(f"{name}: the two evaluations used different threshold grids")
+    if set(stems_a) != set(stems_b) or len(stems_a) != len(stems_b):
+        raise PairingError(f"{name}: the two evaluations hold different images ({len(stems_a)} and {len(stems_b)}; "
+                           f"{len(set(stems_a) ^ set(stems_b))} in one only): evaluate both on the same split")
+    order = {stem: i for i, stem in enumerate(stems_b)}
+    return counts_a, counts_b[[order[stem] for stem in stems_a]]
+
+
+def comparison_table(a: Path, b: Path, resamples: int, seed: int) -> str:
+    counts_a, counts_b = read_counts(a), read_counts(b)
+    names = [name for name in counts_a if name in counts_b]
+    if not names:
+        raise PairingError(f"{a} and {b} share no data set")
+    rows = ["| data set | images | ODS A | ODS B | B − A | 95 % interval of B − A | share of resamples with B below A |",
+            "|---|---:|---:|---:|---:|---|---:|"]
+    for name in names:
+        ca, cb = paired(counts_a[name], counts_b[name], name)
+        r = paired_bootstrap_ods(ca, cb, resamples=resamples, seed=seed)
+        rows.append(f"| {name} | {ca.shape[0]} | {r['ods_a']:.4f} | {r['ods_b']:.4f} | {r['diff']:+.4f} | "
+                    f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_b_below']:.3f} |")
+        print(f"{name}: B - A {r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]", file=sys.stderr, flush=True)
+    return "\n".join(rows) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.paired_bootstrap", description=__doc__.split("\n")[0])
+    p.add_argument("--a", type=Path, required=True, help="evaluation folder of model A (train.evaluate --out)")
+    p.add_argument("--b", type=Path, required=True, help="evaluation folder of model B, same split")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampling (default: %(default)s)")
+    add_results_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.resamples < 100:
+        print(f"error: --resamples must be at least 100 for a 95 % interval, got {args.resamples}", file=sys.stderr)
+        return 2
+    try:
+        table = comparison_table(args.a, args.b, args.resamples, args.seed)
+    except PairingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = (section_header("Paired bootstrap of test ODS: is B below A?", command_line(__file__, argv),
+                           [f"A: {args.a}; B: {args.b}; {args.resamples} paired resamples of each data set's images, "
+                            f"seed {args.seed}; ODS Fβ (β² = 0.3), 0 px, each model at its own best threshold."])
+            + "\n" + table)
+    publish(text, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
