@@ -294,14 +294,14 @@ def _hough_segments(thick: np.ndarray, min_length_px: float) -> np.ndarray:
     return np.zeros((0, 4), np.int64) if segments is None else np.asarray(segments).reshape(-1, 4).astype(np.int64)
 
 
-def _segment_owners(segments: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The component each segment runs along (0: none): the largest label met at 7 points along it within
-    1 px (a segment of the thickened skeleton may run a pixel beside a 1-px-wide mask)."""
-    near = cv2.dilate(labels.astype(np.float32), np.ones((3, 3), np.uint8))  # exact below 2^24 labels
+def _segment_owners(segments: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """The component each segment runs along (0: none): the largest label met at 7 points along it in
+    ``near``, the labels grown by 1 px (a segment of the thickened skeleton may run a pixel beside a
+    1-px-wide mask)."""
     t = np.linspace(0.0, 1.0, 7)
     xs = np.rint(segments[:, [0]] + t * (segments[:, [2]] - segments[:, [0]])).astype(np.intp)
     ys = np.rint(segments[:, [1]] + t * (segments[:, [3]] - segments[:, [1]])).astype(np.intp)
-    return near[np.clip(ys, 0, labels.shape[0] - 1), np.clip(xs, 0, labels.shape[1] - 1)].max(axis=1).astype(np.int64)
+    return near[np.clip(ys, 0, near.shape[0] - 1), np.clip(xs, 0, near.shape[1] - 1)].max(axis=1).astype(np.int64)
 
 
 def _directions_deg(segments: np.ndarray) -> np.ndarray:
@@ -313,14 +313,15 @@ def _grid_segments(thick: np.ndarray, components: _Components, long_segments: np
     """Segments of at least ``segment_px`` along a component that has long straight segments, parallel or
     perpendicular (within :data:`GRID_ANGLE_DEG`) to one of them: the short head joints of a brick bond
     between its long bed joints, a tile grid's short sides."""
-    owners = _segment_owners(long_segments, components.labels)
+    near = cv2.dilate(components.labels.astype(np.float32), np.ones((3, 3), np.uint8))  # exact below 2^24 labels
+    owners = _segment_owners(long_segments, near)
     gridded = np.unique(owners[owners > 0])
     if gridded.size == 0:
         return np.zeros((0, 4), np.int64)
     short = _hough_segments(thick, segment_px)  # the whole skeleton: a joint's votes may span a gap
     if short.size == 0:
         return short
-    short_owners = _segment_owners(short, components.labels)
+    short_owners = _segment_owners(short, near)
     angle, long_angle = _directions_deg(short), _directions_deg(long_segments)
     keep = np.zeros(len(short), dtype=bool)
     for k in gridded:
@@ -424,7 +425,8 @@ def drop_straight(components: _Components, samples: _SkeletonSamples, min_length
     keeps its own, crooked share and stays. ``support`` (the components of a fainter mask holding this
     one, with their skeleton: :func:`straight_support`): a component also goes when the faint piece it
     lies in is such a line, so a joint the model sees only faintly, with a few confident stretches
-    shorter than ``min_length_px``, goes with them. ``smooth_tolerance_px`` > 0: smooth lines of constant
+    shorter than ``min_length_px``, goes with them. ``grid_segment_px`` > 0: on a piece with such long
+    segments, segments at least that long square to them count too (joint grids). ``smooth_tolerance_px`` > 0: smooth lines of constant
     width count as lines too (:func:`smooth_share`: cables, pipes, kerbs, painted arcs).
     ``min_length_px`` <= 0: off.
     """
