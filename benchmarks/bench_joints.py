@@ -8,8 +8,8 @@ centre square of side min(512, H, W) is kept: a real crack-free surface. Into it
 of ``train.structures`` is drawn once (its own seeded generator), and the tile is predicted as the
 daemon predicts a frame. Each tile is decided twice, side by side: by the daemon's alert decision with
 the straight check of ``edge.measure.drop_straight`` off, and with it on (``--straight-min-length-px``,
-``--straight-min-share``, ``--straight-support-ratio``, ``--smooth-line-tolerance-px``; the daemon's defaults
-unless given): what the model does
+``--straight-min-share``, ``--straight-support-ratio``, ``--smooth-line-tolerance-px``,
+``--straight-grid-segment-px``; the daemon's defaults unless given): what the model does
 alone, and what the check adds. The real crack tiles of the same images
 (``benchmarks.generalization.crack_tiles``) are decided both ways too, and the crack pixels kept by
 each decision's cleaned mask give recall by crack width at 0 px tolerance.
