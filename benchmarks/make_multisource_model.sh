@@ -10,8 +10,10 @@
 # weighted 2 (the two sets whose validation scores fell in stage 2); $RUN/stage4 from stage 3's best.pt on
 # joints: 160-px crops, 30 % generated crops (straight structures in 80 % of them, wide cracks in 25 % of
 # their cracks), 10 % crops around stage 3's own straight false positives on the training images, validated
-# through the daemon's 512-px tiler
-#   -> the weight-space average ALPHA x stage 4 + (1 - ALPHA) x stage 3 ($RUN/average.pt)
+# through the daemon's 512-px tiler; $RUN/stage4b as stage 4 without the mined false positives; $RUN/stage4c as
+# stage 4b with DeepCrack drawn twice as often (it keeps wide cracks)
+#   -> the uniform weight-space soup of stages 3, 4, 4b and 4c, a quarter each ($RUN/average.pt: chained
+#      train.weight_average, ALPHA x stage 4 + (1 - ALPHA) x stage 3, then 1/3 of stage 4b, then 1/4 of stage 4c)
 #   -> export to ONNX (512 x 512 tiles, the edge daemon's tile; dynamic batch; sigmoid inside)
 #   -> decision threshold on the pooled validation splits (every data set counting equally)
 #   -> INT8 (QDQ) sibling calibrated on training images
@@ -24,8 +26,8 @@
 #   RUN     run folder of every output         [runs/demo_model]
 #   INIT    stage 1's starting weights: "" = from scratch; "git:<commit>" = edge/assets/demo_model.onnx of
 #           that commit (the earlier DeepCrack-only model), or a .pt/.onnx path   [git:69bec3e]
-#   EPOCHS1, EPOCHS2, EPOCHS3, EPOCHS4   epochs of EPOCH_SAMPLES crops in stages 1-4   [10, 32, 16, 40]
-#   ALPHA   share of stage 4 in the shipped weights (train.weight_average)   [0.5]
+#   EPOCHS1, EPOCHS2, EPOCHS3, EPOCHS4   epochs of EPOCH_SAMPLES crops in stages 1-3 and in each of 4, 4b, 4c   [10, 32, 16, 40]
+#   ALPHA   share of stage 4 in the first average with stage 3 (train.weight_average)   [0.5]
 #   EPOCH_SAMPLES                              [480]
 #   BUDGET  minutes of training per call (0 = no limit)   [50]
 #   RECIPE  robustness flags of train.run      [see below]
@@ -60,7 +62,7 @@ done
 ALL="$(IFS=,; echo "${DATA[*]}")"
 step() { echo; echo "== $(date +%H:%M:%S) $*"; }
 FINAL="$RUN/stage4"  # its splits/ hold the validation and test images of the threshold and test steps
-mkdir -p "$RUN/stage1" "$RUN/stage2" "$RUN/stage3" "$RUN/stage4"
+mkdir -p "$RUN/stage1" "$RUN/stage2" "$RUN/stage3" "$RUN/stage4" "$RUN/stage4b" "$RUN/stage4c"
 
 # 128-px crops: the four crop sets are 120-240 px, so a 256 crop is mostly mirror fill, and 128 gives
 # 4x the crops per CPU-second (w16: ~1 img/s at 256 vs ~4-5 at 128 on the 2-core VM)
@@ -108,12 +110,27 @@ train_stage "$FINAL" --data "$ALL" --width 16 --head deep --size 160 --batch 8 -
     --scale-aug-min 0.5 --scale-aug-max 1.5 --photometric all --synth-fraction 0.3 --synth-structures 0.8 \
     --synth-wide 0.25 --hard-negative-fraction 0.1 --init "$RUN/stage3/best.pt" --lr 2e-4 --lr-schedule cosine \
     --lr-min 1e-5 --epochs "$EPOCHS4" --eval-every 4 --eval-tile 512 --source-weights "$WEIGHTS" --out "$FINAL"
+JOINTS=(--data "$ALL" --width 16 --head deep --size 160 --batch 8 --loss bce --epoch-samples "$EPOCH_SAMPLES"
+        --val-max-images 60 --test-max-images 1 --seed 0 --workers 1 --overlays 0 --scale-aug-min 0.5
+        --scale-aug-max 1.5 --photometric all --synth-fraction 0.3 --synth-structures 0.8 --synth-wide 0.25
+        --init "$RUN/stage3/best.pt" --lr 2e-4 --lr-schedule cosine --lr-min 1e-5 --epochs "$EPOCHS4" --eval-every 4
+        --eval-tile 512)
+step "1/6 train, stage 4b: stage 4 without the mined false positives"
+train_stage "$RUN/stage4b" "${JOINTS[@]}" --source-weights "$WEIGHTS" --out "$RUN/stage4b"
+step "1/6 train, stage 4c: stage 4b with DeepCrack drawn twice as often"
+train_stage "$RUN/stage4c" "${JOINTS[@]}" \
+    --source-weights deepcrack=4,crackforest_cfd=1,crack500=1,gaps384=1,aiglern_trimm=2,shadowcrack=1 --out "$RUN/stage4c"
 
 set -e
-step "2/6 average (stage 4's share $ALPHA, stage 3 the rest) and export -> $RUN/demo_model.onnx (512 x 512 tiles)"
-echo "python -m train.weight_average --base $RUN/stage3/best.pt --tuned $FINAL/best.pt --alpha $ALPHA --out $RUN/average.pt" \
-    > "$RUN/average_command.txt"
-"$PY" -m train.weight_average --base "$RUN/stage3/best.pt" --tuned "$FINAL/best.pt" --alpha "$ALPHA" --out "$RUN/average.pt"
+step "2/6 soup (stage 3 and 4: $ALPHA of stage 4; then 1/3 of stage 4b; then 1/4 of stage 4c) and export -> $RUN/demo_model.onnx"
+{
+    echo "python -m train.weight_average --base $RUN/stage3/best.pt --tuned $FINAL/best.pt --alpha $ALPHA --out $RUN/average34.pt"
+    echo "python -m train.weight_average --base $RUN/average34.pt --tuned $RUN/stage4b/best.pt --alpha 0.3333 --out $RUN/average34b.pt"
+    echo "python -m train.weight_average --base $RUN/average34b.pt --tuned $RUN/stage4c/best.pt --alpha 0.25 --out $RUN/average.pt"
+} > "$RUN/average_command.txt"
+"$PY" -m train.weight_average --base "$RUN/stage3/best.pt" --tuned "$FINAL/best.pt" --alpha "$ALPHA" --out "$RUN/average34.pt"
+"$PY" -m train.weight_average --base "$RUN/average34.pt" --tuned "$RUN/stage4b/best.pt" --alpha 0.3333 --out "$RUN/average34b.pt"
+"$PY" -m train.weight_average --base "$RUN/average34b.pt" --tuned "$RUN/stage4c/best.pt" --alpha 0.25 --out "$RUN/average.pt"
 "$PY" -m export.onnx --checkpoint "$RUN/average.pt" --out "$RUN/demo_model.onnx" --size 512
 
 step "3/6 threshold on the pooled validation splits (recorded in $FINAL/splits/)"
@@ -165,7 +182,7 @@ from contract.onnx_file import read_metadata
 run = Path(sys.argv[1])
 model, int8 = run / "demo_model.onnx", run / "demo_model.int8.onnx"
 meta = read_metadata(model)
-stages = (run / "stage1", run / "stage2", run / "stage3", run / "stage4")
+stages = (run / "stage1", run / "stage2", run / "stage3", run / "stage4", run / "stage4b", run / "stage4c")
 train = json.loads((stages[-1] / "metrics.json").read_text())
 history = [row for stage in stages for row in csv.DictReader(open(stage / "history.csv"))]
 keys = ("ods_f", "ois_f", "ap", "f_beta", "precision", "recall")
@@ -188,7 +205,7 @@ record = {
     "int8_size_bytes": int8.stat().st_size,
     "recipe": "bash benchmarks/make_multisource_model.sh",
     "train_commands": [(stage / "train_command.txt").read_text().strip() for stage in stages],
-    "average_command": (run / "average_command.txt").read_text().strip(),
+    "average_commands": (run / "average_command.txt").read_text().strip().splitlines(),
     "train_epochs_s": round(sum(float(r["seconds"]) for r in history)),
     "train_device": train.get("device"),
     "best_epoch": train.get("best_epoch"),

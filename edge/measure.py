@@ -15,9 +15,9 @@ distance is configured):
   has a blob's area but hardly any length), then the remaining components less than
   ``link_gap_px`` apart are one crack (a crack that the model sees as a broken line): its box,
   area and length are those of all its fragments (the gaps are not counted), its width their
-  maximum. On the bundled demo image ``deepcrack_test_IMG_6516-2.jpg`` the shipped model's 53
+  maximum. On the bundled demo image ``deepcrack_test_IMG_6516-2.jpg`` the shipped model's 45
   components become 10 cracks with the daemon's defaults (40 px, 30 px; the whole frame predicted
-  at once through the daemon's tiler, threshold 0.42).
+  at once through the daemon's tiler, threshold 0.44).
 * **bbox**: ``(x, y, w, h)`` of the component, pixels; **area_px**: its pixel count.
 * **length**: length of the component's skeleton (scikit-image ``skeletonize``, Zhang's thinning),
   walked as a pixel chain: a horizontal or vertical step counts 1, a diagonal step sqrt(2) (the
