@@ -38,7 +38,8 @@ def test_a_drawn_line_and_an_edge_count_a_shadow_inside_does_not():
 def test_a_generated_crop_marks_its_structures_but_never_near_a_crack():
     config = SynthConfig(p_structures=1.0, p_distractor=1.0, p_crack=1.0)
     for seed in range(6):
-        image, mask, drawn = synthetic_sample(surface(200, seed), np.random.default_rng(seed), 128, config, NO_WARP)
+        image, mask, drawn = synthetic_sample(surface(200, seed), np.random.default_rng(seed), 128, config, NO_WARP,
+                                              mark_drawn=True)
         assert mask.any() and drawn.any()
         near = np.zeros_like(mask)
         ys, xs = np.nonzero(mask)

@@ -51,8 +51,8 @@ def test_a_synthetic_sample_with_a_structure_has_an_empty_mask() -> None:
     config = SynthConfig(p_structures=1.0, p_crack=0.0, p_distractor=0.0)
     plain = SynthConfig(p_structures=0.0, p_crack=0.0, p_distractor=0.0)
     no_warp = AugmentConfig(rotation_deg=0.0, shear_deg=0.0, shift_frac=0.0, flip=False)
-    image, mask, drawn = synthetic_sample(surface(200), np.random.default_rng(1), 128, config, no_warp)
-    bare, _, nothing = synthetic_sample(surface(200), np.random.default_rng(1), 128, plain, no_warp)
+    image, mask, drawn = synthetic_sample(surface(200), np.random.default_rng(1), 128, config, no_warp, mark_drawn=True)
+    bare, _, nothing = synthetic_sample(surface(200), np.random.default_rng(1), 128, plain, no_warp, mark_drawn=True)
     assert image.shape == (128, 128, 3) and mask.shape == (128, 128) and not mask.any()
     assert np.abs(image.astype(int) - bare.astype(int)).max() > 20
     assert drawn.any() and not nothing.any(), "the structure's pixels are marked as drawn, a bare surface has none"

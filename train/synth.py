@@ -516,7 +516,8 @@ def drawn_structures(before: np.ndarray, after: np.ndarray, min_change: float = 
 
 
 def synthetic_sample(background: np.ndarray, rng: np.random.Generator, size: int, config: SynthConfig,
-                     augment: AugmentConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     augment: AugmentConfig, *, mark_drawn: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One generated ``size`` x ``size`` uint8 ``(image, mask, drawn)`` on a crack-free ``background``.
 
     A random crop (mirrored up to ``size`` when smaller), the geometric warp ``augment`` (reflect
@@ -524,9 +525,9 @@ def synthetic_sample(background: np.ndarray, rng: np.random.Generator, size: int
     ``p_crack`` hairline cracks (cracks last, so a crack over a joint keeps its label), and with
     ``p_structures`` one of ``structure_families`` (train.structures: tiles, formwork, chamfers,
     road paint by default; the held-out families never unless named); with none of them it is a
-    plain crack-free negative. ``drawn`` (0/1) marks the distractor and structure pixels
-    (:func:`drawn_structures`) away from every crack pixel (more than 2 px): background a loss may
-    weigh more (``--joint-weight``).
+    plain crack-free negative. ``drawn`` (0/1, only with ``mark_drawn``, else None) marks the distractor and
+    structure pixels (:func:`drawn_structures`) away from every crack pixel (more than 2 px): background a loss
+    may weigh more (``--joint-weight``). The draw is the same either way.
     """
     background = reflect_to_size(background, size)
     empty = np.zeros(background.shape[:2], np.uint8)
@@ -539,10 +540,13 @@ def synthetic_sample(background: np.ndarray, rng: np.random.Generator, size: int
         image = render_distractors(image, rng, config)
     if config.p_structures and config.structure_families and rng.random() < config.p_structures:
         image = render_structures(image, rng, config.structure_families)
-    drawn = drawn_structures(surface, image) if image is not surface else np.zeros((size, size), np.uint8)
+    drawn = None
+    if mark_drawn:
+        drawn = drawn_structures(surface, image) if image is not surface else np.zeros((size, size), np.uint8)
     if draw_cracks:
         image, mask = render_hairline_cracks(image, rng, config)
-        drawn &= 1 - cv2.dilate(mask, np.ones((5, 5), np.uint8))
+        if drawn is not None:
+            drawn &= 1 - cv2.dilate(mask, np.ones((5, 5), np.uint8))
     return image, mask, drawn
 
 
@@ -659,6 +663,9 @@ class SynthSource:
     def sample(self, item: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A ``size`` x ``size`` uint8 ``(image, mask)`` on surface ``item`` with its per-pixel loss weight
         (float32): ``joint_weight`` on the drawn distractor and structure pixels, 1 elsewhere."""
+        weighted = self.joint_weight != 1.0
         image, mask, drawn = synthetic_sample(self.backgrounds[item % len(self.backgrounds)], rng, size, self.config,
-                                              self.augment)
+                                              self.augment, mark_drawn=weighted)
+        if not weighted:  # the default: nothing to find, every pixel weighs 1
+            return image, mask, np.ones(mask.shape, np.float32)
         return image, mask, 1.0 + np.float32(self.joint_weight - 1.0) * drawn.astype(np.float32)
