@@ -38,8 +38,7 @@ def read_counts(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndar
     out = {}
     for path in files:
         with np.load(path) as data:
-            name = str(data["data"]) if "data" in data.files else path.parent.name  # written before it held its name
-            out[name] = (data["stems"].astype(str), data["counts"], data["thresholds"])
+            out[str(data["data"])] = (data["stems"].astype(str), data["counts"], data["thresholds"])
     return out
 
 

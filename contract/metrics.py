@@ -324,12 +324,15 @@ def pooled_summary(sweeps: Mapping[str, ThresholdSweep], beta2: float = BETA2) -
     }
 
 
+def _best_f(totals: np.ndarray, beta2: float) -> np.ndarray:
+    """Best F over the thresholds of data-set counts ``totals`` (..., 3, thresholds: tp, fp, fn)."""
+    return _prf_arrays(totals[..., 0, :], totals[..., 1, :], totals[..., 2, :], beta2)[2].max(axis=-1)
+
+
 def ods_of_counts(counts: np.ndarray, beta2: float = BETA2) -> np.ndarray:
     """ODS F of per-image counts: ``counts`` (..., images, 3, thresholds) summed over the images, best F over
     the thresholds; one value per leading index (a float for images x 3 x thresholds)."""
-    total = np.asarray(counts, dtype=float).sum(axis=-3)
-    _, _, f = _prf_arrays(total[..., 0, :], total[..., 1, :], total[..., 2, :], beta2)
-    return f.max(axis=-1)
+    return _best_f(np.asarray(counts, dtype=float).sum(axis=-3), beta2)
 
 
 def paired_bootstrap_ods(counts_a: np.ndarray, counts_b: np.ndarray, *, resamples: int = 2000, seed: int = 0,
@@ -354,11 +357,8 @@ def paired_bootstrap_ods(counts_a: np.ndarray, counts_b: np.ndarray, *, resample
         draw = rng.integers(0, n, size=(min(chunk, resamples - start), n))
         weights = np.stack([np.bincount(row, minlength=n) for row in draw]).astype(float)  # resamples x images
         # weighted sums over images == the resampled images' sums
-        tot_a = np.einsum("ri,ict->rct", weights, a.astype(float))
-        tot_b = np.einsum("ri,ict->rct", weights, b.astype(float))
-        fa = _prf_arrays(tot_a[:, 0], tot_a[:, 1], tot_a[:, 2], beta2)[2].max(axis=-1)
-        fb = _prf_arrays(tot_b[:, 0], tot_b[:, 1], tot_b[:, 2], beta2)[2].max(axis=-1)
-        diffs.append(fb - fa)
+        diffs.append(_best_f(np.einsum("ri,ict->rct", weights, b.astype(float)), beta2)
+                     - _best_f(np.einsum("ri,ict->rct", weights, a.astype(float)), beta2))
     d = np.concatenate(diffs)
     ods_a, ods_b = float(ods_of_counts(a, beta2)), float(ods_of_counts(b, beta2))
     return {"ods_a": ods_a, "ods_b": ods_b, "diff": ods_b - ods_a, "ci_low": float(np.percentile(d, 2.5)),
