@@ -1,5 +1,6 @@
 """Straight structures of real surfaces that are not cracks: tiles, bricks, formwork, saw cuts, chamfers,
-cables and their shadows, railing shadows, road paint (pure functions, RGB uint8 in and out, the crack mask stays 0).
+cables and their shadows, railing shadows, road paint, repair patches (pure functions, RGB uint8 in and out,
+the crack mask stays 0).
 
 Each *family* is one kind of structure an inspector meets, drawn into a crack-free surface with its
 own geometry and colours, all drawn from a passed ``numpy.random.Generator`` (same state -> same
@@ -210,6 +211,30 @@ def railing_shadow(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return image * (1.0 - rng.uniform(0.2, 0.5) * shadow)[..., None]
 
 
+def patch_edge(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A repair patch or an inlaid slab: a rotated rectangle (often running out of the view) whose surface
+    is lighter or darker and of a different grain, bounded by straight edges that may carry a thin dark
+    sealant rim or a lit step."""
+    h, w = image.shape[:2]
+    u, v = _rotated_coords(h, w, rng.uniform(0, math.pi))
+    cu, cv = rng.uniform(-0.3, 0.3) * w, rng.uniform(-0.3, 0.3) * h
+    half_u, half_v = rng.uniform(0.15, 0.9) * w, rng.uniform(0.15, 0.9) * h
+    outside = np.maximum(np.abs(u - cu) - half_u, np.abs(v - cv) - half_v)  # < 0 inside, distance to edge outside
+    softness = rng.uniform(0.6, 2.0)
+    inside = np.clip(0.5 - outside / softness, 0.0, 1.0)
+    tone = rng.uniform(0.65, 0.88) if rng.random() < 0.5 else rng.uniform(1.12, 1.35)
+    grain = _texture(h, w, rng, rng.uniform(0.8, 2.5), rng.uniform(0.04, 0.12))
+    out = image * (1.0 + inside * (tone * grain - 1.0))[..., None]
+    kind = rng.random()
+    if kind < 0.45:  # sealant rim along the edge
+        rim = _band(outside, rng.uniform(0.6, 2.0), 0.8)
+        out = _blend(out, rim * rng.uniform(0.5, 0.9), np.full(3, rng.uniform(20, 60), np.float32))
+    elif kind < 0.75:  # a raised patch: one side of the step lit, the other in shade
+        step = _band(outside - 1.0, 1.0, 1.0)
+        out *= (1.0 + rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.25) * step)[..., None]
+    return out
+
+
 FAMILIES: dict[str, Family] = {
     "tile_grid": tile_grid,
     "formwork": formwork,
@@ -218,10 +243,11 @@ FAMILIES: dict[str, Family] = {
     "brick_bond": brick_bond,
     "saw_cut": saw_cut,
     "cable_shadow": cable_shadow,
-    "railing_shadow": railing_shadow,  # added last: the other families' seeds in bench_joints stay as they were
+    "railing_shadow": railing_shadow,  # added after the others: their seeds in bench_joints stay as they were
+    "patch_edge": patch_edge,  # added last, for the same reason
 }
 TRAINING_FAMILIES: tuple[str, ...] = ("tile_grid", "formwork", "chamfer", "paint_line")
-HELD_OUT_FAMILIES: tuple[str, ...] = ("brick_bond", "saw_cut", "cable_shadow", "railing_shadow")
+HELD_OUT_FAMILIES: tuple[str, ...] = ("brick_bond", "saw_cut", "cable_shadow", "railing_shadow", "patch_edge")
 
 
 def check_families(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
