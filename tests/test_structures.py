@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from train.augment import AugmentConfig
+from train.config import ConfigError, TrainConfig
 from train.structures import (
+    DEFAULT_TRAINING_FAMILIES,
     FAMILIES,
     HELD_OUT_FAMILIES,
     TRAINING_FAMILIES,
@@ -38,7 +40,9 @@ def test_each_family_is_deterministic_visible_and_keeps_the_image_format(family:
 def test_held_out_families_are_never_drawn_in_training_by_default() -> None:
     assert set(TRAINING_FAMILIES).isdisjoint(HELD_OUT_FAMILIES)
     assert set(TRAINING_FAMILIES) | set(HELD_OUT_FAMILIES) == set(FAMILIES)
-    assert SynthConfig().structure_families == TRAINING_FAMILIES
+    assert set(DEFAULT_TRAINING_FAMILIES) <= set(TRAINING_FAMILIES)
+    assert SynthConfig().structure_families == DEFAULT_TRAINING_FAMILIES
+    assert TrainConfig(data=("x",)).structure_families() == DEFAULT_TRAINING_FAMILIES
     with pytest.raises(ValueError, match="unknown structure family 'rebar'"):
         SynthConfig(structure_families=("tile_grid", "rebar"))
     with pytest.raises(ValueError, match="RGB uint8"):
@@ -56,3 +60,14 @@ def test_a_synthetic_sample_with_a_structure_has_an_empty_mask() -> None:
     assert image.shape == (128, 128, 3) and mask.shape == (128, 128) and not mask.any()
     assert np.abs(image.astype(int) - bare.astype(int)).max() > 20
     assert drawn.any() and not nothing.any(), "the structure's pixels are marked as drawn, a bare surface has none"
+
+
+def test_train_run_draws_the_families_it_is_given_and_refuses_held_out_ones() -> None:
+    given = TrainConfig(data=("x",), synth_structure_families="tile_grid, line_family,straight_shadow")
+    assert given.structure_families() == ("tile_grid", "line_family", "straight_shadow")
+    with pytest.raises(ConfigError, match="saw_cut is held out for measurement"):
+        TrainConfig(data=("x",), synth_structure_families="tile_grid,saw_cut")
+    with pytest.raises(ConfigError, match="unknown structure family 'rebar'"):
+        TrainConfig(data=("x",), synth_structure_families="rebar")
+    with pytest.raises(ConfigError, match="one or more families"):
+        TrainConfig(data=("x",), synth_structure_families=" , ")

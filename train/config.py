@@ -12,6 +12,7 @@ from contract.metadata import DEFAULT_TILE_PX, SIDE_MULTIPLE
 from train.augment import BORDERS, AugmentConfig
 from train.losses import LOSS_NAMES
 from train.model import INITS
+from train.structures import DEFAULT_TRAINING_FAMILIES, HELD_OUT_FAMILIES, check_families
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 LR_SCHEDULES = ("constant", "cosine")
@@ -73,6 +74,7 @@ class TrainConfig:
     photometric: str = ""  # comma list of train.photometric groups, "all", or "" for none
     synth_fraction: float = 0.0  # share of each epoch drawn from train.synth (hairlines, distractors, negatives)
     synth_structures: float = 0.5  # chance that a generated crop carries a train.structures joint (tiles, formwork...)
+    synth_structure_families: str = ",".join(DEFAULT_TRAINING_FAMILIES)  # comma list of train.structures families
     synth_wide: float = 0.0  # chance that a generated crack is wide and deep (an open crack: its inside is crack)
     hard_negative_fraction: float = 0.0  # share of each epoch cut around the --init model's false positives
     hard_negative_threshold: float = 0.3  # probability at which a prediction off every labelled crack is mined
@@ -106,6 +108,15 @@ class TrainConfig:
             fail("synth_structures", "a probability in [0, 1]")
         if not 0.0 <= self.synth_wide <= 1.0:
             fail("synth_wide", "a probability in [0, 1]")
+        try:
+            families = check_families(self.structure_families())
+        except ValueError as exc:
+            raise ConfigError(f"--synth-structure-families: {exc}") from None
+        if not families:
+            fail("synth_structure_families", "one or more families of train.structures, comma-separated")
+        held = [f for f in families if f in HELD_OUT_FAMILIES]
+        if held:
+            fail("synth_structure_families", f"training families only ({held[0]} is held out for measurement)")
         if not 0.0 <= self.hard_negative_fraction < 1.0 - self.synth_fraction:
             fail("hard_negative_fraction", "a fraction in [0, 1 - --synth-fraction)")
         if self.hard_negative_fraction and not self.init:
@@ -179,6 +190,10 @@ class TrainConfig:
             return self.lr
         t = min(max(step, 0), total_steps - 1) / (total_steps - 1)
         return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1.0 + math.cos(math.pi * t))
+
+    def structure_families(self) -> tuple[str, ...]:
+        """The train.structures families the generator may draw (``--synth-structure-families``)."""
+        return tuple(f.strip() for f in self.synth_structure_families.split(",") if f.strip())
 
     def loss_kwargs(self) -> dict[str, float]:
         return {"alpha": self.alpha, "beta": self.beta, "gamma1": self.gamma1, "gamma2": self.gamma2}

@@ -365,7 +365,8 @@ def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list
     if config.synth_fraction > 0:
         from train.synth import SynthConfig, SynthSource
 
-        synth = SynthConfig(p_structures=config.synth_structures, wide_prob=config.synth_wide)
+        synth = SynthConfig(p_structures=config.synth_structures, wide_prob=config.synth_wide,
+                            structure_families=config.structure_families())
         extras.append((SynthSource.from_training_images(train_sets, seed=config.seed, config=synth,
                                                         joint_weight=config.joint_weight), config.synth_fraction))
     if config.hard_negative_fraction > 0:

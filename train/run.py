@@ -120,8 +120,12 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       help="share of each epoch made by train.synth: hairline cracks on crack-free surfaces of the training images, "
       "distractors (joints, straight lines, edges, paint) labelled background, plain negatives (default: %(default)s)")
     p("--synth-structures", type=float,
-      help="chance that a generated crop carries one straight structure of train.structures (tile grid, formwork, "
-      "chamfer, road paint; the held-out families never) labelled background (default: %(default)s)")
+      help="chance that a generated crop carries one straight structure of train.structures (one of "
+      "--synth-structure-families; the held-out families never) labelled background (default: %(default)s)")
+    p("--synth-structure-families",
+      help="comma list of the train.structures families the generator may draw: tile_grid, formwork, chamfer, "
+      "paint_line, line_family (periodic lines of any pitch and angle), straight_shadow (shadows of poles, beams, "
+      "building edges); held-out families are refused (default: %(default)s)")
     p("--synth-wide", type=float,
       help="chance that a generated crack is wide and deep (4-12 px, an open crack whose inside is labelled crack), "
       "so that dark straight bands labelled background do not teach the model that wide dark cracks are background "

@@ -1,13 +1,14 @@
 """Straight structures of real surfaces that are not cracks: tiles, bricks, formwork, saw cuts, chamfers,
-cables and their shadows, railing shadows, road paint, repair patches (pure functions, RGB uint8 in and out,
-the crack mask stays 0).
+cables and their shadows, railing shadows, road paint, repair patches, periodic lines, shadows of straight
+objects (pure functions, RGB uint8 in and out, the crack mask stays 0).
 
 Each *family* is one kind of structure an inspector meets, drawn into a crack-free surface with its
 own geometry and colours, all drawn from a passed ``numpy.random.Generator`` (same state -> same
 image). Families are split in two, and the split is the point: a distractor figure measured on the
 families a model trains on says little about the joints of a building it has never seen.
 
-* :data:`TRAINING_FAMILIES` may be drawn into training samples (``train.synth.SynthConfig.structure_families``);
+* :data:`TRAINING_FAMILIES` may be drawn into training samples (``train.synth.SynthConfig.structure_families``,
+  ``train.run --synth-structure-families``; :data:`DEFAULT_TRAINING_FAMILIES` unless told otherwise);
 * :data:`HELD_OUT_FAMILIES` are never drawn in training by default; benchmarks measure on them (and on
   the training families with other seeds) and say which is which.
 """
@@ -235,6 +236,44 @@ def patch_edge(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def line_family(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Man-made periodic lines of any kind: one or two families of parallel lines at any pitch and angle
+    (grooves, ribs, planks, fences, slats and their shadows), dark or light, sharp or soft, solid or dashed."""
+    h, w = image.shape[:2]
+    alpha = np.zeros((h, w), np.float32)
+    angle = rng.uniform(0, math.pi)
+    for k in range(1 if rng.random() < 0.6 else 2):
+        if k:
+            angle += rng.choice([math.pi / 2, rng.uniform(math.pi / 6, 5 * math.pi / 6)])
+        u, v = _rotated_coords(h, w, angle)
+        pitch = rng.uniform(12, 120)
+        half = rng.uniform(0.5, min(6.0, pitch / 4))
+        lines = _band(_periodic_distance(v, pitch, rng.uniform(0, pitch)), half, rng.uniform(0.6, 4.0))
+        if rng.random() < 0.3:  # dashed: gaps along the lines
+            dash = rng.uniform(10, 60)
+            lines *= (_periodic_distance(u, dash, rng.uniform(0, dash)) < dash * rng.uniform(0.2, 0.45))
+        alpha = np.maximum(alpha, lines * rng.uniform(0.15, 0.55))
+    sign = -1.0 if rng.random() < 0.7 else 1.0  # mostly darker than the surface
+    return image * (1.0 + sign * alpha)[..., None]
+
+
+def straight_shadow(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shadows of straight objects: the soft dark band of a pole, beam or pipe (4-40 px, penumbra 2-15 px),
+    one to three at irregular spacing, or the straight edge of a building's or vehicle's shadow."""
+    h, w = image.shape[:2]
+    u, v = _rotated_coords(h, w, rng.uniform(0, math.pi))
+    softness = rng.uniform(2.0, 15.0)
+    if rng.random() < 0.35:  # a shadow edge: a half-plane behind a soft boundary
+        shade = np.clip(0.5 - (v - rng.uniform(-0.35, 0.35) * min(h, w)) / softness, 0.0, 1.0)
+    else:
+        shade = np.zeros((h, w), np.float32)
+        at = rng.uniform(-0.4, 0.4) * min(h, w)
+        for _ in range(int(rng.integers(1, 4))):
+            shade = np.maximum(shade, _band(v - at, rng.uniform(2.0, 20.0), softness))
+            at += rng.choice([-1, 1]) * rng.uniform(25, 120)
+    return image * (1.0 - rng.uniform(0.2, 0.6) * shade)[..., None]
+
+
 FAMILIES: dict[str, Family] = {
     "tile_grid": tile_grid,
     "formwork": formwork,
@@ -244,9 +283,13 @@ FAMILIES: dict[str, Family] = {
     "saw_cut": saw_cut,
     "cable_shadow": cable_shadow,
     "railing_shadow": railing_shadow,  # added after the others: their seeds in bench_joints stay as they were
-    "patch_edge": patch_edge,  # added last, for the same reason
+    "patch_edge": patch_edge,  # added after railing_shadow, for the same reason
+    "line_family": line_family,
+    "straight_shadow": straight_shadow,
 }
-TRAINING_FAMILIES: tuple[str, ...] = ("tile_grid", "formwork", "chamfer", "paint_line")
+TRAINING_FAMILIES: tuple[str, ...] = ("tile_grid", "formwork", "chamfer", "paint_line", "line_family", "straight_shadow")
+# what train.run draws unless --synth-structure-families says otherwise
+DEFAULT_TRAINING_FAMILIES: tuple[str, ...] = ("tile_grid", "formwork", "chamfer", "paint_line")
 HELD_OUT_FAMILIES: tuple[str, ...] = ("brick_bond", "saw_cut", "cable_shadow", "railing_shadow", "patch_edge")
 
 
@@ -277,5 +320,5 @@ def render_structures(image: np.ndarray, rng: np.random.Generator, families: tup
     return image
 
 
-__all__ = ["FAMILIES", "HELD_OUT_FAMILIES", "TRAINING_FAMILIES", "check_families", "render_structure",
+__all__ = ["DEFAULT_TRAINING_FAMILIES", "FAMILIES", "HELD_OUT_FAMILIES", "TRAINING_FAMILIES", "check_families", "render_structure",
            "render_structures"]

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from train.augment import AugmentConfig, random_affine, random_crop
 from train.data import to_chw_float
 from train.photometric import PhotometricConfig, random_photometric
-from train.structures import TRAINING_FAMILIES, check_families, render_structures
+from train.structures import DEFAULT_TRAINING_FAMILIES, check_families, render_structures
 
 SUPERSAMPLE = 4  # cracks and lines are drawn at 4x and area-averaged down: sub-pixel widths, anti-aliased
 # drawn_structures: a pixel counts as drawn where its brightness ratio to the bare surface changes this sharply
@@ -90,7 +90,7 @@ class SynthConfig:
     p_paint: float = 0.2
     p_streaks: float = 0.3
     # straight structures of real surfaces (train.structures): which families training may draw, and how often
-    structure_families: tuple[str, ...] = TRAINING_FAMILIES
+    structure_families: tuple[str, ...] = DEFAULT_TRAINING_FAMILIES
     p_structures: float = 0.5
     # mix of one synthetic sample
     p_crack: float = 0.6  # hairline cracks drawn
