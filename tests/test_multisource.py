@@ -235,3 +235,22 @@ def test_aelf_at_a_high_lr_starts_with_bce_and_resumes_at_the_same_switch(two_se
     assert run_main(["--data", str(cfd), *[a for a in TINY if a != "--no-progress"], "--loss", "aelf", "--epochs", "1",
                      "--max-steps-per-epoch", "2", "--out", str(tmp_path / "aelf")]) == 0
     assert "BCE for the first 2 steps, then aelf" in capsys.readouterr().out
+
+
+def test_the_generator_draws_the_structure_families_the_run_names(shared_data):
+    from train.config import TrainConfig
+    from train.data import list_samples, load_images
+    from train.loop import _training_crops
+    from train.sources import Source
+
+    samples = list_samples(shared_data / "deepcrack")
+    data = load_images(samples, sorted(samples)[:4])
+    source = Source("deepcrack", shared_data / "deepcrack", samples, None)  # its splits are not read here
+    config = TrainConfig(data=(str(shared_data / "deepcrack"),), size=64, synth_fraction=0.25,
+                         synth_structure_families="line_family,straight_shadow")
+    crops = _training_crops(config, [source], [data])
+    generator = crops.extras[0]
+    assert generator.config.structure_families == ("line_family", "straight_shadow")
+    default = _training_crops(config.with_(synth_structure_families=TrainConfig.default("synth_structure_families")),
+                              [source], [data])
+    assert default.extras[0].config.structure_families == ("tile_grid", "formwork", "chamfer", "paint_line")
