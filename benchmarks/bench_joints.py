@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="split whose images are used (default: %(default)s; choose settings on val, report test)")
     p.add_argument("--max-images", type=int, default=20, help="images per source (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the structures drawn (default: %(default)s)")
+    p.add_argument("--skip-families", default="",
+                   help="comma-separated structure families not drawn or reported, e.g. a held-out family kept blind "
+                   "while settings are chosen on validation; the others keep their draws (default: none skipped)")
     p.add_argument("--straight-min-length-px", type=float, default=None,
                    help="the straight check's minimum line length, px (default: the daemon's, measure.straight_min_length_px)")
     p.add_argument("--straight-min-share", type=float, default=None,
@@ -106,15 +109,18 @@ def centre_square(image: np.ndarray, side: int) -> np.ndarray:
 
 
 def score_source(predict, images, source_index: int, deciders: dict[str, AlertDecider], seed: int,
-                 families: list[str]) -> tuple[dict[str, Counts], Counts, dict[str, WidthRecall], int, Counts]:
+                 families: list[str], skip: frozenset[str] = frozenset()
+                 ) -> tuple[dict[str, Counts], Counts, dict[str, WidthRecall], int, Counts]:
     """Alert counts per family, on crack tiles, crack recall by width per decision, images skipped, and the
     real straight false-positive pieces of the whole test images (``tiles`` = pieces the model marks,
-    ``fired`` = those still in each decision's crack mask)."""
+    ``fired`` = those still in each decision's crack mask). A family in ``skip`` is neither drawn nor
+    predicted; each family's generator is seeded by its place in ``families``, so skipping one leaves the
+    others' draws as they are."""
     from train.hard_negatives import false_positive_sites
     from train.structures import render_structure
     from train.synth import crack_free_background
 
-    per_family = {name: Counts() for name in [NONE, *families]}
+    per_family = {name: Counts() for name in [NONE, *families] if name not in skip}
     cracks = Counts()
     real = Counts()
     recall = {k: WidthRecall(WIDTH_EDGES_PX) for k in deciders}
@@ -133,6 +139,8 @@ def score_source(predict, images, source_index: int, deciders: dict[str, AlertDe
         else:
             square = centre_square(surface, min(512, *surface.shape[:2]))
             for f, name in enumerate([NONE, *families]):
+                if name in skip:
+                    continue
                 rng = np.random.default_rng([seed, source_index, i, f])
                 tile = square if name == NONE else render_structure(square, rng, name)
                 prob = predict(tile)
@@ -203,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_file():
         print(f"error: --model {args.model} does not exist", file=sys.stderr)
         return 2
+    not_drawn = frozenset(n.strip() for n in args.skip_families.split(",") if n.strip())
+    unknown = sorted(not_drawn - set(FAMILIES))
+    if unknown:
+        print(f"error: --skip-families: unknown family {', '.join(unknown)} (families: {', '.join(FAMILIES)})",
+              file=sys.stderr)
+        return 2
+    training = tuple(n for n in TRAINING_FAMILIES if n not in not_drawn)
+    held_out = tuple(n for n in HELD_OUT_FAMILIES if n not in not_drawn)
     if args.max_images < 1:
         print(f"error: --max-images must be at least 1, got {args.max_images}", file=sys.stderr)
         return 2
@@ -231,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     run_folder = args.model.parent if info.get("kind") == "checkpoint" else None  # as bench_generalization
     for s, name in enumerate(args.sources):
         images = load_source_split(root / name, args.split, info.get("train_config") or {}, args.max_images, run_folder)
-        fam, crk, rec, skip, real[name] = score_source(predict, images, s, deciders, args.seed, families)
+        fam, crk, rec, skip, real[name] = score_source(predict, images, s, deciders, args.seed, families, not_drawn)
         n_images[name] = len(images)
         for key, counts in fam.items():
             per_family[key] += counts
@@ -240,11 +256,11 @@ def main(argv: list[str] | None = None) -> int:
             recall[k] = recall[k] + rec[k]
         skipped[name] = skip
         if not args.no_progress:
-            held = sum(fam[n].fired["off"] for n in HELD_OUT_FAMILIES), sum(fam[n].fired["on"] for n in HELD_OUT_FAMILIES)
-            tiles = sum(fam[n].tiles for n in HELD_OUT_FAMILIES)
+            held = sum(fam[n].fired["off"] for n in held_out), sum(fam[n].fired["on"] for n in held_out)
+            tiles = sum(fam[n].tiles for n in held_out)
             print(f"{name}: held-out structures alerted {held[0]}/{tiles} (check on: {held[1]}/{tiles}); "
                   f"crack tiles {crk.fired['off']}/{crk.tiles} (check on: {crk.fired['on']}/{crk.tiles})", flush=True)
-    text = tables(per_family, cracks, recall, TRAINING_FAMILIES, HELD_OUT_FAMILIES) + real_table(real, n_images, args.split)
+    text = tables(per_family, cracks, recall, training, held_out) + real_table(real, n_images, args.split)
     notes = [
         f"Model: {args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model} "
         f"(threshold {off.threshold:.2f}); {args.split} split of {', '.join(args.sources)} (first {args.max_images} images each)."
@@ -254,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         "Structure tiles: each image's cracks inpainted (train.synth.crack_free_background; images whose cracks are "
         "too wide or too many to inpaint are skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) + "), "
         f"centre square of side min(512, H, W), one structure per family drawn with seed {args.seed}. "
-        f"Held-out families: {', '.join(HELD_OUT_FAMILIES)}; training families: {', '.join(TRAINING_FAMILIES)}.",
+        f"Held-out families: {', '.join(held_out)}; training families: {', '.join(training)}."
+        + (f" Not drawn (--skip-families): {', '.join(sorted(not_drawn))}." if not_drawn else ""),
     ]
     publish(section_header("Joints are not cracks: straight structures and the straight check",
                            command_line(__file__, argv), notes) + text, args)

@@ -158,6 +158,33 @@ def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: 
     assert "support ratio 0.5, smooth lines 0 px, grid segments 20 px)" in text
     assert bench_joints.main(["--max-images", "0", "--no-append"]) == 2
     assert bench_joints.main(["--upsample", "0.5", "--no-append"]) == 2
+    assert bench_joints.main(["--skip-families", "patch_edge,no_such_family", "--no-append"]) == 2
+
+
+def test_bench_joints_skips_a_blind_family_and_keeps_the_others_draws(shared_data: Path) -> None:
+    """A held-out family kept blind is neither drawn nor reported; every other family draws the same tile."""
+    from benchmarks import bench_joints
+    from benchmarks.bench_generalization import AlertDecider, load_source_split
+    from train.structures import FAMILIES
+
+    images = load_source_split(shared_data / "crackforest_cfd", "val", {}, 1, None)  # one image that inpaints
+    drawn: list[tuple[int, float]] = []
+
+    def predict(tile: np.ndarray) -> np.ndarray:
+        drawn.append((tile.shape[0], float(tile.astype(np.float64).sum())))
+        return np.zeros(tile.shape[:2], np.float32)
+
+    decider = AlertDecider.from_config(0.5, None)
+    deciders = {"off": decider.with_measure(straight_min_length_px=0.0), "on": decider}
+    families = list(FAMILIES)
+    every, *_ = bench_joints.score_source(predict, images, 0, deciders, 0, families)
+    all_draws = list(drawn)
+    drawn.clear()
+    fewer, *_ = bench_joints.score_source(predict, images, 0, deciders, 0, families, frozenset({"brick_bond"}))
+    assert "brick_bond" in every and "brick_bond" not in fewer and set(every) - set(fewer) == {"brick_bond"}
+    assert len(drawn) == len(all_draws) - 1
+    skipped_at = 2 + families.index("brick_bond")  # the whole image, "none", then the families in order
+    assert drawn == all_draws[:skipped_at] + all_draws[skipped_at + 1:]
 
 
 def test_bench_dead_network_reports_each_seed_and_variant(shared_data: Path, tmp_path: Path) -> None:
