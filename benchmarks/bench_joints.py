@@ -109,18 +109,18 @@ def centre_square(image: np.ndarray, side: int) -> np.ndarray:
 
 
 def score_source(predict, images, source_index: int, deciders: dict[str, AlertDecider], seed: int,
-                 families: list[str], skip: frozenset[str] = frozenset()
+                 families: list[str], not_drawn: frozenset[str] = frozenset()
                  ) -> tuple[dict[str, Counts], Counts, dict[str, WidthRecall], int, Counts]:
     """Alert counts per family, on crack tiles, crack recall by width per decision, images skipped, and the
     real straight false-positive pieces of the whole test images (``tiles`` = pieces the model marks,
-    ``fired`` = those still in each decision's crack mask). A family in ``skip`` is neither drawn nor
+    ``fired`` = those still in each decision's crack mask). A family in ``not_drawn`` is neither drawn nor
     predicted; each family's generator is seeded by its place in ``families``, so skipping one leaves the
     others' draws as they are."""
     from train.hard_negatives import false_positive_sites
     from train.structures import render_structure
     from train.synth import crack_free_background
 
-    per_family = {name: Counts() for name in [NONE, *families] if name not in skip}
+    per_family = {name: Counts() for name in [NONE, *families] if name not in not_drawn}
     cracks = Counts()
     real = Counts()
     recall = {k: WidthRecall(WIDTH_EDGES_PX) for k in deciders}
@@ -139,7 +139,7 @@ def score_source(predict, images, source_index: int, deciders: dict[str, AlertDe
         else:
             square = centre_square(surface, min(512, *surface.shape[:2]))
             for f, name in enumerate([NONE, *families]):
-                if name in skip:
+                if name in not_drawn:
                     continue
                 rng = np.random.default_rng([seed, source_index, i, f])
                 tile = square if name == NONE else render_structure(square, rng, name)
@@ -206,16 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from train.evaluate import load_predictor
     from train.inference import upsampled_predictor
-    from train.structures import FAMILIES, HELD_OUT_FAMILIES, TRAINING_FAMILIES
+    from train.structures import FAMILIES, HELD_OUT_FAMILIES, TRAINING_FAMILIES, check_families
 
     if not args.model.is_file():
         print(f"error: --model {args.model} does not exist", file=sys.stderr)
         return 2
-    not_drawn = frozenset(n.strip() for n in args.skip_families.split(",") if n.strip())
-    unknown = sorted(not_drawn - set(FAMILIES))
-    if unknown:
-        print(f"error: --skip-families: unknown family {', '.join(unknown)} (families: {', '.join(FAMILIES)})",
-              file=sys.stderr)
+    try:
+        not_drawn = frozenset(check_families([n.strip() for n in args.skip_families.split(",") if n.strip()]))
+    except ValueError as exc:
+        print(f"error: --skip-families: {exc}", file=sys.stderr)
         return 2
     training = tuple(n for n in TRAINING_FAMILIES if n not in not_drawn)
     held_out = tuple(n for n in HELD_OUT_FAMILIES if n not in not_drawn)
