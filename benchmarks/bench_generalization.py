@@ -314,14 +314,18 @@ def score_model(
     tolerances: Sequence[int] = (0, 2), device: str = "auto", threshold: float | None = None,
     width_edges: Sequence[float] | None = None, edge_config: Path | None = None, alerts: bool = False,
     tiles: TileSettings = TileSettings(), distractor_seed: int | None = 0, progress: bool = False,  # noqa: B008
-    upsample: float = 1.0,
+    upsample: float = 1.0, flips: int | None = None,
 ) -> tuple[list[SourceScore], dict[str, Any]]:
     """Every source's :class:`SourceScore` for one model file, and the model's info (threshold, kind, ...);
-    ``upsample`` > 1 predicts every image enlarged that many times (``train.inference.upsampled_predictor``)."""
+    ``upsample`` > 1 predicts every image enlarged that many times (``train.inference.upsampled_predictor``);
+    ``flips`` mirrored passes averaged per image (default: the daemon config's ``model.flips``)."""
+    from edge.config import load_config
     from train.evaluate import load_predictor
     from train.inference import upsampled_predictor
 
-    predict, info = load_predictor(model, device)
+    if flips is None:
+        flips = load_config(edge_config).model.flips
+    predict, info = load_predictor(model, device, flips)
     predict = upsampled_predictor(predict, upsample)
     chosen = float(info["threshold"] if threshold is None else threshold)
     decider = AlertDecider.from_config(chosen, edge_config) if alerts else None
@@ -583,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="predict each image enlarged this many times (bilinear, as the daemon enlarges frames "
                        "whose GSD is coarser than tiling.target_gsd_mm_per_px), scored at its own size: what "
                        "enlarging does to thin cracks and distractors (default: %(default)s)")
+    model.add_argument("--flips", type=int, choices=(1, 2, 4), default=None,
+                       help="passes per image, mirrored and averaged, as the daemon's model.flips (default: the "
+                       "--edge-config's, else the built-in default)")
     model.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     add_results_args(parser)
     return parser
@@ -634,7 +641,7 @@ def run_model(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         args.model, sources, split=args.split, max_images=args.max_images, tolerances=args.tolerances,
         device=args.device, threshold=args.threshold, width_edges=args.width_edges, edge_config=args.edge_config,
         alerts=True, tiles=tiles, distractor_seed=None if args.no_distractors else args.distractor_seed,
-        progress=args.progress, upsample=args.upsample,
+        progress=args.progress, upsample=args.upsample, flips=args.flips,
     )
     trained_on = (info.get("train_config") or {}).get("data") or (info.get("metadata") or {}).get("train_data", "?")
     if isinstance(trained_on, (list, tuple)):
@@ -643,7 +650,9 @@ def run_model(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         f"Model: {args.model} ({info['kind']}), trained on {trained_on}; threshold {info['threshold_used']:.2f}. "
         f"{args.split} split of each source" + (f" (first {args.max_images} images)" if args.max_images else "") + "."
         + (f" Every image predicted enlarged x{args.upsample:g} (bilinear) and scored at its own size."
-           if args.upsample != 1.0 else ""),
+           if args.upsample != 1.0 else "")
+        + (f" Every image predicted {info['flips']} times, mirrored, and averaged (model.flips)."
+           if info["flips"] > 1 else ""),
         f"Alert decision (edge.measure + edge.alerts, each tile a new frame): {info['decider']}. Crack-free tiles: "
         f"the largest square of each test image at least {args.margin_px} px from any labelled crack pixel, capped "
         f"at {args.tile} px, none under {args.min_side_px} px; crack tiles: min({args.tile}, H, W) squares holding "

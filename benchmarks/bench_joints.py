@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upsample", type=float, default=1.0,
                    help="predict each tile enlarged this many times (bilinear, as the daemon enlarges frames whose GSD "
                    "is coarser than tiling.target_gsd_mm_per_px), decided at its own size (default: %(default)s)")
+    p.add_argument("--flips", type=int, choices=(1, 2, 4), default=None,
+                   help="passes per image, mirrored and averaged, as the daemon's model.flips (default: the daemon "
+                   "config's, --edge-config or the built-in default)")
     p.add_argument("--device", default="auto", help="torch device for a checkpoint (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no per-source progress lines")
     add_results_args(p)
@@ -204,6 +207,7 @@ def tables(per_family: dict[str, Counts], cracks: Counts, recall: dict[str, Widt
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from edge.config import load_config
     from train.evaluate import load_predictor
     from train.inference import upsampled_predictor
     from train.structures import FAMILIES, HELD_OUT_FAMILIES, TRAINING_FAMILIES, check_families
@@ -222,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --max-images must be at least 1, got {args.max_images}", file=sys.stderr)
         return 2
     root = args.data_root or data_root()
-    predict, info = load_predictor(args.model, args.device)
+    flips = args.flips or load_config(args.edge_config).model.flips
+    predict, info = load_predictor(args.model, args.device, flips)
     try:
         predict = upsampled_predictor(predict, args.upsample)
     except ValueError as exc:
@@ -264,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Model: {args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model} "
         f"(threshold {off.threshold:.2f}); {args.split} split of {', '.join(args.sources)} (first {args.max_images} images each)."
         + (f" Every tile predicted enlarged x{args.upsample:g} (bilinear), decided at its own size."
-           if args.upsample != 1.0 else ""),
+           if args.upsample != 1.0 else "")
+        + (f" Every tile predicted {flips} times, mirrored, and averaged (model.flips {flips})." if flips > 1 else ""),
         f"Straight check off: {off.describe()}. Straight check on: {on.describe()}.",
         "Structure tiles: each image's cracks inpainted (train.synth.crack_free_background; images whose cracks are "
         "too wide or too many to inpaint are skipped: " + ", ".join(f"{k} {v}" for k, v in skipped.items()) + "), "

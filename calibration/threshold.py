@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from contract.backends import Backend, BackendError, load_backend
 from contract.image_tiles import ImageFolderError, list_images, read_bgr, seeded_subset
+from contract.metadata import threshold_key
 from contract.metrics import (
     BETA2,
     ThresholdSweep,
@@ -121,18 +122,26 @@ def probability_maps(
         yield predict_frame(backend, frame), mask
 
 
-def open_model(model: str | os.PathLike, threads: int | None = 2) -> Backend:
-    """The backend of an ONNX file (onnxruntime on the CPU) or a checkpoint (torch on the CPU)."""
+def open_model(model: str | os.PathLike, threads: int | None = 2, flips: int = 1) -> Backend:
+    """The backend of an ONNX file (onnxruntime on the CPU) or a checkpoint (torch on the CPU), its
+    predictions averaged over ``flips`` mirrorings as the daemon's ``model.flips`` does."""
     return load_backend(model, providers=["CPUExecutionProvider"], intra_op_threads=threads or None,
-                        device="cpu", log_severity=3)
+                        device="cpu", log_severity=3, flips=flips)
 
 
-def write_threshold(model: str | os.PathLike, threshold: float) -> Path:
-    """Record ``threshold`` in the ONNX model's metadata (file rewritten atomically)."""
+def write_threshold(model: str | os.PathLike, threshold: float, flips: int = 1) -> Path:
+    """Record ``threshold`` in the ONNX model's metadata (file rewritten atomically): as ``threshold`` for
+    single-pass predictions (``flips`` 1), else as ``extra["threshold_at_flips_<n>"]``, the threshold the
+    daemon uses when it averages ``n`` mirrored passes (:meth:`contract.metadata.ModelMetadata.threshold_for`)."""
     proto = load_onnx(model)
     meta = read_metadata(proto, source=str(model))
-    extra = {**meta.extra, "threshold_source": "calibration.threshold (ODS F-beta on validation data)"}
-    return save_onnx_atomic(write_metadata(proto, meta.replace(threshold=float(threshold), extra=extra)), model)
+    source = "calibration.threshold (ODS F-beta on validation data)"
+    if flips == 1:
+        changed = meta.replace(threshold=float(threshold), extra={**meta.extra, "threshold_source": source})
+    else:
+        changed = meta.replace(extra={**meta.extra, threshold_key(flips): f"{float(threshold):.4g}",
+                                      f"{threshold_key(flips)}_source": f"{source}, {flips} mirrored passes averaged"})
+    return save_onnx_atomic(write_metadata(proto, changed), model)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tolerance-px", type=int, default=0, help="pixel tolerance when matching cracks (default: %(default)s)")
     parser.add_argument("--max-images", type=int, default=0, help="a seeded subset of N images per data set "
                         "(quicker; the choice then rests on fewer images); 0 = the whole split (default: %(default)s)")
+    parser.add_argument("--flips", type=int, default=1, choices=(1, 2, 4),
+                        help="passes per tile, mirrored and averaged, as the daemon's model.flips that will use the "
+                        "threshold (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default: %(default)s)")
     parser.add_argument("--write", action="store_true", help="write the threshold into the ONNX metadata (default: print only)")
     return parser
@@ -165,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
               "threshold to `python -m export.onnx --threshold T`", file=sys.stderr)
         return 1
     try:
-        backend = open_model(args.model, args.threads)
+        backend = open_model(args.model, args.threads, args.flips)
         meta = backend.metadata
         if len(args.data) > 1 and args.split.endswith(".txt"):
             raise ValueError("--split FILE.txt names the images of one data set; with several --data use a split "
@@ -184,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(choice.describe())
     if args.write:
-        write_threshold(args.model, choice.threshold)
-        print(f"wrote threshold {choice.threshold:.2f} into {args.model} (was {meta.threshold:.2f})")
+        write_threshold(args.model, choice.threshold, args.flips)
+        what = "threshold" if args.flips == 1 else f"threshold for {args.flips} mirrored passes ({threshold_key(args.flips)})"
+        print(f"wrote {what} {choice.threshold:.2f} into {args.model} (was {meta.threshold_for(args.flips):.2f})")
     return 0
 
 

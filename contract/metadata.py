@@ -57,6 +57,27 @@ class ModelMetadata:
         if self.precision not in ("fp32", "fp16", "int8"):
             raise MetadataError(f"metadata 'precision' must be fp32, fp16 or int8, got {self.precision!r}")
 
+    def threshold_for(self, flips: int = 1) -> float:
+        """The decision threshold for predictions averaged over ``flips`` mirrorings
+        (:mod:`contract.backends.flips`): ``extra["threshold_at_flips_<n>"]`` where calibrated at that many
+        passes, else ``threshold`` (chosen on single-pass predictions)."""
+        if flips == 1:
+            return self.threshold
+        key = threshold_key(flips)
+        if key not in self.extra:
+            return self.threshold
+        try:
+            value = float(self.extra[key])
+        except ValueError:
+            raise MetadataError(f"metadata {key!r} must be a number, got {self.extra[key]!r}") from None
+        if not 0.0 < value < 1.0:
+            raise MetadataError(f"metadata {key!r} must be in (0, 1), got {value}")
+        return value
+
+    def has_threshold_for(self, flips: int) -> bool:
+        """Whether a threshold was calibrated for ``flips`` passes (one pass: always, ``threshold``)."""
+        return flips == 1 or threshold_key(flips) in self.extra
+
     def replace(self, **changes: Any) -> ModelMetadata:
         data = asdict(self)
         data.update(changes)
@@ -111,6 +132,11 @@ class ModelMetadata:
             {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in data.items() if k in {f.name for f in fields(cls)}},
             source=source,
         )
+
+
+def threshold_key(flips: int) -> str:
+    """The ``extra`` key holding the threshold calibrated on predictions averaged over ``flips`` mirrorings."""
+    return f"threshold_at_flips_{int(flips)}"
 
 
 def file_sha256(path: str | os.PathLike) -> str:

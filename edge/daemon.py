@@ -38,7 +38,7 @@ def build_pipeline(
     backend = load_backend(
         config.model.path, config.model.backend, providers=config.model.providers,
         batch_size=config.model.batch_size, intra_op_threads=config.model.intra_op_threads or None,
-        allow_spinning=config.model.ort_allow_spinning, device=config.model.device,
+        allow_spinning=config.model.ort_allow_spinning, device=config.model.device, flips=config.model.flips,
     )
     source = open_source(config.source)
     snapshots = None

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from contract.backends import Backend
+from contract.backends.flips import passes
 from contract.predict import frame_tiles
 from contract.tiling import TileGrid, default_overlap, resize_to_gsd, stitch
 from edge.alerts import AlertPolicy, build_alert, model_info, new_alert_id
@@ -150,12 +151,20 @@ class Pipeline:
                 f"{self.tile}-px tiles, so set an overlap below that, e.g. --set tiling.overlap={self.tile // 4}"
             )
         self.batch_size = max(1, min(config.model.batch_size, max_batch))
-        self.threshold = config.model.threshold or meta.threshold
+        flips = passes(backend)
+        self.threshold = config.model.threshold or meta.threshold_for(flips)
+        if config.model.threshold is None and not meta.has_threshold_for(flips):
+            log.warning("the model's threshold %.2f was calibrated on single-pass predictions, not on %d mirrored "
+                        "passes averaged (model.flips): calibrate it with `python -m calibration.threshold --flips %d "
+                        "--write` or set model.threshold", meta.threshold, flips, flips)
         self.rules = config.measure.severity.rules()
         self.cleanup = config.measure.cleanup()
         self.policy = AlertPolicy(config.alerts)
         self.sequence = SequenceCounter(config.alerts.state_path)
         self.model_info = model_info(meta.model_name, model_sha256 or "0" * 64, self.threshold, backend.precision)
+        log.info("model %s on %s (%s), %d-px tiles, overlap %d px, batch %d, threshold %.2f, %d pass(es) per tile",
+                 meta.model_name, backend.name, backend.precision, self.tile, self.overlap, self.batch_size,
+                 self.threshold, flips)
         self.stats = PipelineStats()
         queue_size = config.source.queue_size
         self._frames: queue.Queue = queue.Queue(maxsize=queue_size)

@@ -151,10 +151,12 @@ def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: 
     # validation images, the check's smooth-line part off: what settings are chosen on
     val = tmp_path / "VAL.md"
     assert bench_joints.main(["--sources", "deepcrack", "--max-images", "1", "--no-progress", "--split", "val",
-                              "--smooth-line-tolerance-px", "0", "--data-root", str(shared_data),
+                              "--smooth-line-tolerance-px", "0", "--data-root", str(shared_data), "--flips", "2",
                               "--results", str(val)]) == 0
     text = val.read_text()
     assert "val split of deepcrack" in text and "Real straight structures of the val images" in text
+    assert "Every tile predicted 2 times, mirrored, and averaged (model.flips 2)." in text
+    assert "mirrored" not in results.read_text()  # the daemon's default: one pass
     assert "support ratio 0.5, smooth lines 0 px, grid segments 20 px)" in text
     assert bench_joints.main(["--max-images", "0", "--no-append"]) == 2
     assert bench_joints.main(["--upsample", "0.5", "--no-append"]) == 2
@@ -230,3 +232,20 @@ def test_bench_measure_times_every_variant_on_real_maps(shared_data: Path, tmp_p
     assert all(line.endswith("| 1.00 |") for line in text.splitlines() if "| no straight check |" in line)
     assert bench_measure.main(["--max-images", "0", "--no-append"]) == 2
     assert bench_measure.main(["--sources", "nonexistent", "--data-root", str(shared_data), "--no-append"]) == 2
+
+
+def test_bench_flips_times_each_model_at_one_two_and_four_passes(shared_data: Path, tmp_path: Path) -> None:
+    from benchmarks import bench_flips
+
+    results = tmp_path / "RESULTS.md"
+    assert bench_flips.main(["--tiles", "2", "--batch", "1", "--rounds", "1", "--round-seconds", "0", "--threads", "1",
+                             "--no-progress", "--data", str(shared_data / "deepcrack"), "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "python -m benchmarks.bench_flips --tiles 2" in text and "A full-HD frame is 15 tiles of 512 px." in text
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| demo_model")]
+    assert [(r[0].strip(), r[1].strip(), r[2].strip()) for r in rows] == [
+        (m, p, f) for m, p in (("demo_model.onnx", "fp32"), ("demo_model.int8.onnx", "int8")) for f in ("1", "2", "4")]
+    for r in rows:
+        assert float(r[3]) > 0
+        assert (r[4].strip() == "1.00x") == (r[2].strip() == "1")
+    assert bench_flips.main(["--models", str(tmp_path / "none.onnx"), "--no-append"]) == 2

@@ -48,10 +48,12 @@ class EvaluateError(RuntimeError):
 # ----------------------------------------------------------------------------- predictors
 
 
-def checkpoint_predictor(path: Path, device: str = "auto") -> tuple[Predictor, dict[str, Any]]:
-    """Predictor of a ``.pt`` checkpoint (whole images, as the training loop scores) and a description."""
+def checkpoint_predictor(path: Path, device: str = "auto", flips: int = 1) -> tuple[Predictor, dict[str, Any]]:
+    """Predictor of a ``.pt`` checkpoint (whole images, as the training loop scores) and a description;
+    ``flips`` > 1 averages each image's prediction over its mirrorings (:mod:`contract.backends.flips`)."""
     import torch
 
+    from contract.backends.flips import with_flips
     from train.checkpoint import load_model, metadata_from_checkpoint
     from train.inference import backend_predictor
     from train.torch_backend import TorchBackend
@@ -59,17 +61,20 @@ def checkpoint_predictor(path: Path, device: str = "auto") -> tuple[Predictor, d
     resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                             ("cpu" if device == "auto" else device))
     model, payload = load_model(path, resolved)
-    backend = TorchBackend.from_module(model, metadata_from_checkpoint(payload, model_name=path.stem),
-                                       device=resolved, batch_size=1, whole_images=True)
+    backend = with_flips(TorchBackend.from_module(model, metadata_from_checkpoint(payload, model_name=path.stem),
+                                                  device=resolved, batch_size=1, whole_images=True), flips)
     info = {"kind": "checkpoint", "threshold": float(payload.get("threshold", DEFAULT_THRESHOLD)),
             "train_config": payload.get("train_config") or {}, "device": str(resolved),
-            "epoch": payload.get("epoch"), "model": payload.get("model")}
+            "epoch": payload.get("epoch"), "model": payload.get("model"), "flips": flips}
     return backend_predictor(backend, whole_image=True), info
 
 
-def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4) -> tuple[Predictor, dict[str, Any]]:
-    """Predictor of an ``.onnx`` model on the onnxruntime backend (CUDA provider when present and asked for)."""
+def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4, flips: int = 1,
+                   ) -> tuple[Predictor, dict[str, Any]]:
+    """Predictor of an ``.onnx`` model on the onnxruntime backend (CUDA provider when present and asked for);
+    ``flips`` as :func:`checkpoint_predictor`."""
     from contract.backends import BackendError, MissingRuntimeError
+    from contract.backends.flips import with_flips
     from contract.backends.ort import OnnxRuntimeBackend, import_onnxruntime
     from train.inference import backend_predictor
 
@@ -78,25 +83,35 @@ def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4) -> tup
         providers = ["CPUExecutionProvider"]
         if device != "cpu" and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
-        backend = OnnxRuntimeBackend(path, providers=providers, batch_size=batch_size, whole_images=True)
+        backend = with_flips(OnnxRuntimeBackend(path, providers=providers, batch_size=batch_size, whole_images=True),
+                             flips)
     except MissingRuntimeError as exc:
         raise EvaluateError(f"evaluating .onnx models needs onnxruntime: {exc}") from exc
     except BackendError as exc:
         raise EvaluateError(str(exc)) from exc
     tile = None if backend.any_size else backend.input_shape[2]
-    info = {"kind": "onnx", "threshold": float(backend.metadata.threshold), "train_config": {},
-            "device": providers[0], "tile": tile, "metadata": backend.metadata.to_json_dict()}
+    info = {"kind": "onnx", "threshold": float(backend.metadata.threshold_for(flips)), "train_config": {},
+            "device": providers[0], "tile": tile, "metadata": backend.metadata.to_json_dict(), "flips": flips}
     return backend_predictor(backend, whole_image=backend.any_size), info
 
 
-def load_predictor(path: str | Path, device: str = "auto") -> tuple[Predictor, dict[str, Any]]:
+def load_predictor(path: str | Path, device: str = "auto", flips: int = 1) -> tuple[Predictor, dict[str, Any]]:
+    """Predictor and description of a ``.onnx`` model or a ``.pt`` checkpoint, each image's prediction averaged
+    over ``flips`` mirrorings (1: none, 2: + left-right, 4: + upside-down and both)."""
+    from contract.backends import BackendError
+    from contract.backends.flips import check_flips
+
     path = Path(path)
+    try:
+        check_flips(flips)
+    except BackendError as exc:
+        raise EvaluateError(str(exc)) from exc
     if not path.is_file():
         raise EvaluateError(f"model file {path} does not exist")
     if path.suffix == ".onnx":
-        return onnx_predictor(path, device)
+        return onnx_predictor(path, device, flips=flips)
     if path.suffix in (".pt", ".pth"):
-        return checkpoint_predictor(path, device)
+        return checkpoint_predictor(path, device, flips=flips)
     raise EvaluateError(f"{path}: expected a .pt checkpoint (train.run) or an .onnx model (export.onnx)")
 
 
@@ -142,11 +157,13 @@ def evaluate_sources(
     overlays: int = 4,
     progress: bool = True,
     max_images: int = 0,
+    flips: int = 1,
 ) -> dict[str, Any]:
     """Score ``model`` on one split of each data set; one data set: as :func:`evaluate_model`.
 
     ``max_images`` > 0 scores a seeded subset of that many images per data set (``seed``; the same images
-    as train.run's ``--test-max-images`` with the run's seed); metrics.json records it.
+    as train.run's ``--test-max-images`` with the run's seed); metrics.json records it. ``flips`` > 1 averages
+    each image's prediction over its mirrorings (as the daemon's ``model.flips``); metrics.json records it.
     Several: ``out/<name>/`` gets each data set's own metrics.json, PR curve and overlays, and
     ``out/metrics.json`` the pooled metrics (every data set counts equally,
     :func:`contract.metrics.pooled_summary`) with the per-source table under ``sources``.
@@ -155,7 +172,7 @@ def evaluate_sources(
     model = Path(model)
     datas = [Path(d) for d in datas]
     source_names(datas)  # distinct names, or a clear error
-    predict, info = load_predictor(model, device)
+    predict, info = load_predictor(model, device, flips)
     chosen = info["threshold"] if threshold is None else float(threshold)
     if not 0.0 < chosen < 1.0:
         raise ValueError(f"--threshold must be in (0, 1), got {chosen}")
@@ -167,7 +184,7 @@ def evaluate_sources(
         out = model.parent / f"eval-{names}-{split}"
     out = Path(out)
     run = dict(model=str(model), model_kind=info["kind"], split=split, scale=scale, device=info["device"],
-               threshold=chosen,
+               threshold=chosen, flips=flips,
                threshold_source="--threshold" if threshold is not None else f"the {info['kind']}'s stored threshold",
                **({"max_images": max_images} if max_images else {}))
     sweeps, per_source = {}, {}
@@ -260,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p("--test-fraction", type=float, default=TrainConfig.default("test_fraction"), help="as train.run, for the seeded split (default: %(default)s)")
     p("--max-images", type=int, default=0, help="score a seeded subset (--seed) of N images per data set, for quick "
       "comparisons; 0 = the whole split (default: %(default)s)")
+    p("--flips", type=int, default=1, choices=(1, 2, 4),
+      help="predict each image this many times, mirrored (1: as is; 2: + left-right; 4: + upside-down and both), "
+      "and average: as the daemon's model.flips; costs that many passes (default: %(default)s, the network alone)")
     p("--overlays", type=int, default=4, help="images written as overlays/*.png (default: %(default)s)")
     p("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
@@ -273,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             tolerance_px=args.tolerance_px, threshold=args.threshold, device=args.device, scale=args.scale,
             binarize_masks=args.binarize_masks, splits_dir=args.splits, seed=args.seed,
             val_fraction=args.val_fraction, test_fraction=args.test_fraction, overlays=args.overlays,
-            progress=args.progress, max_images=args.max_images,
+            progress=args.progress, max_images=args.max_images, flips=args.flips,
         )
     except (EvaluateError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

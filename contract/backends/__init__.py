@@ -1,8 +1,9 @@
 """Inference backends: TensorRT, onnxruntime, torch; each imports its runtime lazily.
 
-``load_backend(path, backend="auto", **options)`` picks the backend by name or, for ``auto``, by the
-model file's extension: ``.engine``/``.plan`` -> tensorrt, ``.onnx`` -> onnxruntime, ``.pt``/``.pth``
--> torch.
+``load_backend(path, backend="auto", flips=1, **options)`` picks the backend by name or, for ``auto``,
+by the model file's extension: ``.engine``/``.plan`` -> tensorrt, ``.onnx`` -> onnxruntime,
+``.pt``/``.pth`` -> torch; ``flips`` 2 or 4 averages each input's prediction over its mirrorings
+(:mod:`contract.backends.flips`), whichever backend runs it.
 
 The onnxruntime and TensorRT backends live here; the torch backend lives beside the network it
 runs, in ``train.torch_backend``. :data:`IMPLEMENTATIONS` names each backend's module and class and
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.backends.base import Backend, BackendError, MissingRuntimeError
+from contract.backends.flips import check_flips, with_flips
 
 __all__ = ["Backend", "BackendError", "MissingRuntimeError", "BACKENDS", "backend_for_path", "load_backend"]
 
@@ -55,8 +57,9 @@ def backend_for_path(path: str | os.PathLike) -> str:
     return _BY_SUFFIX[suffix]
 
 
-def load_backend(model_path: str | os.PathLike, backend: str = "auto", **options: Any) -> Backend:
-    """Load ``model_path`` with ``backend`` (auto|tensorrt|onnxruntime|torch).
+def load_backend(model_path: str | os.PathLike, backend: str = "auto", *, flips: int = 1, **options: Any) -> Backend:
+    """Load ``model_path`` with ``backend`` (auto|tensorrt|onnxruntime|torch), its predictions averaged
+    over ``flips`` mirrorings of each input (1: none; :func:`contract.backends.flips.with_flips`).
 
     ``options`` (None values ignored): providers, batch_size, intra_op_threads, allow_spinning,
     log_severity, whole_images (onnxruntime); batch_size, device_index (tensorrt); device, batch_size,
@@ -64,6 +67,7 @@ def load_backend(model_path: str | os.PathLike, backend: str = "auto", **options
     """
     if not str(model_path):
         raise BackendError("no model given: set model.path (or --model) to a .onnx, .engine or .pt file")
+    check_flips(flips)  # before loading: a bad value is named without the cost of opening the model
     name = backend_for_path(model_path) if backend == "auto" else backend
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}: expected auto, {', '.join(BACKENDS)}")
@@ -75,4 +79,4 @@ def load_backend(model_path: str | os.PathLike, backend: str = "auto", **options
         if name != "torch":
             raise
         raise MissingRuntimeError(TORCH_HINT) from exc
-    return getattr(module, class_name)(model_path, **kwargs)
+    return with_flips(getattr(module, class_name)(model_path, **kwargs), flips)
