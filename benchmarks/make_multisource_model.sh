@@ -136,6 +136,9 @@ step "2/6 soup (stage 3 and 4: $ALPHA of stage 4; then 1/3 of stage 4b; then 1/4
 step "3/6 threshold on the pooled validation splits (recorded in $FINAL/splits/)"
 "$PY" -m calibration.threshold --model "$RUN/demo_model.onnx" $(printf -- '--data %s ' "${DATA[@]}") \
     --split val --run "$FINAL" --max-images "$VAL_MAX" --write | tee "$RUN/threshold.txt"
+# the threshold for four mirrored passes averaged (model.flips = 4), recorded beside the single-pass one
+"$PY" -m calibration.threshold --model "$RUN/demo_model.onnx" $(printf -- '--data %s ' "${DATA[@]}") \
+    --split val --run "$FINAL" --max-images "$VAL_MAX" --flips 4 --write | tee -a "$RUN/threshold.txt"
 
 step "4/6 INT8 sibling, calibrated on 16 training images per data set"
 "$PY" - "$RUN" "$FINAL" "${DATA[@]}" <<'EOF'
@@ -160,6 +163,9 @@ for root in roots:
 EOF
 "$PY" -m calibration.int8 --model "$RUN/demo_model.onnx" --images "$RUN/int8_calibration" \
     --out "$RUN/demo_model.int8.onnx" --max-tiles 96 | tee "$RUN/int8.txt"
+# the INT8 model's own threshold for four passes (it inherits the FP32 model's otherwise)
+"$PY" -m calibration.threshold --model "$RUN/demo_model.int8.onnx" $(printf -- '--data %s ' "${DATA[@]}") \
+    --split val --run "$FINAL" --max-images "$VAL_MAX" --flips 4 --write | tee -a "$RUN/int8.txt"
 
 step "5/6 test per data set: FP32 and INT8 through the daemon's tiler"
 for m in demo_model demo_model.int8; do

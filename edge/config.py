@@ -132,7 +132,7 @@ class ModelSection(_Section):
     )
     device: str = Field("cpu", description="torch backend device: cpu, cuda, cuda:1")
     flips: Literal[1, 2, 4] = Field(
-        1, description="passes per tile, each mirrored, their probabilities averaged (contract/backends/flips.py): "
+        4, description="passes per tile, each mirrored, their probabilities averaged (contract/backends/flips.py): "
         "1 as is; 2 + left-right; 4 + upside-down and both. Fewer false alerts on straight joints for that many "
         "times the inference (docs/EDGE.md)",
     )

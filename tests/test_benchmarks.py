@@ -156,7 +156,7 @@ def test_bench_joints_decides_every_tile_both_ways(shared_data: Path, tmp_path: 
     text = val.read_text()
     assert "val split of deepcrack" in text and "Real straight structures of the val images" in text
     assert "Every tile predicted 2 times, mirrored, and averaged (model.flips 2)." in text
-    assert "mirrored" not in results.read_text()  # the daemon's default: one pass
+    assert "Every tile predicted 4 times, mirrored, and averaged (model.flips 4)." in results.read_text()  # the daemon's default
     assert "support ratio 0.5, smooth lines 0 px, grid segments 20 px)" in text
     assert bench_joints.main(["--max-images", "0", "--no-append"]) == 2
     assert bench_joints.main(["--upsample", "0.5", "--no-append"]) == 2

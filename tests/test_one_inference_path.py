@@ -2,7 +2,8 @@
 
 A real (tiny, untrained) U-Net is exported with ``export.onnx`` at a static 64-px tile; the daemon
 runs it on a folder of images through its threaded pipeline (batches mixing tiles of several frames),
-``train.evaluate`` through its predictor. Both run with their defaults (no overlap set anywhere), at a
+``train.evaluate`` through its predictor, at the daemon's default ``model.flips``. Both run with their
+defaults otherwise (no overlap set anywhere), at a
 tile far under 512 px where an overlap default of 64 px could not even apply. Their per-frame
 probability maps must be identical: any difference in tiling, overlap, padding, pre-processing or
 stitching between the two would show here.
@@ -52,7 +53,7 @@ def test_daemon_and_evaluate_give_identical_probabilities(tmp_path) -> None:
         pipeline.publisher.close()
         pipeline.backend.close()
 
-    predict, info = load_predictor(model, device="cpu")
+    predict, info = load_predictor(model, device="cpu", flips=config.model.flips)  # the daemon's default passes
     assert info["tile"] == TILE  # a static-tile graph is scored tiled, as the daemon runs it
     assert sorted(daemon) == [0, 1, 2]
     for i in range(3):
