@@ -408,13 +408,14 @@ def train_all(jobs: Sequence[TrainJob], *, data_root: Path, work: Path, train_ar
 
 def cached_score(run_dir: Path, data: Path, *, split: str, max_images: int | None, tolerances: Sequence[int],
                  device: str, progress: bool) -> SourceScore:
-    """The run's best.pt scored on ``data`` (cached in the run folder, keyed by split, image cap and tolerances)."""
+    """The run's best.pt scored on ``data`` (cached in the run folder, keyed by split, image cap and tolerances),
+    one pass per image: the leave-one-out study compares networks, not the daemon's flip averaging."""
     key = f"{data.name}-{split}-{'all' if max_images is None else max_images}-t{'_'.join(map(str, tolerances))}"
     cache = run_dir / "generalization" / f"{key}.json"
     if cache.is_file():
         return SourceScore.from_json(json.loads(cache.read_text(encoding="utf-8")))
     scores, _ = score_model(run_dir / "best.pt", [data], split=split, max_images=max_images,
-                            tolerances=tolerances, device=device, progress=progress)
+                            tolerances=tolerances, device=device, progress=progress, flips=1)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(scores[0].to_json(), indent=2) + "\n", encoding="utf-8")
     return scores[0]
