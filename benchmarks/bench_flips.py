@@ -4,7 +4,7 @@
 
 Every variant is a backend from :func:`contract.backends.load_backend` (onnxruntime, CPU) with
 ``flips`` = 1, 2 or 4 (:mod:`contract.backends.flips`), timed on the same real DeepCrack test tiles
-(tiled as the daemon tiles them) in interleaved rounds (:func:`benchmarks.common.interleaved_latencies`),
+(``contract.image_tiles.draw_tiles``: cut as the daemon cuts frames) in interleaved rounds (:func:`benchmarks.common.interleaved_latencies`),
 so the ratios to one pass are measured side by side. Reported: input tiles/s (a tile predicted
 ``flips`` times counts once), the ratio to the same model's single pass, and full-HD frames/s (a
 1920 x 1080 frame is cut into the tiles of :func:`contract.tiling.tile_grid` at the model's tile).
@@ -18,8 +18,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import (
     DATA_HELP,
     add_results_args,
@@ -31,10 +29,11 @@ from benchmarks.common import (
     quantile,
     section_header,
 )
+from contract.backends.flips import FLIP_AXES
 
 REPO = Path(__file__).resolve().parents[1]
+FLIPS = tuple(FLIP_AXES)  # 1, 2, 4
 ASSETS = REPO / "edge" / "assets"
-FLIPS = (1, 2, 4)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,29 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def real_tiles(data: Path, n: int, tile: int) -> np.ndarray:
-    """``n`` BGR tiles cut from DeepCrack test images as the daemon cuts frames (``tile``-px squares)."""
-    import cv2
-
-    from contract.tiling import extract_tiles, tile_grid
-
-    stems = (data / "splits" / "test.txt").read_text().split()
-    tiles: list[np.ndarray] = []
-    for stem in stems:
-        path = next((p for p in (data / "images").glob(f"{stem}.*")), None)
-        image = cv2.imread(str(path)) if path is not None else None
-        if image is None:
-            continue
-        tiles.extend(extract_tiles(image, tile_grid(*image.shape[:2], tile)))
-        if len(tiles) >= n:
-            return np.stack(tiles[:n])
-    raise SystemExit(f"error: {data} gave {len(tiles)} tiles, {n} wanted (--tiles)")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from contract.backends import load_backend
-    from contract.preprocess import to_model_input
+    from contract.backends.flips import with_flips
+    from contract.image_tiles import draw_tiles
     from contract.tiling import tile_grid
 
     for model in args.models:
@@ -92,14 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     variants, labels, per_frame = {}, {}, {}
     for model in args.models:
+        single = load_backend(model, "onnxruntime", batch_size=args.batch, intra_op_threads=args.threads,
+                              providers=["CPUExecutionProvider"])
+        batches = draw_tiles(args.data, single.metadata, max_tiles=args.tiles, split="test", progress=False).tiles
+        per_frame[model] = (len(tile_grid(1080, 1920, single.input_shape[2])), batches)
         for flips in FLIPS:
-            backend = load_backend(model, "onnxruntime", flips=flips, batch_size=args.batch,
-                                   intra_op_threads=args.threads, providers=["CPUExecutionProvider"])
-            tile = backend.input_shape[2]
-            if model not in per_frame:
-                batches = to_model_input(real_tiles(args.data, args.tiles, tile), backend.metadata)
-                per_frame[model] = (len(tile_grid(1080, 1920, tile)), batches)
-            batches = per_frame[model][1]
+            backend = with_flips(single, flips)  # one session per model, wrapped for each pass count
             state = {"i": 0}
 
             def call(backend=backend, batches=batches, state=state) -> None:

@@ -67,6 +67,7 @@ from benchmarks.generalization import (
     side_summary,
     width_bins_of_mask,
 )
+from contract.backends.flips import FLIP_AXES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -588,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="predict each image enlarged this many times (bilinear, as the daemon enlarges frames "
                        "whose GSD is coarser than tiling.target_gsd_mm_per_px), scored at its own size: what "
                        "enlarging does to thin cracks and distractors (default: %(default)s)")
-    model.add_argument("--flips", type=int, choices=(1, 2, 4), default=None,
+    model.add_argument("--flips", type=int, choices=tuple(FLIP_AXES), default=None,
                        help="passes per image, mirrored and averaged, as the daemon's model.flips (default: the "
                        "--edge-config's, else the built-in default)")
     model.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")

@@ -40,6 +40,7 @@ import numpy as np
 from benchmarks.bench_generalization import SOURCES, AlertDecider, load_source_split
 from benchmarks.common import add_results_args, command_line, data_root, publish, section_header
 from benchmarks.generalization import WidthRecall, crack_tiles, recall_by_width, width_bins_of_mask
+from contract.backends.flips import FLIP_AXES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "edge" / "assets" / "demo_model.onnx"
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upsample", type=float, default=1.0,
                    help="predict each tile enlarged this many times (bilinear, as the daemon enlarges frames whose GSD "
                    "is coarser than tiling.target_gsd_mm_per_px), decided at its own size (default: %(default)s)")
-    p.add_argument("--flips", type=int, choices=(1, 2, 4), default=None,
+    p.add_argument("--flips", type=int, choices=tuple(FLIP_AXES), default=None,
                    help="passes per image, mirrored and averaged, as the daemon's model.flips (default: the daemon "
                    "config's, --edge-config or the built-in default)")
     p.add_argument("--device", default="auto", help="torch device for a checkpoint (default: %(default)s)")

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from contract.backends import Backend, BackendError, load_backend
+from contract.backends.flips import FLIP_AXES
 from contract.image_tiles import ImageFolderError, list_images, read_bgr, seeded_subset
 from contract.metadata import threshold_key
 from contract.metrics import (
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tolerance-px", type=int, default=0, help="pixel tolerance when matching cracks (default: %(default)s)")
     parser.add_argument("--max-images", type=int, default=0, help="a seeded subset of N images per data set "
                         "(quicker; the choice then rests on fewer images); 0 = the whole split (default: %(default)s)")
-    parser.add_argument("--flips", type=int, default=1, choices=(1, 2, 4),
+    parser.add_argument("--flips", type=int, default=1, choices=tuple(FLIP_AXES),
                         help="passes per tile, mirrored and averaged, as the daemon's model.flips that will use the "
                         "threshold (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for inference (default: %(default)s)")

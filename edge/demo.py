@@ -87,7 +87,7 @@ def run_demo(out: str | os.PathLike = "demo_out", *, model: str | os.PathLike | 
         publisher = LogPublisher(stream=alerts_file)
         pipeline = build_pipeline(config, publisher=publisher, on_frame=on_frame)
         try:
-            flips = config.model.flips
+            flips = pipeline.flips
             print(f"model {model_path.name} ({pipeline.backend.name}, {pipeline.backend.precision}, "
                   f"threshold {pipeline.threshold:.2f}" + (f", {flips} mirrored passes averaged" if flips > 1 else "")
                   + f"), samples {config.source.uri}", file=stream, flush=True)

@@ -151,7 +151,7 @@ class Pipeline:
                 f"{self.tile}-px tiles, so set an overlap below that, e.g. --set tiling.overlap={self.tile // 4}"
             )
         self.batch_size = max(1, min(config.model.batch_size, max_batch))
-        flips = passes(backend)
+        self.flips = flips = passes(backend)  # mirrored passes per tile the backend averages
         self.threshold = config.model.threshold or meta.threshold_for(flips)
         if config.model.threshold is None and not meta.has_threshold_for(flips):
             log.warning("the model's threshold %.2f was calibrated on single-pass predictions, not on %d mirrored "

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.backends.flips import FLIP_AXES
 from contract.image_tiles import seeded_subset
 from contract.metadata import DEFAULT_THRESHOLD
 from contract.metrics import ThresholdSweep, mean_metrics_at_threshold, metrics_at_threshold, pooled_summary
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p("--test-fraction", type=float, default=TrainConfig.default("test_fraction"), help="as train.run, for the seeded split (default: %(default)s)")
     p("--max-images", type=int, default=0, help="score a seeded subset (--seed) of N images per data set, for quick "
       "comparisons; 0 = the whole split (default: %(default)s)")
-    p("--flips", type=int, default=1, choices=(1, 2, 4),
+    p("--flips", type=int, default=1, choices=tuple(FLIP_AXES),
       help="predict each image this many times, mirrored (1: as is; 2: + left-right; 4: + upside-down and both), "
       "and average: as the daemon's model.flips; costs that many passes (default: %(default)s, the network alone)")
     p("--overlays", type=int, default=4, help="images written as overlays/*.png (default: %(default)s)")
