@@ -86,6 +86,7 @@ class TrainConfig:
     clip_grad_norm: float = 1.0  # clip the gradient's global L2 norm before each Adam step; 0 = off
     thin_weight: float = 1.0  # loss weight of the pixels of cracks thinner than 3 px (train.losses.ThinWeightedLoss); 1 = off
     joint_weight: float = 1.0  # loss weight of generated joint/distractor pixels (train.synth.drawn_structures); 1 = off
+    cldice_weight: float = 0.0  # weight of the soft clDice centre-line term added to the loss (train.losses.CenterlineLoss); 0 = off
 
     def __post_init__(self) -> None:
         def fail(flag: str, expected: str) -> None:
@@ -123,6 +124,8 @@ class TrainConfig:
             fail("hard_negative_fraction", "0 without --init (the mined false positives are the starting model's)")
         if not (math.isfinite(self.thin_weight) and self.thin_weight >= 1.0):
             fail("thin_weight", ">= 1 (1 = every crack pixel weighs the same)")
+        if not (math.isfinite(self.cldice_weight) and self.cldice_weight >= 0.0):
+            fail("cldice_weight", ">= 0 (0 = no centre-line term)")
         if not (math.isfinite(self.joint_weight) and self.joint_weight >= 1.0):
             fail("joint_weight", ">= 1 (1 = every background pixel weighs the same)")
         if self.joint_weight != 1.0 and self.synth_fraction <= 0:

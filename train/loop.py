@@ -62,7 +62,7 @@ from train.config import ConfigError, TrainConfig, parse_source_weights
 from train.data import CrackImages, CropRecipe, DatasetError, TrainCrops, load_images, seed_worker
 from train.health import DeadNetworkWatch, StepHealth, validation_verdict
 from train.inference import sweep_images, torch_predictor
-from train.losses import LOSSES, ThinWeightedLoss, WarmupLoss, build_loss
+from train.losses import LOSSES, CenterlineLoss, ThinWeightedLoss, WarmupLoss, build_loss
 from train.model import build_model
 from train.report import (
     append_history,
@@ -292,7 +292,7 @@ def bce_warmup_steps(config: TrainConfig, steps_per_epoch: int) -> int:
 
 def _loss(config: TrainConfig, steps_per_epoch: int, start_step: int, progress: bool):
     """The training loss, behind a BCE warm-up when one applies (says so once), with thin cracks weighted
-    when ``--thin-weight`` asks for it."""
+    when ``--thin-weight`` asks for it, plus the centre-line term of ``--cldice-weight``."""
     loss = build_loss(config.loss, **config.loss_kwargs())
     warmup = bce_warmup_steps(config, steps_per_epoch)
     if warmup:
@@ -300,7 +300,9 @@ def _loss(config: TrainConfig, steps_per_epoch: int, start_step: int, progress: 
             print(f"loss: BCE for the first {warmup} steps, then {config.loss} (--bce-warmup-steps; {config.loss} on "
                   "probabilities can saturate to 'no crack' from a random start)", flush=True)
         loss = WarmupLoss(loss, warmup, start_step)
-    return ThinWeightedLoss(loss, config.thin_weight) if config.thin_weight != 1.0 else loss
+    if config.thin_weight != 1.0:
+        loss = ThinWeightedLoss(loss, config.thin_weight)
+    return CenterlineLoss(loss, config.cldice_weight) if config.cldice_weight else loss
 
 
 def _open_resume(resume, out) -> tuple[dict[str, Any] | None, Path | None]:

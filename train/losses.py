@@ -372,3 +372,60 @@ class ThinWeightedLoss:
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         return self.loss(logits, target, thin_crack_weights(target, valid, self.weight))
+
+
+# --------------------------------------------------------------------------- centre lines (soft clDice)
+
+
+def soft_skeleton(x: torch.Tensor, iters: int = 10) -> torch.Tensor:
+    """Differentiable skeleton of a soft mask ``x`` (N x 1 x H x W in [0, 1]), as in Shit et al., "clDice - a
+    novel topology-preserving loss function for tubular structure segmentation" (CVPR 2021): repeated soft
+    erosion (min pooling) keeps, at each depth, what a soft opening removes. ``iters`` erosions reach the centre
+    of cracks up to about 2 x ``iters`` px wide; a 1-px line is its own skeleton."""
+
+    def erode(t: torch.Tensor) -> torch.Tensor:  # the cross-shaped min of the reference implementation
+        return torch.minimum(-F.max_pool2d(-t, (3, 1), 1, (1, 0)), -F.max_pool2d(-t, (1, 3), 1, (0, 1)))
+
+    def dilate(t: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(t, 3, 1, 1)
+
+    skel = F.relu(x - dilate(erode(x)))
+    for _ in range(iters):
+        x = erode(x)
+        delta = F.relu(x - dilate(erode(x)))
+        skel = skel + F.relu(delta - skel * delta)
+    return skel
+
+
+def cldice_loss(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, *,
+                iters: int = 10, smooth: float = 1.0) -> torch.Tensor:
+    """Soft clDice: 1 - the harmonic mean of the share of the prediction's centre line inside the label
+    (topology precision) and the share of the label's centre line the prediction covers (topology
+    sensitivity), over the whole batch. Each crack counts by its length, not its area: a missed 1-px hairline
+    costs as much per pixel of length as a missed 10-px crack, where an area loss charges it a tenth."""
+    prob, target = prob.float(), target.float()
+    if valid is not None:
+        prob, target = prob * valid, target * valid
+    skel_p, skel_t = soft_skeleton(prob, iters), soft_skeleton(target, iters)
+    t_prec = ((skel_p * target).sum() + smooth) / (skel_p.sum() + smooth)
+    t_sens = ((skel_t * prob).sum() + smooth) / (skel_t.sum() + smooth)
+    return 1.0 - 2.0 * t_prec * t_sens / (t_prec + t_sens)
+
+
+class CenterlineLoss:
+    """``loss`` plus ``weight`` x soft clDice on the probabilities (``--cldice-weight``): the pixel loss keeps
+    the map calibrated, the centre-line term asks the network to cover every crack's length, hairlines
+    included, and to keep its own centre lines on cracks."""
+
+    def __init__(self, loss, weight: float, iters: int = 10) -> None:
+        if not (math.isfinite(weight) and weight > 0.0):
+            raise ValueError(f"centre-line (clDice) weight must be > 0, got {weight!r}")
+        self.loss, self.weight, self.iters = loss, float(weight), int(iters)
+        self.name = getattr(loss, "name", "loss")
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        base = self.loss(logits, target, valid)
+        with _no_autocast(logits.device):
+            prob = torch.sigmoid(logits.float())
+            return base + self.weight * cldice_loss(prob, target, None if valid is None else (valid > 0).float(),
+                                                    iters=self.iters)

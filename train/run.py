@@ -159,6 +159,10 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       help="loss weight of the background pixels where --synth-fraction's generator drew a joint, line, edge or "
       "painted mark (train.synth.drawn_structures), 1 = all background alike; > 1 asks the network harder to leave "
       "joints unmarked (default: %(default)s)")
+    p("--cldice-weight", type=float,
+      help="add this times soft clDice (Shit et al., CVPR 2021) on the probabilities to the loss: a crack counts by "
+      "its length, not its area, so a missed hairline costs as much per pixel of length as a wide crack; 0 = off "
+      "(default: %(default)s)")
     p("--clip-grad-norm", type=float,
       help="clip the gradient's global L2 norm to this before every Adam step, 0 = off; keeps one crack-dense crop "
       "from closing the head (default: %(default)s)")
