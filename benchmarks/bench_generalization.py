@@ -130,7 +130,11 @@ class AlertDecider:
     def from_config(cls, model_threshold: float, edge_config: Path | None) -> AlertDecider:
         from edge.config import load_config
 
-        config = load_config(edge_config)
+        return cls.of(model_threshold, load_config(edge_config))
+
+    @classmethod
+    def of(cls, model_threshold: float, config: Any) -> AlertDecider:
+        """The decider of an :class:`edge.config.EdgeConfig` already read (its threshold, else the model's)."""
         return cls(float(config.model.threshold or model_threshold), config)
 
     def with_measure(self, **changes: Any) -> AlertDecider:
@@ -324,12 +328,13 @@ def score_model(
     from train.evaluate import load_predictor
     from train.inference import upsampled_predictor
 
+    edge = load_config(edge_config)
     if flips is None:
-        flips = load_config(edge_config).model.flips
+        flips = edge.model.flips
     predict, info = load_predictor(model, device, flips)
     predict = upsampled_predictor(predict, upsample)
     chosen = float(info["threshold"] if threshold is None else threshold)
-    decider = AlertDecider.from_config(chosen, edge_config) if alerts else None
+    decider = AlertDecider.of(chosen, edge) if alerts else None
     if decider is not None:
         chosen = decider.threshold  # the daemon's threshold, for recall by width too
     distract = distractor_renderer(distractor_seed) if alerts and distractor_seed is not None else None

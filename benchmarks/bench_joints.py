@@ -227,14 +227,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --max-images must be at least 1, got {args.max_images}", file=sys.stderr)
         return 2
     root = args.data_root or data_root()
-    flips = args.flips or load_config(args.edge_config).model.flips
+    edge = load_config(args.edge_config)
+    flips = args.flips or edge.model.flips
     predict, info = load_predictor(args.model, args.device, flips)
     try:
         predict = upsampled_predictor(predict, args.upsample)
     except ValueError as exc:
         print(f"error: --upsample: {exc}", file=sys.stderr)
         return 2
-    daemon = AlertDecider.from_config(float(info["threshold"]), args.edge_config)
+    daemon = AlertDecider.of(float(info["threshold"]), edge)
     off = daemon.with_measure(straight_min_length_px=0.0)
     given = {"straight_min_length_px": args.straight_min_length_px, "straight_min_share": args.straight_min_share,
              "straight_support_ratio": args.straight_support_ratio,

@@ -155,6 +155,8 @@ def test_evaluate_records_flips_and_refuses_bad_ones(unet: Path, tmp_path: Path,
     metrics = evaluate_model(unet, data, out=tmp_path / "eval", flips=2,
                              progress=False, overlays=0, device="cpu")
     assert metrics["flips"] == 2
+    assert metrics["threshold_source"] == ("the onnx's metadata threshold (calibrated at one pass); "
+                                           "none calibrated at 2 passes")
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["flips"] == 2
     with pytest.raises(EvaluateError, match=r"flips must be one of 1, 2, 4"):
         load_predictor(unet, device="cpu", flips=3)
@@ -183,8 +185,12 @@ def test_calibration_records_the_flips_its_threshold_was_chosen_at(unet: Path, t
     # what the evaluation and the daemon threshold at
     from train.evaluate import load_predictor
 
-    assert load_predictor(model, device="cpu", flips=4)[1]["threshold"] == 0.37
-    assert load_predictor(model, device="cpu", flips=2)[1]["threshold"] == 0.61
+    four, two = load_predictor(model, device="cpu", flips=4)[1], load_predictor(model, device="cpu", flips=2)[1]
+    assert (four["threshold"], two["threshold"]) == (0.37, 0.61)
+    # and the evaluation says which of the stored thresholds it used
+    assert four["threshold_stored"] == "metadata threshold_at_flips_4 (calibrated at 4 passes)"
+    assert two["threshold_stored"] == "metadata threshold (calibrated at one pass); none calibrated at 2 passes"
+    assert load_predictor(model, device="cpu")[1]["threshold_stored"] == "metadata threshold (calibrated at one pass)"
 
 
 def test_a_bad_recorded_threshold_is_named() -> None:

@@ -65,6 +65,8 @@ def checkpoint_predictor(path: Path, device: str = "auto", flips: int = 1) -> tu
     backend = with_flips(TorchBackend.from_module(model, metadata_from_checkpoint(payload, model_name=path.stem),
                                                   device=resolved, batch_size=1, whole_images=True), flips)
     info = {"kind": "checkpoint", "threshold": float(payload.get("threshold", DEFAULT_THRESHOLD)),
+            "threshold_stored": "checkpoint threshold (validation ODS at one pass)"
+            + (f"; none calibrated at {flips} passes" if flips > 1 else ""),
             "train_config": payload.get("train_config") or {}, "device": str(resolved),
             "epoch": payload.get("epoch"), "model": payload.get("model"), "flips": flips}
     return backend_predictor(backend, whole_image=True), info
@@ -77,6 +79,7 @@ def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4, flips:
     from contract.backends import BackendError, MissingRuntimeError
     from contract.backends.flips import with_flips
     from contract.backends.ort import OnnxRuntimeBackend, import_onnxruntime
+    from contract.metadata import threshold_key
     from train.inference import backend_predictor
 
     try:
@@ -91,7 +94,11 @@ def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4, flips:
     except BackendError as exc:
         raise EvaluateError(str(exc)) from exc
     tile = None if backend.any_size else backend.input_shape[2]
-    info = {"kind": "onnx", "threshold": float(backend.metadata.threshold_for(flips)), "train_config": {},
+    meta = backend.metadata
+    stored = (f"metadata {threshold_key(flips)} (calibrated at {flips} passes)" if flips > 1 and meta.has_threshold_for(flips)
+              else "metadata threshold (calibrated at one pass)"
+              + (f"; none calibrated at {flips} passes" if flips > 1 else ""))
+    info = {"kind": "onnx", "threshold": float(meta.threshold_for(flips)), "train_config": {}, "threshold_stored": stored,
             "device": providers[0], "tile": tile, "metadata": backend.metadata.to_json_dict(), "flips": flips}
     return backend_predictor(backend, whole_image=backend.any_size), info
 
@@ -186,7 +193,7 @@ def evaluate_sources(
     out = Path(out)
     run = dict(model=str(model), model_kind=info["kind"], split=split, scale=scale, device=info["device"],
                threshold=chosen, flips=flips,
-               threshold_source="--threshold" if threshold is not None else f"the {info['kind']}'s stored threshold",
+               threshold_source="--threshold" if threshold is not None else f"the {info['kind']}'s {info['threshold_stored']}",
                **({"max_images": max_images} if max_images else {}))
     sweeps, per_source = {}, {}
     for data in datas:
