@@ -232,3 +232,68 @@ def test_eval_tile_validates_and_tests_through_the_daemons_tiler(tiny_cfd, tmp_p
     assert json.loads((out / "config.json").read_text())["eval_tile"] == 64
     assert run_main(["--data", str(tiny_cfd), *TINY, "--eval-tile", "40", "--out", str(tmp_path / "bad")]) == 2
     assert "--eval-tile must be 0 (whole images) or a multiple of 16, got 40" in capsys.readouterr().err
+
+
+def test_eval_flips_chooses_and_thresholds_on_the_daemons_passes(tiny_cfd, tmp_path, capsys):
+    """--eval-flips N: validation and the final test average N mirrored passes as the daemon's model.flips
+    does; best.pt keeps the single-pass threshold and records the N-pass one, and both reach the metadata
+    that export writes, the evaluation and the daemon read."""
+    from contract.backends.flips import FlipAveraged
+    from contract.metadata import ModelMetadata
+    from contract.onnx_file import load_onnx, read_metadata
+    from contract.predict import predict_frame
+    from export.onnx import main as export_main
+    from train.checkpoint import load_model, metadata_from_checkpoint
+    from train.config import ConfigError, TrainConfig
+    from train.evaluate import load_predictor
+    from train.torch_backend import TorchBackend
+
+    torch.manual_seed(0)
+    model = build_model(4, init="he").eval()
+    image = (np.random.default_rng(0).random((80, 120, 3)) * 255).astype(np.uint8)
+    four = torch_predictor(model, torch.device("cpu"), tile=64, flips=4)(image)
+    backend = FlipAveraged(TorchBackend.from_module(model, ModelMetadata(input_size=64), device="cpu"), 4)
+    assert np.array_equal(four, predict_frame(backend, image[..., ::-1]))
+    assert not np.allclose(four, torch_predictor(model, torch.device("cpu"), tile=64)(image), atol=1e-4)
+
+    out = tmp_path / "flips"
+    assert run_main(["--data", str(tiny_cfd), *TINY, "--epochs", "1", "--eval-tile", "64", "--eval-flips", "2",
+                     "--overlays", "0", "--out", str(out)]) == 0
+    _, payload = load_model(out / "best.pt", torch.device("cpu"))
+    val = payload["metrics"]
+    assert val["flips"] == 2 and set(payload["flip_thresholds"]) == {2}
+    assert payload["flip_thresholds"][2] == val["ods_threshold"]
+    assert payload["threshold"] == val["one_pass"]["ods_threshold"], "model.flips = 1 keeps a single-pass threshold"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["flips"] == 2 and metrics["threshold"] == payload["flip_thresholds"][2]
+    assert metrics["threshold_source"].endswith("at 2 passes")
+    meta = metadata_from_checkpoint(payload)
+    assert (meta.threshold, meta.threshold_for(2)) == (payload["threshold"], pytest.approx(val["ods_threshold"]))
+    assert load_predictor(out / "best.pt", device="cpu", flips=2)[1]["threshold"] == pytest.approx(val["ods_threshold"])
+    onnx_path = tmp_path / "flips.onnx"
+    assert export_main(["--checkpoint", str(out / "best.pt"), "--out", str(onnx_path), "--size", "64"]) == 0
+    exported = read_metadata(load_onnx(onnx_path), source=str(onnx_path))
+    assert exported.threshold_for(2) == pytest.approx(val["ods_threshold"])
+    assert exported.threshold == pytest.approx(payload["threshold"])
+
+    with pytest.raises(ConfigError, match="--eval-flips must be one of 1, 2, 4"):
+        TrainConfig(data=["x"], eval_flips=3)
+    with pytest.raises(SystemExit):
+        run_main(["--data", str(tiny_cfd), *TINY, "--eval-flips", "3", "--out", str(tmp_path / "bad")])
+    capsys.readouterr()
+
+
+def test_best_pt_keeps_the_single_pass_threshold_and_records_the_averaged_one():
+    from contract.metadata import DEFAULT_THRESHOLD
+    from train.loop import best_thresholds
+
+    four = {"flips": 4, "ods_threshold": 0.42, "one_pass": {"ods_threshold": 0.44, "ods_f": 0.6, "ap": 0.6}}
+    assert best_thresholds(four) == (0.44, {"flip_thresholds": {4: 0.42}})
+    assert best_thresholds({"flips": 1, "ods_threshold": 0.37}) == (0.37, {})
+    assert best_thresholds(None) == (DEFAULT_THRESHOLD, {})
+    from train.checkpoint import CheckpointError, metadata_from_checkpoint
+
+    meta = metadata_from_checkpoint({"threshold": 0.44, "flip_thresholds": {4: 0.42}, "model": {"width": 4}})
+    assert (meta.threshold, meta.threshold_for(4), meta.threshold_for(2)) == (0.44, 0.42, 0.44)
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        metadata_from_checkpoint({"threshold": 0.44, "flip_thresholds": {"four": 0.42}})

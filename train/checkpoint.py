@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from contract.metadata import DEFAULT_THRESHOLD, DEFAULT_TILE_PX, MetadataError, ModelMetadata
+from contract.metadata import DEFAULT_THRESHOLD, DEFAULT_TILE_PX, MetadataError, ModelMetadata, threshold_key
 from train.model import ModelConfig, UNet
 
 FORMAT = "aelf-unet-checkpoint"
@@ -181,6 +181,9 @@ def metadata_from_checkpoint(
     if data.get("split"):
         train_data += f" ({data['split']})"
     try:
+        # thresholds validated at several mirrored passes (train.run --eval-flips): the keys calibration writes
+        flips = checkpoint.get("flip_thresholds") or {}
+        flip_extra = {threshold_key(int(n)): f"{float(t):g}" for n, t in flips.items()}
         return ModelMetadata(
             arch=str(model.get("arch", "aelf-unet")),
             width=int(model.get("width", 64)),
@@ -195,7 +198,7 @@ def metadata_from_checkpoint(
             train_data=train_data,
             train_commit=str(checkpoint.get("commit", "unknown")),
             model_name=model_name or ModelMetadata.model_name,
-            extra=dict(extra or {}),
+            extra={**flip_extra, **(extra or {})},
         )
     except (TypeError, ValueError) as exc:  # MetadataError is a ValueError
         kind = "metadata" if isinstance(exc, MetadataError) else "input contract"

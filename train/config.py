@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from contract.backends.flips import FLIP_AXES
 from contract.metadata import DEFAULT_TILE_PX, SIDE_MULTIPLE
 from train.augment import BORDERS, AugmentConfig
 from train.losses import LOSS_NAMES
@@ -54,6 +55,7 @@ class TrainConfig:
     amp: str = "auto"
     tolerance_px: int = 0
     eval_tile: int = 0  # 0: validate and test on whole images; N: through the daemon's tiler at N-px tiles
+    eval_flips: int = 1  # validate and test on predictions averaged over N mirrorings (1, 2, 4), as the daemon's model.flips
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     eval_every: int = 1
@@ -155,6 +157,8 @@ class TrainConfig:
                 fail(name, ">= 0")
         if self.eval_tile and (self.eval_tile < SIDE_MULTIPLE or self.eval_tile % SIDE_MULTIPLE):
             fail("eval_tile", f"0 (whole images) or a multiple of {SIDE_MULTIPLE}")
+        if self.eval_flips not in FLIP_AXES:
+            fail("eval_flips", f"one of {', '.join(map(str, FLIP_AXES))} (passes per image or tile)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             fail("lr", "a positive learning rate")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -32,7 +32,6 @@ import numpy as np
 
 from contract.backends.flips import FLIP_AXES
 from contract.image_tiles import seeded_subset
-from contract.metadata import DEFAULT_THRESHOLD
 from contract.metrics import ThresholdSweep, mean_metrics_at_threshold, metrics_at_threshold, pooled_summary
 from train.config import TrainConfig, split_data_list
 from train.data import DatasetError, Splits, list_samples, load_images
@@ -49,6 +48,16 @@ class EvaluateError(RuntimeError):
 # ----------------------------------------------------------------------------- predictors
 
 
+def stored_threshold(meta, flips: int) -> tuple[float, str]:
+    """The threshold a model's metadata holds for ``flips`` passes, and which one it is in words."""
+    from contract.metadata import threshold_key
+
+    if flips > 1 and meta.has_threshold_for(flips):
+        return meta.threshold_for(flips), f"metadata {threshold_key(flips)} (calibrated at {flips} passes)"
+    words = "metadata threshold (calibrated at one pass)"
+    return float(meta.threshold), words + (f"; none calibrated at {flips} passes" if flips > 1 else "")
+
+
 def checkpoint_predictor(path: Path, device: str = "auto", flips: int = 1) -> tuple[Predictor, dict[str, Any]]:
     """Predictor of a ``.pt`` checkpoint (whole images, as the training loop scores) and a description;
     ``flips`` > 1 averages each image's prediction over its mirrorings (:mod:`contract.backends.flips`)."""
@@ -62,11 +71,10 @@ def checkpoint_predictor(path: Path, device: str = "auto", flips: int = 1) -> tu
     resolved = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                             ("cpu" if device == "auto" else device))
     model, payload = load_model(path, resolved)
-    backend = with_flips(TorchBackend.from_module(model, metadata_from_checkpoint(payload, model_name=path.stem),
-                                                  device=resolved, batch_size=1, whole_images=True), flips)
-    info = {"kind": "checkpoint", "threshold": float(payload.get("threshold", DEFAULT_THRESHOLD)),
-            "threshold_stored": "checkpoint threshold (validation ODS at one pass)"
-            + (f"; none calibrated at {flips} passes" if flips > 1 else ""),
+    meta = metadata_from_checkpoint(payload, model_name=path.stem)
+    backend = with_flips(TorchBackend.from_module(model, meta, device=resolved, batch_size=1, whole_images=True), flips)
+    threshold, stored = stored_threshold(meta, flips)
+    info = {"kind": "checkpoint", "threshold": threshold, "threshold_stored": stored,
             "train_config": payload.get("train_config") or {}, "device": str(resolved),
             "epoch": payload.get("epoch"), "model": payload.get("model"), "flips": flips}
     return backend_predictor(backend, whole_image=True), info
@@ -79,7 +87,6 @@ def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4, flips:
     from contract.backends import BackendError, MissingRuntimeError
     from contract.backends.flips import with_flips
     from contract.backends.ort import OnnxRuntimeBackend, import_onnxruntime
-    from contract.metadata import threshold_key
     from train.inference import backend_predictor
 
     try:
@@ -94,11 +101,8 @@ def onnx_predictor(path: Path, device: str = "auto", batch_size: int = 4, flips:
     except BackendError as exc:
         raise EvaluateError(str(exc)) from exc
     tile = None if backend.any_size else backend.input_shape[2]
-    meta = backend.metadata
-    stored = (f"metadata {threshold_key(flips)} (calibrated at {flips} passes)" if flips > 1 and meta.has_threshold_for(flips)
-              else "metadata threshold (calibrated at one pass)"
-              + (f"; none calibrated at {flips} passes" if flips > 1 else ""))
-    info = {"kind": "onnx", "threshold": float(meta.threshold_for(flips)), "train_config": {}, "threshold_stored": stored,
+    threshold, stored = stored_threshold(backend.metadata, flips)
+    info = {"kind": "onnx", "threshold": threshold, "train_config": {}, "threshold_stored": stored,
             "device": providers[0], "tile": tile, "metadata": backend.metadata.to_json_dict(), "flips": flips}
     return backend_predictor(backend, whole_image=backend.any_size), info
 

@@ -36,17 +36,20 @@ def backend_predictor(backend: Backend, *, whole_image: bool = False, overlap: i
 
 
 def torch_predictor(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None = None,
-                    tile: int = 0) -> Predictor:
+                    tile: int = 0, flips: int = 1) -> Predictor:
     """A predictor running ``model`` (logits) on ``device``, under autocast when ``amp_dtype`` is set:
-    whole images (``tile`` 0), or cut into ``tile``-px tiles and stitched as the edge daemon does."""
+    whole images (``tile`` 0), or cut into ``tile``-px tiles and stitched as the edge daemon does; each
+    input's prediction averaged over ``flips`` mirrorings (:mod:`contract.backends.flips`)."""
+    from contract.backends.flips import with_flips
+
     if tile:
         from contract.metadata import ModelMetadata
 
         backend = TorchBackend.from_module(model, ModelMetadata(input_size=int(tile)), device=device, batch_size=4,
                                            amp_dtype=amp_dtype)
-        return backend_predictor(backend)
+        return backend_predictor(with_flips(backend, flips))
     backend = TorchBackend.from_module(model, device=device, batch_size=1, amp_dtype=amp_dtype, whole_images=True)
-    return backend_predictor(backend, whole_image=True)
+    return backend_predictor(with_flips(backend, flips), whole_image=True)
 
 
 def upsampled_predictor(predict: Predictor, factor: float) -> Predictor:

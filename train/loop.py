@@ -421,8 +421,19 @@ def _restore(payload: dict[str, Any] | None, model, optimizer, scaler) -> _Progr
 
 def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config: TrainConfig,
              progress: bool) -> dict[str, Any]:
-    """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source."""
-    predict = torch_predictor(unwrap(model), device, amp_dtype, tile=config.eval_tile)
+    """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source, on
+    predictions averaged over ``--eval-flips`` mirrorings (``flips``); with more than one pass, ``one_pass``
+    holds the single-pass ODS and threshold as well (the threshold ``model.flips = 1`` uses)."""
+    val = _validate_at(model, device, amp_dtype, val_sets, config, progress, config.eval_flips)
+    if config.eval_flips > 1:
+        one = _validate_at(model, device, amp_dtype, val_sets, config, progress, 1)
+        val["one_pass"] = {k: one[k] for k in ("ods_f", "ods_threshold", "ap")}
+    return val
+
+
+def _validate_at(model, device, amp_dtype, val_sets: dict[str, CrackImages], config: TrainConfig, progress: bool,
+                 flips: int) -> dict[str, Any]:
+    predict = torch_predictor(unwrap(model), device, amp_dtype, tile=config.eval_tile, flips=flips)
     seen = {"min": math.inf, "max": -math.inf}
     widths = WidthSweep()  # crack pixels of every source pooled
 
@@ -432,15 +443,27 @@ def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config:
             widths.update(prob, data.masks[index])
         return on_prediction
 
+    passes = f" ({flips} passes)" if flips > 1 else ""
     sweeps = {name: sweep_images(predict, data, tolerance_px=config.tolerance_px, progress=progress,
-                                 desc=f"validating {name}", on_prediction=note(data))
+                                 desc=f"validating {name}{passes}", on_prediction=note(data))
               for name, data in val_sets.items()}
     crack_share = float(np.mean([np.mean([m.mean() for m in data.masks]) for data in val_sets.values()]))
     summary = pooled_summary(sweeps)
     at = widths.recall_at(summary["ods_threshold"])
     by_width = {label: (None if math.isnan(r) else float(r)) for label, r in zip(at.labels, at.recall, strict=True)}
     return {**summary, "prob_min": seen["min"], "prob_max": seen["max"], "crack_share": crack_share,
-            "recall_by_width": by_width}
+            "recall_by_width": by_width, "flips": flips}
+
+
+def best_thresholds(val: dict[str, Any] | None) -> tuple[float, dict[str, Any]]:
+    """best.pt's single-pass ``threshold`` and what else it records: ``flip_thresholds`` {passes: threshold}
+    where validation averaged several passes (``--eval-flips``)."""
+    if val is None:
+        return DEFAULT_THRESHOLD, {}
+    if int(val.get("flips", 1)) > 1:
+        recorded = {"flip_thresholds": {int(val["flips"]): float(val["ods_threshold"])}}
+        return float(val["one_pass"]["ods_threshold"]), recorded
+    return float(val["ods_threshold"]), {}
 
 
 def _save_last(out: Path, model, optimizer, scaler, epoch: int, val, state: _Progress, saved: dict[str, Any]) -> None:
@@ -587,10 +610,11 @@ def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
             not run.val_sets and epoch == run.config.epochs
         )
         if improved:
-            threshold = float(val["ods_threshold"]) if val is not None else DEFAULT_THRESHOLD
+            threshold, recorded = best_thresholds(val)
             state.best = {"epoch": epoch, "score": _score(val, run.config.select) if val else math.nan,
                           "metrics": dict(val or {})}
-            save_checkpoint(run.out / "best.pt", run.model, threshold=threshold, epoch=epoch, metrics=val, **run.saved)
+            save_checkpoint(run.out / "best.pt", run.model, threshold=threshold, epoch=epoch, metrics=val, **run.saved,
+                            extra=recorded)
         _save_last(run.out, run.model, run.optimizer, run.scaler, epoch, val, _Progress(best=state.best), run.saved)
         verdict = None if val is None else validation_verdict(val["ap"], val["crack_share"], val["prob_min"],
                                                                   val["prob_max"])
@@ -603,7 +627,8 @@ def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
             if val:
                 recall = " / ".join(f"{label} {r:.3f}" if r is not None else f"{label} -"
                                     for label, r in val["recall_by_width"].items())
-                shown = (f" val {run.config.select} {val[run.config.select]:.4f}, recall {recall} "
+                passes = f" ({val['flips']} passes)" if val["flips"] > 1 else ""
+                shown = (f" val{passes} {run.config.select} {val[run.config.select]:.4f}, recall {recall} "
                          f"at {float(val['ods_threshold']):.2f}")
             print(f"epoch {epoch}/{run.config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)
     state.best = run.ctx.broadcast(state.best) if run.ctx.enabled else state.best
@@ -616,7 +641,8 @@ def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device:
     if not (out / "best.pt").exists():
         raise TrainingError(f"{out / 'best.pt'} was never written: no epoch had validation metrics")
     model, payload = load_model(out / "best.pt", device)
-    threshold = float(payload["threshold"])
+    flips = config.eval_flips
+    threshold = float((payload.get("flip_thresholds") or {}).get(flips, payload["threshold"]))
     load = dict(scale=config.scale, binarize_masks=config.binarize_masks, progress=config.progress)
     sweeps = {}
     for source in sources:
@@ -631,13 +657,17 @@ def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device:
                 write_overlay(out / "overlays", prefix + data.stems[index], data.images[index], prob,
                               data.masks[index], threshold)
 
-        sweeps[source.name] = sweep_images(torch_predictor(model, device, amp_dtype, tile=config.eval_tile), test_data,
+        sweeps[source.name] = sweep_images(torch_predictor(model, device, amp_dtype, tile=config.eval_tile,
+                                                           flips=flips), test_data,
                                            tolerance_px=config.tolerance_px, progress=config.progress,
                                            desc=f"testing {source.name}", on_prediction=keep_overlay)
     has_val = any(s.splits.val for s in sources)
+    passes = f" at {flips} passes" if flips > 1 else ""
     metrics = build_metrics(sweeps, threshold, extra={
         "best_epoch": int(payload["epoch"]),
-        "threshold_source": "ODS threshold of best.pt on the validation split" if has_val else f"default {DEFAULT_THRESHOLD} (no validation split)",
+        "threshold_source": (f"ODS threshold of best.pt on the validation split{passes}" if has_val
+                             else f"default {DEFAULT_THRESHOLD} (no validation split)"),
+        "flips": flips,
         "val": payload.get("metrics", {}),
         "data": config.data_name, "data_path": ",".join(str(s.root.resolve()) for s in sources), "split": "test",
         "split_source": _split_source(sources), "scale": config.scale,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from contract.backends.flips import FLIP_AXES
 from train import distributed
 from train.checkpoint import CheckpointError, read_checkpoint
 from train.config import (
@@ -63,6 +64,10 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       "(default: %(default)s)")
     p("--eval-tile", type=int, metavar="PX", help="validate and test through the daemon's tiler at PX-px tiles "
       "(e.g. 512, what ships: small images are mirrored up to the tile), 0 = whole images (default: %(default)s)")
+    p("--eval-flips", type=int, choices=tuple(FLIP_AXES), metavar="N",
+      help="validate and test on predictions averaged over N mirrorings (1 as is; 2 + left-right; 4 + upside-down "
+      "and both), as the daemon's model.flips does: epochs are chosen on what ships, and best.pt records the "
+      "threshold for N passes beside the single-pass one (each validation costs N + 1 passes) (default: %(default)s)")
     p("--test-max-images", type=int, help="score the final test on at most N images per data set (a seeded "
       "subset; quick comparisons only: metrics.json records it), 0 = all (default: %(default)s)")
     p("--small-images", choices=SMALL_IMAGE_POLICIES,
