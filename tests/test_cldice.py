@@ -74,3 +74,13 @@ def test_the_flag_is_checked():
     with pytest.raises(ConfigError, match="--cldice-weight"):
         TrainConfig(data=["x"], cldice_weight=-1.0)
     assert TrainConfig(data=["x"]).cldice_weight == 0.0
+
+
+def test_train_run_adds_the_term_around_the_pixel_loss():
+    from train.loop import _loss
+    from train.losses import ThinWeightedLoss
+
+    plain = _loss(TrainConfig(data=["x"], loss="bce"), 10, 0, False)
+    assert not isinstance(plain, CenterlineLoss)
+    both = _loss(TrainConfig(data=["x"], loss="bce", cldice_weight=0.1, thin_weight=3.0), 10, 0, False)
+    assert isinstance(both, CenterlineLoss) and both.weight == 0.1 and isinstance(both.loss, ThinWeightedLoss)
