@@ -54,6 +54,7 @@ from train.checkpoint import (
     CheckpointError,
     initial_weights,
     load_model,
+    metadata_from_checkpoint,
     read_checkpoint,
     save_checkpoint,
     unwrap,
@@ -642,7 +643,7 @@ def evaluate_best(out: Path, sources: list[Source], config: TrainConfig, device:
         raise TrainingError(f"{out / 'best.pt'} was never written: no epoch had validation metrics")
     model, payload = load_model(out / "best.pt", device)
     flips = config.eval_flips
-    threshold = float((payload.get("flip_thresholds") or {}).get(flips, payload["threshold"]))
+    threshold = metadata_from_checkpoint(payload).threshold_for(flips)  # the daemon's reading of best.pt
     load = dict(scale=config.scale, binarize_masks=config.binarize_masks, progress=config.progress)
     sweeps = {}
     for source in sources:
