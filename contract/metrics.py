@@ -335,21 +335,35 @@ def ods_of_counts(counts: np.ndarray, beta2: float = BETA2) -> np.ndarray:
     return _best_f(np.asarray(counts, dtype=float).sum(axis=-3), beta2)
 
 
-def paired_bootstrap_ods(counts_a: np.ndarray, counts_b: np.ndarray, *, resamples: int = 2000, seed: int = 0,
-                         beta2: float = BETA2, chunk: int = 200) -> dict[str, float]:
-    """How sure is "B's ODS differs from A's" on these images? Paired bootstrap over images.
+def _f_at(totals: np.ndarray, index: int | None, beta2: float) -> np.ndarray:
+    """F of data-set counts ``totals`` (..., 3, thresholds) at threshold ``index``, or the best over the
+    thresholds (ODS) where ``index`` is None."""
+    if index is None:
+        return _best_f(totals, beta2)
+    return _prf_arrays(totals[..., 0, index], totals[..., 1, index], totals[..., 2, index], beta2)[2]
+
+
+def paired_bootstrap_f(counts_a: np.ndarray, counts_b: np.ndarray, *, at_a: int | None = None,
+                       at_b: int | None = None, resamples: int = 2000, seed: int = 0, beta2: float = BETA2,
+                       chunk: int = 200) -> dict[str, float]:
+    """How sure is "B's F differs from A's" on these images? Paired bootstrap over images.
 
     ``counts_a`` / ``counts_b``: images x 3 x thresholds (tp, fp, fn; :meth:`ThresholdSweep.per_image_counts`)
-    of two models on the same images in the same order. Each resample draws the images with replacement, the
-    same draw for both models, and recomputes both ODS (each at its own best threshold, as reported). Returns
-    ``ods_a``, ``ods_b``, ``diff`` (B - A on all images), ``ci_low`` / ``ci_high`` (the 2.5 / 97.5 percentiles of
-    the resampled differences), ``p_b_below`` (share of resamples where B < A) and ``resamples``.
+    of two models on the same images in the same order. Each model is scored at its own best threshold (ODS,
+    as ``train.evaluate`` reports it) where ``at_a`` / ``at_b`` is None, else at that index of the threshold
+    grid (the threshold the model is used at). Each resample draws the images with replacement, the same
+    draw for both models, and recomputes both F. Returns ``f_a``, ``f_b``, ``diff`` (B - A on all images),
+    ``ci_low`` / ``ci_high`` (the 2.5 / 97.5 percentiles of the resampled differences), ``p_b_below`` (share
+    of resamples where B < A) and ``resamples``.
     """
     a, b = np.asarray(counts_a), np.asarray(counts_b)
     if a.shape != b.shape or a.ndim != 3 or a.shape[1] != 3 or a.shape[0] == 0:
         raise ValueError(f"paired counts must both be images x 3 x thresholds with images > 0, got {a.shape} and {b.shape}")
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
+    for name, index in (("at_a", at_a), ("at_b", at_b)):
+        if index is not None and not 0 <= index < a.shape[2]:
+            raise ValueError(f"{name} must index the {a.shape[2]} thresholds, got {index}")
     rng = np.random.default_rng(seed)
     n = a.shape[0]
     diffs = []
@@ -357,12 +371,20 @@ def paired_bootstrap_ods(counts_a: np.ndarray, counts_b: np.ndarray, *, resample
         draw = rng.integers(0, n, size=(min(chunk, resamples - start), n))
         weights = np.stack([np.bincount(row, minlength=n) for row in draw]).astype(float)  # resamples x images
         # weighted sums over images == the resampled images' sums
-        diffs.append(_best_f(np.einsum("ri,ict->rct", weights, b.astype(float)), beta2)
-                     - _best_f(np.einsum("ri,ict->rct", weights, a.astype(float)), beta2))
+        diffs.append(_f_at(np.einsum("ri,ict->rct", weights, b.astype(float)), at_b, beta2)
+                     - _f_at(np.einsum("ri,ict->rct", weights, a.astype(float)), at_a, beta2))
     d = np.concatenate(diffs)
-    ods_a, ods_b = float(ods_of_counts(a, beta2)), float(ods_of_counts(b, beta2))
-    return {"ods_a": ods_a, "ods_b": ods_b, "diff": ods_b - ods_a, "ci_low": float(np.percentile(d, 2.5)),
+    f_a = float(_f_at(a.astype(float).sum(axis=0), at_a, beta2))
+    f_b = float(_f_at(b.astype(float).sum(axis=0), at_b, beta2))
+    return {"f_a": f_a, "f_b": f_b, "diff": f_b - f_a, "ci_low": float(np.percentile(d, 2.5)),
             "ci_high": float(np.percentile(d, 97.5)), "p_b_below": float(np.mean(d < 0)), "resamples": int(resamples)}
+
+
+def paired_bootstrap_ods(counts_a: np.ndarray, counts_b: np.ndarray, *, resamples: int = 2000, seed: int = 0,
+                         beta2: float = BETA2, chunk: int = 200) -> dict[str, float]:
+    """:func:`paired_bootstrap_f` with each model at its own best threshold, its F named ``ods_a`` / ``ods_b``."""
+    r = paired_bootstrap_f(counts_a, counts_b, resamples=resamples, seed=seed, beta2=beta2, chunk=chunk)
+    return {"ods_a": r.pop("f_a"), "ods_b": r.pop("f_b"), **r}
 
 
 def _at_or_above(counts_per_level: np.ndarray) -> np.ndarray:

@@ -156,6 +156,17 @@ def test_per_image_counts_pair_two_evaluations_for_the_bootstrap(trained_run, tm
     assert "| +0.0000 | [+0.0000, +0.0000] | 0.000 |" in capsys.readouterr().out, "a model against itself"
     assert paired_bootstrap.main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--resamples", "200",
                                   "--no-append"]) == 0
+    # --at used: each model at the threshold its evaluation decided at, the F train.evaluate reported there
+    b_metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert paired_bootstrap.main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--at", "used",
+                                  "--resamples", "200", "--no-append"]) == 0
+    out = capsys.readouterr().out
+    assert "at the thresholds used" in out and f" {b_metrics['at_threshold']['f_beta']:.4f} |" in out
+    assert f"| {a['threshold']:.2f} / {b_metrics['threshold']:.2f} |" in out
+    (tmp_path / "b" / "metrics.json").write_text("{}")
+    assert paired_bootstrap.main(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--at", "used",
+                                  "--no-append"]) == 2
+    assert "no readable 'threshold'" in capsys.readouterr().err
     other = tmp_path / "val"
     evaluate_model(run / "best.pt", data, split="val", splits_dir=run, out=other, progress=False)
     assert paired_bootstrap.main(["--a", str(tmp_path / "a"), "--b", str(other), "--no-append"]) == 2

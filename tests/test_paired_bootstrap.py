@@ -1,12 +1,18 @@
-"""contract.metrics.paired_bootstrap_ods: a model against itself, a model better on every image, bad input;
-ods_of_counts agrees with ThresholdSweep."""
+"""contract.metrics.paired_bootstrap_ods / paired_bootstrap_f: a model against itself, a model better on every
+image, each model at the threshold it is used at, bad input; ods_of_counts agrees with ThresholdSweep."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from contract.metrics import ThresholdSweep, ods_of_counts, paired_bootstrap_ods
+from contract.metrics import (
+    ThresholdSweep,
+    metrics_at_threshold,
+    ods_of_counts,
+    paired_bootstrap_f,
+    paired_bootstrap_ods,
+)
 
 
 def sweep_of(seed: int, n_images: int = 12, noise: float = 0.3) -> ThresholdSweep:
@@ -48,3 +54,35 @@ def test_bad_counts_are_refused():
     with pytest.raises(ValueError, match="resamples"):
         paired_bootstrap_ods(counts, counts, resamples=0)
     assert ThresholdSweep().per_image_counts().shape == (0, 3, 99)
+
+
+def test_f_at_a_used_threshold_is_the_f_of_that_thresholds_counts():
+    sweep = sweep_of(5)
+    counts = sweep.per_image_counts()
+    index = 10  # threshold 0.11 of the 0.01 grid: some noise above it
+    r = paired_bootstrap_f(counts, counts, at_a=index, at_b=index, resamples=200, seed=0)
+    at = metrics_at_threshold(sweep, 0.11)
+    assert r["f_a"] == pytest.approx(at["f_beta"], abs=1e-12) and r["diff"] == 0 and r["ci_low"] == 0
+    assert r["f_a"] < float(ods_of_counts(counts)), "a threshold other than the best scores below the ODS"
+
+
+def test_the_threshold_used_can_reverse_what_ods_says():
+    # A: excellent at a threshold it is not used at (index 2), poor at the one it is (index 0);
+    # B: the same moderate F at every threshold
+    images = 30
+    a = np.zeros((images, 3, 3), np.int64)
+    a[:, :, 0] = (50, 50, 50)   # tp, fp, fn: F ~ 0.5
+    a[:, :, 2] = (95, 2, 5)     # F ~ 0.97
+    a[:, :, 1] = (70, 20, 30)
+    b = np.tile(np.array([80, 15, 20])[None, :, None], (images, 1, 3))
+    best = paired_bootstrap_f(a, b, resamples=300, seed=2)
+    used = paired_bootstrap_f(a, b, at_a=0, at_b=0, resamples=300, seed=2)
+    assert best["diff"] < 0 and best["ci_high"] < 0, "by ODS B is below A"
+    assert used["diff"] > 0 and used["ci_low"] > 0, "at the thresholds used B is above A"
+    assert paired_bootstrap_ods(a, b, resamples=300, seed=2)["ods_a"] == pytest.approx(best["f_a"])
+
+
+def test_a_threshold_index_off_the_grid_is_refused():
+    counts = sweep_of(6).per_image_counts()
+    with pytest.raises(ValueError, match="at_b must index the 99 thresholds"):
+        paired_bootstrap_f(counts, counts, at_a=0, at_b=99)
