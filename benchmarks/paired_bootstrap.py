@@ -86,12 +86,13 @@ def comparison_table(a: Path, b: Path, resamples: int, seed: int, at: str = "bes
         rows = ["| data set | images | threshold A / B | F A | F B | B − A | 95 % interval of B − A | "
                 "share of resamples with B below A |", "|---|---:|---|---:|---:|---:|---|---:|"]
     for name in names:
-        ca, cb = paired(found_a[name][:3], found_b[name][:3], name)
-        thresholds = found_a[name][2]
+        *evaluation_a, metrics_a = found_a[name]
+        *evaluation_b, metrics_b = found_b[name]
+        ca, cb = paired(evaluation_a, evaluation_b, name)  # also checks that both used the same threshold grid
+        thresholds = evaluation_a[2]
         at_a = at_b = None
         if at == "used":
-            at_a, at_b = (used_threshold_index(thresholds, found_a[name][3]),
-                          used_threshold_index(thresholds, found_b[name][3]))
+            at_a, at_b = used_threshold_index(thresholds, metrics_a), used_threshold_index(thresholds, metrics_b)
         r = paired_bootstrap_f(ca, cb, at_a=at_a, at_b=at_b, resamples=resamples, seed=seed)
         used = "" if at == "best" else f" {thresholds[at_a]:.2f} / {thresholds[at_b]:.2f} |"
         rows.append(f"| {name} | {ca.shape[0]} |{used} {r['f_a']:.4f} | {r['f_b']:.4f} | {r['diff']:+.4f} | "
