@@ -174,7 +174,7 @@ def test_bad_source_options_name_the_flag(two_sets, tmp_path, capsys):
     assert "two data sets are named 'cfd_small'" in capsys.readouterr().err
 
 
-def test_init_starts_from_a_checkpoints_weights_and_refuses_another_shape(two_sets, tmp_path, capsys):
+def test_init_starts_from_a_checkpoints_weights_widens_to_a_multiple_and_refuses_another_shape(two_sets, tmp_path, capsys):
     cfd, _ = two_sets
     first = tmp_path / "first"
     assert run_main(["--data", str(cfd), *TINY, "--epochs", "1", "--max-steps-per-epoch", "1", "--out", str(first)]) == 0
@@ -186,10 +186,14 @@ def test_init_starts_from_a_checkpoints_weights_and_refuses_another_shape(two_se
     stored = torch.load(first / "best.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(v, stored[k]) for k, v in model.state_dict().items())
     capsys.readouterr()
-    wider = [a if a != "4" else "8" for a in TINY]
-    assert run_main(["--data", str(cfd), *wider, "--epochs", "1", "--init", str(first / "best.pt"),
+    odd = [a if a != "4" else "6" for a in TINY]  # not a whole multiple of 4: cannot be widened
+    assert run_main(["--data", str(cfd), *odd, "--epochs", "1", "--init", str(first / "best.pt"),
                      "--out", str(tmp_path / "second")]) == 2
     assert "does not fit this model" in capsys.readouterr().err
+    wider = [a if a != "4" else "8" for a in TINY]
+    assert run_main(["--data", str(cfd), *wider, "--epochs", "1", "--max-steps-per-epoch", "1",
+                     "--init", str(first / "best.pt"), "--out", str(tmp_path / "third")]) == 0
+    assert "width 4 widened to 8" in capsys.readouterr().out
 
 
 def test_synthetic_share_of_an_epoch_is_generated_and_deterministic(shared_data):

@@ -25,6 +25,7 @@ import torch
 
 from contract.metadata import DEFAULT_THRESHOLD, DEFAULT_TILE_PX, MetadataError, ModelMetadata, threshold_key
 from train.model import ModelConfig, UNet
+from train.widen import state_width, widen_state_dict
 
 FORMAT = "aelf-unet-checkpoint"
 FORMAT_VERSION = 1
@@ -134,8 +135,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     return model.to(device).eval(), payload
 
 
-def initial_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
-    """Load the weights of a ``.pt`` checkpoint or an exported ``.onnx`` model into ``model`` (same shape).
+def initial_weights(path: str | os.PathLike, model: torch.nn.Module, *, seed: int = 0) -> str | None:
+    """Load the weights of a ``.pt`` checkpoint or an exported ``.onnx`` model into ``model`` (same shape,
+    or a whole multiple of the model's width: then widened by :func:`train.widen.widen_state_dict` with
+    ``seed``, and the returned line says so; otherwise None).
 
     ONNX initializers carry the module names of the exported wrapper (``unet.`` + the UNet's own);
     a name or shape that does not fit is an error naming the first mismatch, never a silent partial load.
@@ -155,6 +158,13 @@ def initial_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
     else:
         weights = read_checkpoint(path)["state_dict"]
     own = unwrap(model).state_dict()
+    note = None
+    if "encoder.0.0.weight" in weights and "encoder.0.0.weight" in own:
+        have, want = state_width(weights), state_width(own)
+        if want != have and want % have == 0:
+            weights = widen_state_dict({k: v for k, v in weights.items() if k in own}, want, seed=seed)
+            note = (f"--init {path}: width {have} widened to {want} (Net2WiderNet: each channel repeated "
+                    f"{want // have} times, same output to float rounding)")
     missing = [k for k in own if k not in weights]
     wrong = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
     if missing or wrong:
@@ -163,6 +173,7 @@ def initial_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
         raise CheckpointError(f"--init {path} does not fit this model (width/head): it {what}; "
                               "pass the --width and --head it was trained with")
     unwrap(model).load_state_dict({k: weights[k] for k in own})
+    return note
 
 
 def metadata_from_checkpoint(

@@ -497,9 +497,11 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
     seed_everything(config.seed)
     sources, train_sets, val_sets = _open_data(config, out, resume_payload is not None, ctx, device, progress)
 
-    model, optimizer, scaler, amp_dtype = _build_training(config, device, resume_payload is None)
+    model, optimizer, scaler, amp_dtype, init_note = _build_training(config, device, resume_payload is None)
     state = _restore(resume_payload, model, optimizer, scaler)
     if ctx.is_main:
+        if init_note:
+            print(init_note, flush=True)
         if resume_payload is not None:
             truncate_history(out / "history.csv", state.epoch)
         elif (out / "history.csv").exists():
@@ -559,14 +561,16 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
 
 
 def _build_training(config: TrainConfig, device: torch.device, fresh: bool):
-    """Model (``--init`` weights on a fresh run), Adam, GradScaler and the autocast dtype."""
+    """Model (``--init`` weights on a fresh run), Adam, GradScaler, the autocast dtype, and the line that says
+    how ``--init`` was widened to ``--width`` (None if it was not)."""
     model = build_model(config.width, config.head, init=config.model_init).to(device)
+    init_note = None
     if config.init and fresh:
-        initial_weights(config.init, model)
+        init_note = initial_weights(config.init, model, seed=config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     amp_dtype = amp_dtype_for(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    return model, optimizer, scaler, amp_dtype
+    return model, optimizer, scaler, amp_dtype, init_note
 
 
 def _stop_inside_epoch(out: Path, model, optimizer, scaler, epoch: int, epoch_steps: int, state: _Progress,

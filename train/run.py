@@ -150,8 +150,9 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       "(aelf, exp, l1, l2) can otherwise saturate to 'no crack' from a random start at a high --lr; -1 = auto: "
       "one epoch for those losses at --lr above 1e-4 without --init, 0 otherwise (default: %(default)s)")
     p("--init", metavar="MODEL",
-      help="start from the weights of a .pt checkpoint or an exported .onnx model of the same --width/--head "
-      "(fine-tuning, e.g. the shipped model on your own data); empty = He-normal init (default: %(default)r)")
+      help="start from the weights of a .pt checkpoint or an exported .onnx model of the same --head and the same "
+      "--width or one it divides (fine-tuning, e.g. the shipped model on your own data; a narrower model is widened "
+      "to --width computing the same output, train/widen.py); empty = He-normal init (default: %(default)r)")
     p("--model-init", choices=("alive", "he"),
       help="initial weights of a fresh run: alive = He-normal with the head's output at zero, its bias at the crack "
       "prior and its 2-channel gate open (the paper's He-normal alone lets the width-64 network die in its first "
