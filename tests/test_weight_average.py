@@ -87,3 +87,22 @@ def test_cli_errors_name_the_argument(tmp_path, capsys):
         main(["--base", str(wider), "--tuned", str(tuned_pt), "--alpha", "2", "--out", str(tmp_path / "a.pt")])
     with pytest.raises(SystemExit):
         main(["--base", str(wider), "--tuned", str(tuned_pt), "--alpha", "0.5", "--out", str(tmp_path / "a.onnx")])
+
+
+def test_a_narrower_base_is_widened_with_the_tuned_runs_seed(tmp_path):
+    """A width-8 fine-tune of a width-4 base (train.run --init widened it with --seed 5): averaging at
+    alpha 0 gives exactly the widened start, so the two average channel by channel."""
+    from train.weight_average import average_checkpoints
+    from train.widen import widen_state_dict
+
+    base, _ = _pair(4)
+    base_pt = save_checkpoint(tmp_path / "base.pt", base, size=64)
+    start = widen_state_dict(base.state_dict(), 8, seed=5)
+    tuned = build_model(width=8, head="deep")
+    tuned.load_state_dict({k: v + 0.01 for k, v in start.items()})
+    tuned_pt = save_checkpoint(tmp_path / "tuned.pt", tuned, size=64, train_config={"seed": 5})
+    averaged = average_checkpoints(base_pt, tuned_pt, 0.0)["state_dict"]
+    for k, v in start.items():
+        torch.testing.assert_close(averaged[k], v)
+    other_seed = widen_state_dict(base.state_dict(), 8, seed=6)
+    assert not torch.allclose(other_seed["encoder.1.0.weight"], start["encoder.1.0.weight"])

@@ -57,11 +57,14 @@ def interpolate_state(base: Mapping[str, torch.Tensor], tuned: Mapping[str, torc
     return out
 
 
-def base_state(path: str | os.PathLike, config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights of ``path`` (a ``.pt`` checkpoint or an exported ``.onnx``) as a model of ``config``."""
+def base_state(path: str | os.PathLike, config: Mapping[str, Any], seed: int = 0) -> dict[str, torch.Tensor]:
+    """The weights of ``path`` (a ``.pt`` checkpoint or an exported ``.onnx``) as a model of ``config``.
+
+    A base narrower than ``config`` is widened as ``train.run --init`` widened it (:mod:`train.widen`) with
+    ``seed``, the tuned run's ``--seed``: the same random shares, so the two average channel by channel."""
     model = UNet(ModelConfig.from_dict(dict(config)))
     try:
-        initial_weights(path, model)
+        initial_weights(path, model, seed=seed)
     except CheckpointError as exc:  # its message speaks of train.run's --init/--width; say what fits here
         message = str(exc).replace("--init", "--base").replace("this model", "the tuned model").replace(
             "pass the --width and --head it was trained with", "average a fine-tune with the model it started from")
@@ -72,7 +75,8 @@ def base_state(path: str | os.PathLike, config: Mapping[str, Any]) -> dict[str, 
 def average_checkpoints(base: str | os.PathLike, tuned: str | os.PathLike, alpha: float) -> dict[str, Any]:
     """The checkpoint payload of the averaged model (the tuned checkpoint's record with new weights)."""
     payload = read_checkpoint(tuned)
-    payload["state_dict"] = interpolate_state(base_state(base, payload["model"]), payload["state_dict"], alpha)
+    seed = int((payload.get("train_config") or {}).get("seed", 0))
+    payload["state_dict"] = interpolate_state(base_state(base, payload["model"], seed), payload["state_dict"], alpha)
     for key in ("optimizer", "scaler", "rng"):  # a resumable last.pt's state belongs to the tuned run alone
         payload.pop(key, None)
     payload["weight_average"] = {"base": str(base), "tuned": str(tuned), "alpha": float(alpha)}
