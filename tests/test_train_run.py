@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from train.ablation import main as ablation_main
 from train.data import CrackImages, TrainCrops, list_samples, load_pair
-from train.inference import sweep_images, torch_predictor
+from train.inference import sweep_images, torch_predictor, torch_predictor_with_single_pass
 from train.loop import train_one_epoch
 from train.losses import build_loss
 from train.model import build_model
@@ -232,6 +232,26 @@ def test_eval_tile_validates_and_tests_through_the_daemons_tiler(tiny_cfd, tmp_p
     assert json.loads((out / "config.json").read_text())["eval_tile"] == 64
     assert run_main(["--data", str(tiny_cfd), *TINY, "--eval-tile", "40", "--out", str(tmp_path / "bad")]) == 2
     assert "--eval-tile must be 0 (whole images) or a multiple of 16, got 40" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tile", [64, 0])
+def test_validation_at_n_passes_reads_the_single_pass_from_the_same_passes(tile):
+    """--eval-flips N scores the single pass (the threshold of model.flips = 1) on the unmirrored pass the
+    N-pass average already ran: both maps equal their own predictors', at N network passes, not N + 1."""
+    torch.manual_seed(0)
+    model = build_model(4, init="he").eval()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    image = (np.random.default_rng(1).random((80, 120, 3)) * 255).astype(np.uint8)
+    cpu = torch.device("cpu")
+    averaged, single = torch_predictor_with_single_pass(model, cpu, tile=tile, flips=4)(image)
+    paired_calls = len(calls)
+    calls.clear()
+    expected_averaged = torch_predictor(model, cpu, tile=tile, flips=4)(image)
+    assert len(calls) == paired_calls > 0
+    np.testing.assert_array_equal(averaged, expected_averaged)
+    np.testing.assert_array_equal(single, torch_predictor(model, cpu, tile=tile)(image))
+    assert not np.allclose(single, averaged, atol=1e-4)  # the two readings differ: a real check
 
 
 def test_eval_flips_chooses_and_thresholds_on_the_daemons_passes(tiny_cfd, tmp_path, capsys):

@@ -52,6 +52,87 @@ def torch_predictor(model: torch.nn.Module, device: torch.device, amp_dtype: tor
     return backend_predictor(with_flips(backend, flips), whole_image=True)
 
 
+class _FirstPasses:
+    """A backend that passes every call on to ``inner`` and keeps the output of each ``flips``-th one: the
+    unmirrored pass of :class:`contract.backends.flips.FlipAveraged`, which calls its inner backend ``flips``
+    times per batch, the input as it is first."""
+
+    def __init__(self, inner: Backend, flips: int) -> None:
+        from contract.backends.flips import FLIP_AXES
+
+        if FLIP_AXES[flips][0] != ():
+            raise AssertionError("FlipAveraged no longer runs the unmirrored pass first")
+        self.inner, self.flips, self.calls, self.kept = inner, flips, 0, []
+        self.name, self.metadata, self.any_size = inner.name, inner.metadata, inner.any_size
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return self.inner.input_shape
+
+    @property
+    def precision(self) -> str:
+        return self.inner.precision
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        prob = self.inner.infer(batch)
+        if self.calls % self.flips == 0:
+            self.kept.append(np.array(prob, dtype=np.float32))  # a copy: the backend may reuse its buffer
+        self.calls += 1
+        return prob
+
+    def replay(self) -> _Replay:
+        """A backend answering its calls with the kept outputs, in order (the recorder forgets them): run the
+        same frame through it as through the flip-averaged backend and it stitches the single pass."""
+        kept, self.kept, self.calls = self.kept, [], 0
+        return _Replay(self, kept)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Replay:
+    """A backend that answers each call with the next of ``kept`` (outputs :class:`_FirstPasses` kept)."""
+
+    def __init__(self, like: _FirstPasses, kept: list[np.ndarray]) -> None:
+        self.name, self.metadata, self.any_size = like.name, like.metadata, like.any_size
+        self.input_shape, self.precision = like.input_shape, like.precision
+        self.kept = kept
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        prob = self.kept.pop(0)
+        if prob.shape[0] != batch.shape[0]:
+            raise AssertionError(f"a kept pass of {prob.shape[0]} inputs was replayed for a batch of {batch.shape[0]}")
+        return prob
+
+    def close(self) -> None:
+        self.kept.clear()
+
+
+def torch_predictor_with_single_pass(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None = None,
+                                     tile: int = 0, flips: int = 2) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Like :func:`torch_predictor`, returning for each image ``(averaged over flips, single pass)`` from the
+    same ``flips`` passes: the single pass is the unmirrored one the average already ran, stitched alone."""
+    from contract.backends.flips import FlipAveraged
+
+    whole_image = not tile
+    if tile:
+        from contract.metadata import ModelMetadata
+
+        backend = TorchBackend.from_module(model, ModelMetadata(input_size=int(tile)), device=device, batch_size=4,
+                                           amp_dtype=amp_dtype)
+    else:
+        backend = TorchBackend.from_module(model, device=device, batch_size=1, amp_dtype=amp_dtype, whole_images=True)
+    recorder = _FirstPasses(backend, flips)
+    averaged_backend = FlipAveraged(recorder, flips)
+
+    def predict(image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        frame = image_rgb[..., ::-1]
+        averaged = predict_frame(averaged_backend, frame, whole_image=whole_image)
+        return averaged, predict_frame(recorder.replay(), frame, whole_image=whole_image)
+
+    return predict
+
+
 def upsampled_predictor(predict: Predictor, factor: float) -> Predictor:
     """``predict`` on the image enlarged ``factor`` times as the daemon enlarges a frame whose GSD is coarser
     than ``tiling.target_gsd_mm_per_px`` (:func:`contract.tiling.resize_to_gsd`, bilinear), the probability

@@ -62,7 +62,7 @@ from train.checkpoint import (
 from train.config import ConfigError, TrainConfig, parse_source_weights
 from train.data import CrackImages, CropRecipe, DatasetError, TrainCrops, load_images, seed_worker
 from train.health import DeadNetworkWatch, StepHealth, validation_verdict
-from train.inference import sweep_images, torch_predictor
+from train.inference import sweep_images, torch_predictor, torch_predictor_with_single_pass
 from train.losses import LOSSES, CenterlineLoss, ThinWeightedLoss, WarmupLoss, build_loss
 from train.model import build_model
 from train.report import (
@@ -424,36 +424,45 @@ def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config:
              progress: bool) -> dict[str, Any]:
     """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source, on
     predictions averaged over ``--eval-flips`` mirrorings (``flips``); with more than one pass, ``one_pass``
-    holds the single-pass ODS and threshold as well (the threshold ``model.flips = 1`` uses)."""
-    val = _validate_at(model, device, amp_dtype, val_sets, config, progress, config.eval_flips)
-    if config.eval_flips > 1:
-        one = _validate_at(model, device, amp_dtype, val_sets, config, progress, 1)
-        val["one_pass"] = {k: one[k] for k in ("ods_f", "ods_threshold", "ap")}
-    return val
+    holds the single-pass ODS and threshold as well (the threshold ``model.flips = 1`` uses), scored on the
+    unmirrored pass the average already ran (N passes per tile in all, not N + 1)."""
+    flips = config.eval_flips
+    net = unwrap(model)
+    if flips > 1:
+        paired = torch_predictor_with_single_pass(net, device, amp_dtype, tile=config.eval_tile, flips=flips)
+        single: dict[str, np.ndarray] = {}
 
-
-def _validate_at(model, device, amp_dtype, val_sets: dict[str, CrackImages], config: TrainConfig, progress: bool,
-                 flips: int) -> dict[str, Any]:
-    predict = torch_predictor(unwrap(model), device, amp_dtype, tile=config.eval_tile, flips=flips)
+        def predict(image: np.ndarray) -> np.ndarray:
+            averaged, single["prob"] = paired(image)
+            return averaged
+    else:
+        predict = torch_predictor(net, device, amp_dtype, tile=config.eval_tile)
     seen = {"min": math.inf, "max": -math.inf}
     widths = WidthSweep()  # crack pixels of every source pooled
+    one_pass = {name: ThresholdSweep(tolerance_px=config.tolerance_px) for name in val_sets}
 
-    def note(data: CrackImages) -> Callable[[int, np.ndarray], None]:
+    def note(name: str, data: CrackImages) -> Callable[[int, np.ndarray], None]:
         def on_prediction(index: int, prob: np.ndarray) -> None:
             seen["min"], seen["max"] = min(seen["min"], float(prob.min())), max(seen["max"], float(prob.max()))
             widths.update(prob, data.masks[index])
+            if flips > 1:
+                one_pass[name].update(single.pop("prob"), data.masks[index].astype(bool))
         return on_prediction
 
     passes = f" ({flips} passes)" if flips > 1 else ""
     sweeps = {name: sweep_images(predict, data, tolerance_px=config.tolerance_px, progress=progress,
-                                 desc=f"validating {name}{passes}", on_prediction=note(data))
+                                 desc=f"validating {name}{passes}", on_prediction=note(name, data))
               for name, data in val_sets.items()}
     crack_share = float(np.mean([np.mean([m.mean() for m in data.masks]) for data in val_sets.values()]))
     summary = pooled_summary(sweeps)
     at = widths.recall_at(summary["ods_threshold"])
     by_width = {label: (None if math.isnan(r) else float(r)) for label, r in zip(at.labels, at.recall, strict=True)}
-    return {**summary, "prob_min": seen["min"], "prob_max": seen["max"], "crack_share": crack_share,
-            "recall_by_width": by_width, "flips": flips}
+    val = {**summary, "prob_min": seen["min"], "prob_max": seen["max"], "crack_share": crack_share,
+           "recall_by_width": by_width, "flips": flips}
+    if flips > 1:
+        one = pooled_summary(one_pass)
+        val["one_pass"] = {k: one[k] for k in ("ods_f", "ods_threshold", "ap")}
+    return val
 
 
 def best_thresholds(val: dict[str, Any] | None) -> tuple[float, dict[str, Any]]:

@@ -67,7 +67,7 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
     p("--eval-flips", type=int, choices=tuple(FLIP_AXES), metavar="N",
       help="validate and test on predictions averaged over N mirrorings (1 as is; 2 + left-right; 4 + upside-down "
       "and both), as the daemon's model.flips does: epochs are chosen on what ships, and best.pt records the "
-      "threshold for N passes beside the single-pass one (each validation costs N + 1 passes) (default: %(default)s)")
+      "threshold for N passes beside the single-pass one (read from the unmirrored pass: N passes per validation) (default: %(default)s)")
     p("--test-max-images", type=int, help="score the final test on at most N images per data set (a seeded "
       "subset; quick comparisons only: metrics.json records it), 0 = all (default: %(default)s)")
     p("--small-images", choices=SMALL_IMAGE_POLICIES,
