@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from contract.backends.base import Backend
+from contract.backends.base import Backend, BackendWrapper
 from contract.metrics import ThresholdSweep
 from contract.predict import predict_frame
 from train.data import CrackImages
@@ -42,17 +42,20 @@ def torch_predictor(model: torch.nn.Module, device: torch.device, amp_dtype: tor
     input's prediction averaged over ``flips`` mirrorings (:mod:`contract.backends.flips`)."""
     from contract.backends.flips import with_flips
 
+    return backend_predictor(with_flips(_torch_backend(model, device, amp_dtype, tile), flips), whole_image=not tile)
+
+
+def _torch_backend(model: torch.nn.Module, device: torch.device, amp_dtype: torch.dtype | None, tile: int) -> Backend:
+    """``model`` as a backend of ``tile``-px tiles (4 per call), or of whole images for ``tile`` 0."""
     if tile:
         from contract.metadata import ModelMetadata
 
-        backend = TorchBackend.from_module(model, ModelMetadata(input_size=int(tile)), device=device, batch_size=4,
-                                           amp_dtype=amp_dtype)
-        return backend_predictor(with_flips(backend, flips))
-    backend = TorchBackend.from_module(model, device=device, batch_size=1, amp_dtype=amp_dtype, whole_images=True)
-    return backend_predictor(with_flips(backend, flips), whole_image=True)
+        return TorchBackend.from_module(model, ModelMetadata(input_size=int(tile)), device=device, batch_size=4,
+                                        amp_dtype=amp_dtype)
+    return TorchBackend.from_module(model, device=device, batch_size=1, amp_dtype=amp_dtype, whole_images=True)
 
 
-class _FirstPasses:
+class _FirstPasses(BackendWrapper):
     """A backend that passes every call on to ``inner`` and keeps the output of each ``flips``-th one: the
     unmirrored pass of :class:`contract.backends.flips.FlipAveraged`, which calls its inner backend ``flips``
     times per batch, the input as it is first."""
@@ -62,16 +65,8 @@ class _FirstPasses:
 
         if FLIP_AXES[flips][0] != ():
             raise AssertionError("FlipAveraged no longer runs the unmirrored pass first")
-        self.inner, self.flips, self.calls, self.kept = inner, flips, 0, []
-        self.name, self.metadata, self.any_size = inner.name, inner.metadata, inner.any_size
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return self.inner.input_shape
-
-    @property
-    def precision(self) -> str:
-        return self.inner.precision
+        super().__init__(inner)
+        self.flips, self.calls, self.kept = flips, 0, []
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         prob = self.inner.infer(batch)
@@ -85,9 +80,6 @@ class _FirstPasses:
         same frame through it as through the flip-averaged backend and it stitches the single pass."""
         kept, self.kept, self.calls = self.kept, [], 0
         return _Replay(self, kept)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class _Replay:
@@ -115,14 +107,7 @@ def torch_predictor_with_single_pass(model: torch.nn.Module, device: torch.devic
     from contract.backends.flips import FlipAveraged
 
     whole_image = not tile
-    if tile:
-        from contract.metadata import ModelMetadata
-
-        backend = TorchBackend.from_module(model, ModelMetadata(input_size=int(tile)), device=device, batch_size=4,
-                                           amp_dtype=amp_dtype)
-    else:
-        backend = TorchBackend.from_module(model, device=device, batch_size=1, amp_dtype=amp_dtype, whole_images=True)
-    recorder = _FirstPasses(backend, flips)
+    recorder = _FirstPasses(_torch_backend(model, device, amp_dtype, tile), flips)
     averaged_backend = FlipAveraged(recorder, flips)
 
     def predict(image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

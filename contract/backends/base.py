@@ -53,6 +53,26 @@ class Backend(Protocol):
         ...
 
 
+class BackendWrapper:
+    """Base of a backend that wraps another (``inner``) and changes only ``infer``: it reports the inner
+    backend's model, input shape and precision and closes it (flip averaging, recording passes)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name, self.metadata, self.any_size = inner.name, inner.metadata, inner.any_size
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return self.inner.input_shape
+
+    @property
+    def precision(self) -> str:
+        return self.inner.precision
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def check_batch(
     batch: np.ndarray, input_shape: tuple[int, int, int, int], model: str, any_size: bool = False
 ) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from contract.backends.base import Backend, BackendError
+from contract.backends.base import Backend, BackendError, BackendWrapper
 
 # flips -> the axes of an N x C x H x W batch each pass mirrors (() = as it is)
 FLIP_AXES: dict[int, tuple[tuple[int, ...], ...]] = {
@@ -36,23 +36,12 @@ def check_flips(flips: int) -> int:
     return int(flips)
 
 
-class FlipAveraged:
+class FlipAveraged(BackendWrapper):
     """``inner``'s probabilities averaged over ``flips`` mirrorings of each input (see the module)."""
 
     def __init__(self, inner: Backend, flips: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.flips = check_flips(flips)
-        self.name = inner.name
-        self.metadata = inner.metadata
-        self.any_size = inner.any_size
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return self.inner.input_shape
-
-    @property
-    def precision(self) -> str:
-        return self.inner.precision
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         total: np.ndarray | None = None
@@ -68,9 +57,6 @@ class FlipAveraged:
         if self.flips > 1:
             total /= np.float32(self.flips)
         return total
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def with_flips(backend: Backend, flips: int) -> Backend:
