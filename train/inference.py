@@ -82,12 +82,12 @@ class _FirstPasses(BackendWrapper):
         return _Replay(self, kept)
 
 
-class _Replay:
-    """A backend that answers each call with the next of ``kept`` (outputs :class:`_FirstPasses` kept)."""
+class _Replay(BackendWrapper):
+    """A backend that answers each call with the next of ``kept`` (outputs :class:`_FirstPasses` kept); it
+    describes the recorder's model and leaves the recorder open when it closes."""
 
-    def __init__(self, like: _FirstPasses, kept: list[np.ndarray]) -> None:
-        self.name, self.metadata, self.any_size = like.name, like.metadata, like.any_size
-        self.input_shape, self.precision = like.input_shape, like.precision
+    def __init__(self, recorder: _FirstPasses, kept: list[np.ndarray]) -> None:
+        super().__init__(recorder)
         self.kept = kept
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

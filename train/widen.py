@@ -67,9 +67,8 @@ def widen_state_dict(state: dict[str, torch.Tensor], width: int, *, seed: int = 
     if width % own or width < own:
         raise WidenError(f"can widen width {own} only to a whole multiple of it (32, 48, ... for 16), not to {width}")
     factor = width // own
-    state = {k: v.detach().clone() for k, v in state.items()}
     if factor == 1:
-        return state
+        return {k: v.detach().clone() for k, v in state.items()}
     generator = torch.Generator().manual_seed(seed)
     channels = [own * 2**i for i in range(STAGES)]
     out: dict[str, torch.Tensor] = {}
@@ -78,8 +77,7 @@ def widen_state_dict(state: dict[str, torch.Tensor], width: int, *, seed: int = 
         weight, bias = state[f"{name}.weight"], state[f"{name}.bias"]
         if in_groups is not None:
             weight = _split_in(weight, in_groups, factor, generator)
-        if widen_out:
-            weight, bias = _repeat_out(weight, bias, factor)
+        weight, bias = _repeat_out(weight, bias, factor) if widen_out else (weight, bias.clone())
         out[f"{name}.weight"], out[f"{name}.bias"] = weight, bias
 
     for i, ch in enumerate(channels):
@@ -93,7 +91,7 @@ def widen_state_dict(state: dict[str, torch.Tensor], width: int, *, seed: int = 
         conv("head.2", [own])
         conv("head.4", [own])
         conv("head.6", [own], widen_out=False)
-        out["head.8.weight"], out["head.8.bias"] = state["head.8.weight"], state["head.8.bias"]
+        out["head.8.weight"], out["head.8.bias"] = state["head.8.weight"].clone(), state["head.8.bias"].clone()
     elif "head.weight" in state:  # shallow head: one 1x1 conv to 1
         conv("head", [channels[0]], widen_out=False)
     else:
