@@ -81,6 +81,9 @@ class TrainConfig:
     hard_negative_fraction: float = 0.0  # share of each epoch cut around the --init model's false positives
     hard_negative_threshold: float = 0.3  # probability at which a prediction off every labelled crack is mined
     hard_negative_shape: str = "straight"  # straight: only straight pieces (joints, edges); all: every piece
+    negatives: tuple[str, ...] = ()  # folders of crack-free photos (field joints, tiles, formwork): every pixel background
+    negatives_fraction: float = 0.1  # share of each epoch cut from --negatives photos (with --negatives only)
+    negatives_min_area_px: int = 20  # validation: a held-out negative photo counts as marked with a piece this large (the daemon's measure.min_area_px)
     bce_warmup_steps: int = -1  # BCE for the first N steps; -1 = auto (one epoch for losses on probabilities)
     init: str = ""  # start from these weights (.pt checkpoint or exported .onnx of the same width/head)
     time_budget_min: float = 0.0  # stop cleanly after the step that passes this wall-clock budget; 0 = none
@@ -95,6 +98,7 @@ class TrainConfig:
             raise ConfigError(f"--{flag.replace('_', '-')} must be {expected}, got {getattr(self, flag)!r}")
 
         object.__setattr__(self, "data", split_data_list(self.data))
+        object.__setattr__(self, "negatives", split_data_list(self.negatives))
         if not self.data:
             fail("data", "one or more data set folders (images/ + masks/), repeated or comma-separated")
         try:
@@ -132,6 +136,11 @@ class TrainConfig:
             fail("joint_weight", ">= 1 (1 = every background pixel weighs the same)")
         if self.joint_weight != 1.0 and self.synth_fraction <= 0:
             fail("joint_weight", "1 without --synth-fraction (it weighs the joints that the generator draws)")
+        extra = self.synth_fraction + self.hard_negative_fraction
+        if self.negatives and not 0.0 < self.negatives_fraction < 1.0 - extra:
+            fail("negatives_fraction", "a fraction in (0, 1 - --synth-fraction - --hard-negative-fraction) with --negatives")
+        if self.negatives_min_area_px < 1:
+            fail("negatives_min_area_px", ">= 1 pixel")
         if self.hard_negative_shape not in ("straight", "all"):
             fail("hard_negative_shape", "straight or all")
         if not 0.0 < self.hard_negative_threshold < 1.0:
@@ -213,6 +222,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["data"] = list(self.data)
+        out["negatives"] = list(self.negatives)
         return out
 
     @classmethod

@@ -427,6 +427,17 @@ def fit_small_image(image: np.ndarray, mask: np.ndarray, size: int, policy: str
     return image, mask, None  # "pad": random_crop pads with zeros and valid = 0
 
 
+def recipe_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, recipe: CropRecipe
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One training crop of a real image by ``recipe`` (rescale, small-image policy, affine augmentation,
+    random crop; photometric augmentation is :class:`TrainCrops`' last step): (image, mask, valid)."""
+    image, mask = random_rescale(image, mask, rng, recipe.scale_range)
+    image, mask, valid = fit_small_image(image, mask, recipe.size, recipe.small_images)
+    if recipe.augment is not None:
+        image, mask, valid = random_affine(image, mask, rng, recipe.augment)
+    return random_crop(image, mask, recipe.size, rng, valid)
+
+
 class TrainCrops(Dataset):
     """Augmented random crops from one or more sources: ``(image 3xSxS, mask 1xSxS, valid 1xSxS)`` float32.
 
@@ -491,12 +502,8 @@ class TrainCrops(Dataset):
             image, mask, *weight = self.extras[source - len(self.sources)].sample(item, rng, r.size)
             valid = weight[0] if weight else np.ones(mask.shape, np.uint8)
         else:
-            image, mask = self.sources[source].images[item], self.sources[source].masks[item]
-            image, mask = random_rescale(image, mask, rng, r.scale_range)
-            image, mask, valid = fit_small_image(image, mask, r.size, r.small_images)
-            if r.augment is not None:
-                image, mask, valid = random_affine(image, mask, rng, r.augment)
-            image, mask, valid = random_crop(image, mask, r.size, rng, valid)
+            image, mask, valid = recipe_crop(self.sources[source].images[item], self.sources[source].masks[item],
+                                             rng, r)
         if r.photometric is not None:
             from train.photometric import random_photometric
 

@@ -348,10 +348,37 @@ def _open_data(config: TrainConfig, out: Path, resumed: bool, ctx: distributed.D
     return sources, train_sets, val_sets
 
 
+@dataclass
+class _Negatives:
+    """The --negatives photos: training photos of every folder, held-out ones by folder (rank 0)."""
+
+    train: list[CrackImages]
+    val: dict[str, CrackImages]
+
+
+def _open_negatives(config: TrainConfig, out: Path, resumed: bool, ctx: distributed.DistContext) -> _Negatives | None:
+    """The --negatives folders split (recorded in the run folder) and read; None without --negatives."""
+    if not config.negatives:
+        return None
+    from train.negatives import load_negatives, open_negatives, write_negative_splits
+
+    folders = open_negatives(config.negatives, seed=config.seed, val_fraction=config.val_fraction,
+                             run_folder=out if resumed else None)
+    if ctx.is_main:
+        write_negative_splits(folders, out)
+        print("negatives: " + ", ".join(f"{f.name} {len(f.splits.train)} training / {len(f.splits.val)} held-out photos"
+                                        for f in folders), flush=True)
+    train = [load_negatives(f, f.splits.train, scale=config.scale) for f in folders]
+    val = {f.name: load_negatives(f, f.splits.val, scale=config.scale) for f in folders
+           if ctx.is_main and f.splits.val}
+    return _Negatives(train, val)
+
+
 def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list[CrackImages],
-                    hard_negatives=None) -> TrainCrops:
-    """The epoch's crops: every source by its share, plus generated crops (``--synth-fraction``) and crops
-    around the starting model's false positives (``--hard-negative-fraction``, ``hard_negatives``)."""
+                    hard_negatives=None, negatives: _Negatives | None = None) -> TrainCrops:
+    """The epoch's crops: every source by its share, plus generated crops (``--synth-fraction``), crops
+    around the starting model's false positives (``--hard-negative-fraction``, ``hard_negatives``) and crops
+    of crack-free photos (``--negatives-fraction``, ``negatives``)."""
     shares = source_shares(parse_source_weights(config.source_weights), {s.name: len(d) for s, d in
                                                                          zip(sources, train_sets, strict=True)})
     photometric = None
@@ -374,6 +401,10 @@ def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list
                                                         joint_weight=config.joint_weight), config.synth_fraction))
     if config.hard_negative_fraction > 0:
         extras.append((hard_negatives, config.hard_negative_fraction))
+    if negatives is not None:
+        from train.negatives import NegativeSource
+
+        extras.append((NegativeSource(negatives.train, recipe), config.negatives_fraction))
     return TrainCrops(train_sets, recipe, seed=config.seed, shares=[shares[s.name] for s in sources],
                       n_draws=config.epoch_samples, extras=extras)
 
@@ -421,16 +452,16 @@ def _restore(payload: dict[str, Any] | None, model, optimizer, scaler) -> _Progr
 
 
 def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config: TrainConfig,
-             progress: bool) -> dict[str, Any]:
+             progress: bool, negatives: dict[str, CrackImages] | None = None) -> dict[str, Any]:
     """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source, on
     predictions averaged over ``--eval-flips`` mirrorings (``flips``); with more than one pass, ``one_pass``
     holds the single-pass ODS and threshold as well (the threshold ``model.flips = 1`` uses), scored on the
     unmirrored pass the average already ran (N passes per tile in all, not N + 1)."""
     flips = config.eval_flips
     net = unwrap(model)
+    single: dict[str, np.ndarray] = {}
     if flips > 1:
         paired = torch_predictor_with_single_pass(net, device, amp_dtype, tile=config.eval_tile, flips=flips)
-        single: dict[str, np.ndarray] = {}
 
         def predict(image: np.ndarray) -> np.ndarray:
             averaged, single["prob"] = paired(image)
@@ -462,6 +493,16 @@ def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config:
     if flips > 1:
         one = pooled_summary(one_pass)
         val["one_pass"] = {k: one[k] for k in ("ods_f", "ods_threshold", "ap")}
+    if negatives:
+        from train.negatives import score_negatives
+
+        def predict_negative(image: np.ndarray) -> np.ndarray:
+            prob = predict(image)
+            single.pop("prob", None)  # the unmirrored pass serves the crack sets' single-pass threshold only
+            return prob
+
+        val["negatives"] = score_negatives(predict_negative, negatives, float(summary["ods_threshold"]),
+                                           config.negatives_min_area_px)
     return val
 
 
@@ -505,6 +546,7 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
     progress = config.progress and ctx.is_main
     seed_everything(config.seed)
     sources, train_sets, val_sets = _open_data(config, out, resume_payload is not None, ctx, device, progress)
+    negatives = _open_negatives(config, out, resume_payload is not None, ctx)
 
     model, optimizer, scaler, amp_dtype, init_note = _build_training(config, device, resume_payload is None)
     state = _restore(resume_payload, model, optimizer, scaler)
@@ -521,14 +563,15 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    dataset = _training_crops(config, sources, train_sets, mined)
+    dataset = _training_crops(config, sources, train_sets, mined, negatives)
     steps_per_epoch = _steps_per_epoch(len(dataset), config, ctx.world_size)
     loss_fn = _loss(config, steps_per_epoch, state.epoch * steps_per_epoch + state.step, progress)
     saved = dict(size=config.size, train_config=config.to_dict(), data=_data_record(config, sources, "train"))
     should_stop = _stop_rule(config, started, ctx)
     watch = DeadNetworkWatch()
     run = _Run(config=config, model=model, optimizer=optimizer, scaler=scaler, device=device, amp_dtype=amp_dtype,
-               val_sets=val_sets, saved=saved, out=out, ctx=ctx, progress=progress)
+               val_sets=val_sets, saved=saved, out=out, ctx=ctx, progress=progress,
+               negatives=negatives.val if negatives is not None else {})
 
     try:
         for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -609,6 +652,7 @@ class _Run:
     out: Path
     ctx: distributed.DistContext
     progress: bool
+    negatives: dict[str, CrackImages] = field(default_factory=dict)  # held-out --negatives photos by folder
 
 
 def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
@@ -617,7 +661,8 @@ def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
     if run.ctx.is_main:
         val = None
         if run.val_sets and (epoch % run.config.eval_every == 0 or epoch == run.config.epochs):
-            val = validate(run.model, run.device, run.amp_dtype, run.val_sets, run.config, run.progress)
+            val = validate(run.model, run.device, run.amp_dtype, run.val_sets, run.config, run.progress,
+                           run.negatives)
         lr = run.optimizer.param_groups[0]["lr"]  # the learning rate of the epoch's last step
         append_history(run.out / "history.csv", history_row(epoch, mean_loss, state.step, lr, state.seconds, val))
         improved = (val is not None and _score(val, run.config.select) > state.best["score"]) or (
@@ -644,6 +689,10 @@ def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
                 passes = f" ({val['flips']} passes)" if val["flips"] > 1 else ""
                 shown = (f" val{passes} {run.config.select} {val[run.config.select]:.4f}, recall {recall} "
                          f"at {float(val['ods_threshold']):.2f}")
+                if "negatives" in val:
+                    neg = val["negatives"]
+                    shown += f", crack-free photos marked {neg['flagged']}/{neg['images']}"
+
             print(f"epoch {epoch}/{run.config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)
     state.best = run.ctx.broadcast(state.best) if run.ctx.enabled else state.best
     run.ctx.barrier()

@@ -145,6 +145,16 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       help="which false positives to mine: straight = only straight pieces (joints, edges, lines; the data sets leave "
       "many faint cracks unlabelled, and mining those teaches the model to miss hairlines), all = every piece "
       "(default: %(default)s)")
+    p("--negatives", action="append", default=[], metavar="FOLDER",
+      help="folder of photos with no crack in them (image files in images/ or in the folder itself, no masks): "
+      "the joints, tiles, formwork and saw cuts of the structures you inspect, or frames the daemon alerted on that "
+      "were not cracks; every pixel is background. A seeded --val-fraction of them is held out and scored each "
+      "validation (share of photos with a marked piece); repeat or comma-separate for several (docs/TRAIN.md)")
+    p("--negatives-fraction", type=float,
+      help="share of each epoch cut from the --negatives training photos (default: %(default)s)")
+    p("--negatives-min-area-px", type=int,
+      help="validation: a held-out negative photo counts as marked when the model marks a connected piece of at "
+      "least this many pixels at the epoch's threshold, the daemon's smallest crack (default: %(default)s)")
     p("--bce-warmup-steps", type=int,
       help="train with BCE for the first N optimizer steps, then with --loss: the losses on probabilities "
       "(aelf, exp, l1, l2) can otherwise saturate to 'no crack' from a random start at a high --lr; -1 = auto: "

@@ -1,0 +1,160 @@
+"""``train.run --negatives``: crack-free photos (the joints of the structures a model inspects) as background —
+the folder is read and split, its crops are all background and cut by the crack images' recipe, validation
+scores the held-out photos at the epoch's threshold, bad folders are refused by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import write_small_crackforest
+
+from train.config import ConfigError, TrainConfig
+from train.data import CropRecipe, DatasetError, TrainCrops, list_samples, load_images
+from train.negatives import (
+    NegativeSource,
+    flags_a_piece,
+    list_negative_images,
+    load_negatives,
+    open_negatives,
+    score_negatives,
+)
+from train.run import main as run_main
+from train.structures import render_structure
+
+TINY = ["--width", "4", "--size", "64", "--workers", "0", "--no-progress", "--lr", "1e-3"]
+
+
+def write_joint_photos(shared_data: Path, root: Path, count: int = 10) -> Path:
+    """``count`` crack-free photos: CrackForest surface patches (80 x 80, far from every labelled crack) with a
+    tile grid of train.structures drawn in; flat in ``root`` (no images/ folder)."""
+    root.mkdir(parents=True)
+    samples = list_samples(shared_data / "crackforest_cfd")
+    written = 0
+    for stem in sorted(samples):
+        data = load_images(samples, [stem])
+        image, mask = data.images[0], data.masks[0]
+        far = cv2.dilate(mask, np.ones((17, 17), np.uint8)) == 0
+        for y in range(0, image.shape[0] - 80, 40):
+            for x in range(0, image.shape[1] - 80, 40):
+                if written < count and far[y : y + 80, x : x + 80].all():
+                    patch = render_structure(image[y : y + 80, x : x + 80].copy(), np.random.default_rng(written),
+                                             "tile_grid")
+                    cv2.imwrite(str(root / f"joints_{written:02d}.jpg"),
+                                cv2.cvtColor(np.clip(patch, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+                    written += 1
+        if written == count:
+            return root
+    raise AssertionError("not enough crack-free patches")
+
+
+@pytest.fixture(scope="module")
+def joints(shared_data, tmp_path_factory) -> Path:
+    return write_joint_photos(shared_data, tmp_path_factory.mktemp("neg") / "site_joints")
+
+
+@pytest.fixture(scope="module")
+def tiny_cfd(shared_data, tmp_path_factory) -> Path:
+    return write_small_crackforest(shared_data, tmp_path_factory.mktemp("cfd") / "cfd_small")
+
+
+def test_folder_is_listed_split_and_read_as_background(joints, tmp_path):
+    images = list_negative_images(joints)
+    assert len(images) == 10 and all(p.suffix == ".jpg" for p in images.values())
+    (folder,) = open_negatives([joints], seed=0, val_fraction=0.2)
+    assert len(folder.splits.train) == 8 and len(folder.splits.val) == 2 and not folder.splits.test
+    assert not set(folder.splits.train) & set(folder.splits.val)
+    data = load_negatives(folder, folder.splits.val)
+    assert [im.shape for im in data.images] == [(80, 80, 3)] * 2 and all(not m.any() for m in data.masks)
+    # an images/ sub-folder is read the same way
+    nested = tmp_path / "nested"
+    (nested / "images").mkdir(parents=True)
+    for path in images.values():
+        (nested / "images" / path.name).write_bytes(path.read_bytes())
+    assert list(list_negative_images(nested)) == list(images)
+
+
+def test_bad_folders_are_refused_by_name(tmp_path, tiny_cfd):
+    with pytest.raises(DatasetError, match="does not exist"):
+        list_negative_images(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no photos here")
+    with pytest.raises(DatasetError, match=f"{empty}.*holds no image files"):
+        list_negative_images(empty)
+    with pytest.raises(DatasetError, match="masks/ folder: a labelled data set belongs in --data"):
+        list_negative_images(tiny_cfd)
+
+
+def test_crops_are_background_cut_by_the_recipe_and_take_their_share(joints, tiny_cfd):
+    (folder,) = open_negatives([joints], seed=0, val_fraction=0.2)
+    recipe = CropRecipe(64)
+    source = NegativeSource([load_negatives(folder, folder.splits.train)], recipe)
+    image, mask, valid = source.sample(3, np.random.default_rng(0), 64)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and not mask.any() and valid.all()
+    assert image.std() > 5  # a real photo crop, not a blank
+    samples = list_samples(tiny_cfd)
+    cracks = load_images(samples, sorted(samples))
+    crops = TrainCrops(cracks, recipe, seed=0, n_draws=200, extras=[(source, 0.25)])
+    from_negatives = [d for d in range(len(crops)) if crops.source_of(d) == 1]
+    assert 35 <= len(from_negatives) <= 65  # about a quarter of the epoch
+    assert all(not crops.crop(d)[1].any() for d in from_negatives[:10])
+
+
+def test_a_piece_counts_from_min_area_and_scoring_pools_the_folders():
+    prob = np.zeros((64, 64), np.float32)
+    prob[10, 5:24] = 0.9  # 19 px in a line
+    assert not flags_a_piece(prob, 0.5, 20)
+    prob[10, 24] = 0.9
+    assert flags_a_piece(prob, 0.5, 20) and not flags_a_piece(prob, 0.95, 20)
+    prob[40:44, 40:44] = 0.9  # a 16-px blob elsewhere adds no 20-px piece
+    assert not flags_a_piece(prob, 0.5, 21)
+    from train.data import CrackImages
+
+    blank = np.zeros((64, 64, 3), np.uint8)
+    marked = blank.copy()
+    marked[10, 5:30] = 255
+    sets = {"a": CrackImages(["x", "y"], [blank, marked], [np.zeros((64, 64), np.uint8)] * 2),
+            "b": CrackImages(["z"], [blank], [np.zeros((64, 64), np.uint8)])}
+    scored = score_negatives(lambda im: im[..., 0].astype(np.float32) / 255, sets, 0.5, 20)
+    assert (scored["images"], scored["flagged"]) == (3, 1) and scored["rate"] == pytest.approx(1 / 3)
+    assert scored["folders"] == {"a": {"images": 2, "flagged": 1}, "b": {"images": 1, "flagged": 0}}
+
+
+def test_config_refuses_a_fraction_that_leaves_no_room(joints):
+    with pytest.raises(ConfigError, match="--negatives-fraction"):
+        TrainConfig(data=("x",), negatives=(str(joints),), negatives_fraction=0.0)
+    with pytest.raises(ConfigError, match="--negatives-fraction"):
+        TrainConfig(data=("x",), negatives=(str(joints),), negatives_fraction=0.5, synth_fraction=0.6)
+    assert TrainConfig(data=("x",), negatives=f"{joints},{joints}").negatives == (str(joints),) * 2
+
+
+def test_cli_trains_with_negatives_and_reports_the_held_out_photos(joints, tiny_cfd, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_main(["--data", str(tiny_cfd), "--negatives", str(joints), "--negatives-fraction", "0.3", *TINY,
+                     "--epochs", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "negatives: site_joints 9 training / 1 held-out photos" in printed
+    recorded = out / "splits" / "negatives" / "site_joints"
+    assert len((recorded / "train.txt").read_text().split()) == 9 and len((recorded / "val.txt").read_text().split()) == 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["negatives"] == [str(joints)] and config["negatives_fraction"] == 0.3
+    val = torch.load(out / "best.pt", map_location="cpu", weights_only=False)["metrics"]
+    neg = val["negatives"]
+    assert neg["images"] == 1 and neg["flagged"] in (0, 1) and neg["min_area_px"] == 20
+    assert neg["threshold"] == pytest.approx(val["ods_threshold"])  # scored at the epoch's own threshold
+    # resuming reads the recorded split, not a new one
+    (recorded / "val.txt").write_text((recorded / "train.txt").read_text().split()[0] + "\n")
+    kept = (recorded / "val.txt").read_text()
+    assert run_main(["--resume", str(out / "last.pt"), "--epochs", "3", "--no-progress"]) == 0
+    assert (recorded / "val.txt").read_text() == kept
+
+
+def test_cli_names_a_bad_negatives_folder(tiny_cfd, tmp_path, capsys):
+    assert run_main(["--data", str(tiny_cfd), "--negatives", str(tmp_path / "missing"), *TINY, "--epochs", "1",
+                     "--out", str(tmp_path / "run")]) != 0
+    assert f"--negatives folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
