@@ -4,7 +4,8 @@ will inspect (``train.run --negatives FOLDER``).
 A negatives folder holds image files only, in ``images/`` or in the folder itself; every pixel of every
 photo is background (no masks to draw). This is how a field team teaches the model the straight
 structures of *its* surfaces that no public crack set holds: photos of crack-free formwork walls, tiled
-floors, saw-cut slabs, the frames the daemon alerted on that an inspector found to be joints.
+floors, saw-cut slabs, the survey photos whose alerts an inspector found to be joints (an alert's
+``file`` names its photo; not the daemon's snapshots, which have the cracks painted on).
 
 Split: a seeded share (``--val-fraction``) of the photos is held out for validation, the rest is
 trained on (``splits/train.txt`` / ``splits/val.txt`` in the folder fix it by hand, as for a data

@@ -147,7 +147,7 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       "(default: %(default)s)")
     p("--negatives", action="append", default=[], metavar="FOLDER",
       help="folder of photos with no crack in them (image files in images/ or in the folder itself, no masks): "
-      "the joints, tiles, formwork and saw cuts of the structures you inspect, or frames the daemon alerted on that "
+      "the joints, tiles, formwork and saw cuts of the structures you inspect, or the survey photos whose alerts "
       "were not cracks; every pixel is background. A seeded --val-fraction of them is held out and scored each "
       "validation (share of photos with a marked piece); repeat or comma-separate for several (docs/TRAIN.md)")
     p("--negatives-fraction", type=float,
