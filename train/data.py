@@ -61,7 +61,8 @@ class Sample:
     mask_path: Path
 
 
-def _files_by_stem(folder: Path, extensions: Sequence[str]) -> dict[str, Path]:
+def files_by_stem(folder: Path, extensions: Sequence[str]) -> dict[str, Path]:
+    """The files of ``folder`` with one of ``extensions`` (any case) by stem; DatasetError when two share a stem."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.suffix.lower() not in extensions:
@@ -83,12 +84,12 @@ def list_samples(root: str | os.PathLike) -> dict[str, Sample]:
     for sub in ("images", "masks"):
         if not (root / sub).is_dir():
             raise DatasetError(f"data set folder {root} has no {sub}/ folder (expected images/ and masks/ side by side)")
-    images = _files_by_stem(root / "images", IMAGE_EXTENSIONS)
+    images = files_by_stem(root / "images", IMAGE_EXTENSIONS)
     if not images:
         raise DatasetError(
             f"{root / 'images'} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})"
         )
-    masks = _files_by_stem(root / "masks", MASK_EXTENSIONS)
+    masks = files_by_stem(root / "masks", MASK_EXTENSIONS)
     samples = {}
     for stem, image_path in images.items():
         if stem not in masks:

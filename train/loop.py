@@ -5,6 +5,7 @@
     config.json      every option (TrainConfig), the data sets, device, world size, commit
     splits/          the stems of train / val / test actually used (per source: train.sources)
     history.csv      one row per epoch: train loss, steps, lr, seconds, validation metrics
+    negatives.csv    with --negatives: per validated epoch, the held-out crack-free photos marked (train.negatives)
     last.pt          resumable: weights, optimizer, GradScaler, RNG states, epoch (and step within it), best-so-far
     best.pt          weights of the best validation epoch; its threshold = that epoch's ODS threshold
     metrics.json     best.pt on the test split (P, R, F-beta@0.5, F1, IoU, ODS, OIS, AP, at the threshold),
@@ -65,6 +66,16 @@ from train.health import DeadNetworkWatch, StepHealth, validation_verdict
 from train.inference import sweep_images, torch_predictor, torch_predictor_with_single_pass
 from train.losses import LOSSES, CenterlineLoss, ThinWeightedLoss, WarmupLoss, build_loss
 from train.model import build_model
+from train.negatives import (
+    NEGATIVES_CSV,
+    NEGATIVES_FIELDS,
+    NegativeSource,
+    load_negatives,
+    negatives_row,
+    open_negatives,
+    score_negatives,
+    write_negative_splits,
+)
 from train.report import (
     append_history,
     history_row,
@@ -360,8 +371,6 @@ def _open_negatives(config: TrainConfig, out: Path, resumed: bool, ctx: distribu
     """The --negatives folders split (recorded in the run folder) and read; None without --negatives."""
     if not config.negatives:
         return None
-    from train.negatives import load_negatives, open_negatives, write_negative_splits
-
     folders = open_negatives(config.negatives, seed=config.seed, val_fraction=config.val_fraction,
                              run_folder=out if resumed else None)
     if ctx.is_main:
@@ -402,8 +411,6 @@ def _training_crops(config: TrainConfig, sources: list[Source], train_sets: list
     if config.hard_negative_fraction > 0:
         extras.append((hard_negatives, config.hard_negative_fraction))
     if negatives is not None:
-        from train.negatives import NegativeSource
-
         extras.append((NegativeSource(negatives.train, recipe), config.negatives_fraction))
     return TrainCrops(train_sets, recipe, seed=config.seed, shares=[shares[s.name] for s in sources],
                       n_draws=config.epoch_samples, extras=extras)
@@ -494,8 +501,6 @@ def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config:
         one = pooled_summary(one_pass)
         val["one_pass"] = {k: one[k] for k in ("ods_f", "ods_threshold", "ap")}
     if negatives:
-        from train.negatives import score_negatives
-
         def predict_negative(image: np.ndarray) -> np.ndarray:
             prob = predict(image)
             single.pop("prob", None)  # the unmirrored pass serves the crack sets' single-pass threshold only
@@ -555,8 +560,10 @@ def _train_run(config: TrainConfig, out, resume, ctx: distributed.DistContext) -
             print(init_note, flush=True)
         if resume_payload is not None:
             truncate_history(out / "history.csv", state.epoch)
-        elif (out / "history.csv").exists():
-            (out / "history.csv").unlink()  # a fresh run in an old folder starts a fresh history
+            truncate_history(out / NEGATIVES_CSV, state.epoch, NEGATIVES_FIELDS)
+        else:
+            for name in ("history.csv", NEGATIVES_CSV):  # a fresh run in an old folder starts a fresh history
+                (out / name).unlink(missing_ok=True)
     mined = (_hard_negatives(config, model, device, sources, train_sets, out, ctx, progress)
              if config.hard_negative_fraction > 0 else None)
     if ctx.enabled:
@@ -665,6 +672,8 @@ def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
                            run.negatives)
         lr = run.optimizer.param_groups[0]["lr"]  # the learning rate of the epoch's last step
         append_history(run.out / "history.csv", history_row(epoch, mean_loss, state.step, lr, state.seconds, val))
+        if val is not None and "negatives" in val:
+            append_history(run.out / NEGATIVES_CSV, negatives_row(epoch, val["negatives"]), NEGATIVES_FIELDS)
         improved = (val is not None and _score(val, run.config.select) > state.best["score"]) or (
             not run.val_sets and epoch == run.config.epochs
         )
@@ -692,7 +701,6 @@ def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:
                 if "negatives" in val:
                     neg = val["negatives"]
                     shown += f", crack-free photos marked {neg['flagged']}/{neg['images']}"
-
             print(f"epoch {epoch}/{run.config.epochs}: loss {mean_loss:.4f}{shown} ({state.seconds:.1f} s)", flush=True)
     state.best = run.ctx.broadcast(state.best) if run.ctx.enabled else state.best
     run.ctx.barrier()

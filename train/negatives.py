@@ -33,13 +33,16 @@ from train.data import (
     CropRecipe,
     DatasetError,
     Splits,
-    _files_by_stem,
+    files_by_stem,
     read_image,
     read_split_files,
     recipe_crop,
     resolve_splits,
     write_split_files,
 )
+
+NEGATIVES_CSV = "negatives.csv"  # in the run folder: one row per validated epoch
+NEGATIVES_FIELDS = ("epoch", "images", "flagged", "rate", "threshold")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def list_negative_images(root: str | os.PathLike) -> dict[str, Path]:
         raise DatasetError(f"--negatives folder {root} has a masks/ folder: a labelled data set belongs in --data; "
                            "--negatives takes photos with no crack in them")
     folder = image_folder(root)
-    images = _files_by_stem(folder, IMAGE_EXTENSIONS)
+    images = files_by_stem(folder, IMAGE_EXTENSIONS)
     if not images:
         raise DatasetError(f"--negatives folder {folder} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return images
@@ -149,3 +152,9 @@ def score_negatives(predict: Callable[[np.ndarray], np.ndarray], sets: dict[str,
     flagged = sum(v["flagged"] for v in per_folder.values())
     return {"images": images, "flagged": flagged, "rate": flagged / images if images else float("nan"),
             "threshold": float(threshold), "min_area_px": int(min_area_px), "folders": per_folder}
+
+
+def negatives_row(epoch: int, scored: dict[str, object]) -> dict[str, object]:
+    """One ``negatives.csv`` row (:data:`NEGATIVES_FIELDS`) of :func:`score_negatives`' result."""
+    return {"epoch": epoch, "images": scored["images"], "flagged": scored["flagged"],
+            "rate": f"{float(scored['rate']):.6f}", "threshold": f"{float(scored['threshold']):.6f}"}

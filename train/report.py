@@ -60,11 +60,12 @@ def history_row(epoch: int, train_loss: float, steps: int, lr: float, seconds: f
     return row
 
 
-def append_history(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
+def append_history(path: str | os.PathLike, row: Mapping[str, Any], fields: Sequence[str] = HISTORY_FIELDS) -> None:
+    """Append one row to a per-epoch CSV (``history.csv`` by default; ``fields``: another file's columns)."""
     path = Path(path)
     new = not path.exists()
     with path.open("a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
         if new:
             writer.writeheader()
         writer.writerow(dict(row))
@@ -78,14 +79,14 @@ def read_history(path: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def truncate_history(path: str | os.PathLike, last_epoch: int) -> None:
+def truncate_history(path: str | os.PathLike, last_epoch: int, fields: Sequence[str] = HISTORY_FIELDS) -> None:
     """Drop rows after ``last_epoch`` (written by an interrupted run after its last checkpoint)."""
     rows = [r for r in read_history(path) if int(r["epoch"]) <= last_epoch]
     path = Path(path)
     if path.exists():
         path.unlink()
     for row in rows:
-        append_history(path, row)
+        append_history(path, row, fields)
 
 
 # ----------------------------------------------------------------------------- metrics
