@@ -16,10 +16,11 @@ from conftest import write_small_crackforest
 from train.config import ConfigError, TrainConfig
 from train.data import CropRecipe, DatasetError, TrainCrops, list_samples, load_images
 from train.negatives import (
+    NegativePhotos,
     NegativeSource,
     flags_a_piece,
     list_negative_images,
-    load_negatives,
+    negative_photos,
     open_negatives,
     score_negatives,
 )
@@ -68,8 +69,9 @@ def test_folder_is_listed_split_and_read_as_background(joints, tmp_path):
     (folder,) = open_negatives([joints], seed=0, val_fraction=0.2)
     assert len(folder.splits.train) == 8 and len(folder.splits.val) == 2 and not folder.splits.test
     assert not set(folder.splits.train) & set(folder.splits.val)
-    data = load_negatives(folder, folder.splits.val)
-    assert [im.shape for im in data.images] == [(80, 80, 3)] * 2 and all(not m.any() for m in data.masks)
+    photos = negative_photos(folder, folder.splits.val)
+    assert len(photos) == 2 and [photos.read(i).shape for i in range(2)] == [(80, 80, 3)] * 2
+    assert negative_photos(folder, folder.splits.val, scale=0.5).read(0).shape == (40, 40, 3)  # --scale, as crack images
     # an images/ sub-folder is read the same way
     nested = tmp_path / "nested"
     (nested / "images").mkdir(parents=True)
@@ -88,12 +90,17 @@ def test_bad_folders_are_refused_by_name(tmp_path, tiny_cfd):
         list_negative_images(empty)
     with pytest.raises(DatasetError, match="masks/ folder: a labelled data set belongs in --data"):
         list_negative_images(tiny_cfd)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "wall_01.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(DatasetError, match=f"photo {broken / 'wall_01.jpg'} is not an image OpenCV can read"):
+        list_negative_images(broken)
 
 
 def test_crops_are_background_cut_by_the_recipe_and_take_their_share(joints, tiny_cfd):
     (folder,) = open_negatives([joints], seed=0, val_fraction=0.2)
     recipe = CropRecipe(64)
-    source = NegativeSource([load_negatives(folder, folder.splits.train)], recipe)
+    source = NegativeSource([negative_photos(folder, folder.splits.train)], recipe)
     image, mask, valid = source.sample(3, np.random.default_rng(0), 64)
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and not mask.any() and valid.all()
     assert image.std() > 5  # a real photo crop, not a blank
@@ -105,7 +112,7 @@ def test_crops_are_background_cut_by_the_recipe_and_take_their_share(joints, tin
     assert all(not crops.crop(d)[1].any() for d in from_negatives[:10])
 
 
-def test_a_piece_counts_from_min_area_and_scoring_pools_the_folders():
+def test_a_piece_counts_from_min_area_and_scoring_pools_the_folders(tmp_path):
     prob = np.zeros((64, 64), np.float32)
     prob[10, 5:24] = 0.9  # 19 px in a line
     assert not flags_a_piece(prob, 0.5, 20)
@@ -113,13 +120,12 @@ def test_a_piece_counts_from_min_area_and_scoring_pools_the_folders():
     assert flags_a_piece(prob, 0.5, 20) and not flags_a_piece(prob, 0.95, 20)
     prob[40:44, 40:44] = 0.9  # a 16-px blob elsewhere adds no 20-px piece
     assert not flags_a_piece(prob, 0.5, 21)
-    from train.data import CrackImages
-
     blank = np.zeros((64, 64, 3), np.uint8)
     marked = blank.copy()
     marked[10, 5:30] = 255
-    sets = {"a": CrackImages(["x", "y"], [blank, marked], [np.zeros((64, 64), np.uint8)] * 2),
-            "b": CrackImages(["z"], [blank], [np.zeros((64, 64), np.uint8)])}
+    for name, image in (("x", blank), ("y", marked), ("z", blank)):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), image)
+    sets = {"a": NegativePhotos((tmp_path / "x.png", tmp_path / "y.png")), "b": NegativePhotos((tmp_path / "z.png",))}
     scored = score_negatives(lambda im: im[..., 0].astype(np.float32) / 255, sets, 0.5, 20)
     assert (scored["images"], scored["flagged"]) == (3, 1) and scored["rate"] == pytest.approx(1 / 3)
     assert scored["folders"] == {"a": {"images": 2, "flagged": 1}, "b": {"images": 1, "flagged": 0}}

@@ -69,8 +69,9 @@ from train.model import build_model
 from train.negatives import (
     NEGATIVES_CSV,
     NEGATIVES_FIELDS,
+    NegativePhotos,
     NegativeSource,
-    load_negatives,
+    negative_photos,
     negatives_row,
     open_negatives,
     score_negatives,
@@ -361,10 +362,10 @@ def _open_data(config: TrainConfig, out: Path, resumed: bool, ctx: distributed.D
 
 @dataclass
 class _Negatives:
-    """The --negatives photos: training photos of every folder, held-out ones by folder (rank 0)."""
+    """The --negatives photos (read when used): training photos of every folder, held-out ones by folder (rank 0)."""
 
-    train: list[CrackImages]
-    val: dict[str, CrackImages]
+    train: list[NegativePhotos]
+    val: dict[str, NegativePhotos]
 
 
 def _open_negatives(config: TrainConfig, out: Path, resumed: bool, ctx: distributed.DistContext) -> _Negatives | None:
@@ -377,8 +378,8 @@ def _open_negatives(config: TrainConfig, out: Path, resumed: bool, ctx: distribu
         write_negative_splits(folders, out)
         print("negatives: " + ", ".join(f"{f.name} {len(f.splits.train)} training / {len(f.splits.val)} held-out photos"
                                         for f in folders), flush=True)
-    train = [load_negatives(f, f.splits.train, scale=config.scale) for f in folders]
-    val = {f.name: load_negatives(f, f.splits.val, scale=config.scale) for f in folders
+    train = [negative_photos(f, f.splits.train, scale=config.scale) for f in folders]
+    val = {f.name: negative_photos(f, f.splits.val, scale=config.scale) for f in folders
            if ctx.is_main and f.splits.val}
     return _Negatives(train, val)
 
@@ -459,7 +460,7 @@ def _restore(payload: dict[str, Any] | None, model, optimizer, scaler) -> _Progr
 
 
 def validate(model, device, amp_dtype, val_sets: dict[str, CrackImages], config: TrainConfig,
-             progress: bool, negatives: dict[str, CrackImages] | None = None) -> dict[str, Any]:
+             progress: bool, negatives: dict[str, NegativePhotos] | None = None) -> dict[str, Any]:
     """Validation metrics pooled over the sources (each counts equally), with ``sources`` per source, on
     predictions averaged over ``--eval-flips`` mirrorings (``flips``); with more than one pass, ``one_pass``
     holds the single-pass ODS and threshold as well (the threshold ``model.flips = 1`` uses), scored on the
@@ -659,7 +660,7 @@ class _Run:
     out: Path
     ctx: distributed.DistContext
     progress: bool
-    negatives: dict[str, CrackImages] = field(default_factory=dict)  # held-out --negatives photos by folder
+    negatives: dict[str, NegativePhotos] = field(default_factory=dict)  # held-out --negatives photos by folder
 
 
 def _finish_epoch(run: _Run, epoch: int, state: _Progress) -> None:

@@ -29,7 +29,6 @@ import numpy as np
 
 from train.data import (
     IMAGE_EXTENSIONS,
-    CrackImages,
     CropRecipe,
     DatasetError,
     Splits,
@@ -73,6 +72,10 @@ def list_negative_images(root: str | os.PathLike) -> dict[str, Path]:
     images = files_by_stem(folder, IMAGE_EXTENSIONS)
     if not images:
         raise DatasetError(f"--negatives folder {folder} holds no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    for path in images.values():  # the photos are read when used: a bad one is named now, not mid-epoch
+        if not cv2.haveImageReader(str(path)):
+            raise DatasetError(f"--negatives photo {path} is not an image OpenCV can read (empty, truncated header or "
+                               "another format under an image name)")
     return images
 
 
@@ -105,29 +108,46 @@ def write_negative_splits(folders: Sequence[NegativeFolder], run_folder: str | o
         write_split_files(folder.splits, recorded_folder(run_folder, folder.name))
 
 
-def load_negatives(folder: NegativeFolder, stems: Sequence[str], *, scale: float = 1.0) -> CrackImages:
-    """The photos of ``stems`` in memory with all-background masks (the :class:`train.data.CrackImages` layout)."""
-    images = [read_image(folder.images[stem], scale) for stem in stems]
-    return CrackImages(list(stems), images, [np.zeros(image.shape[:2], np.uint8) for image in images])
+@dataclass(frozen=True)
+class NegativePhotos:
+    """Photos of a negatives folder, read from disk each time one is used: a site's photos may be thousands of
+    12-MP frames, far more than the crack sets' small images that training holds in memory."""
+
+    paths: tuple[Path, ...]
+    scale: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, index: int) -> np.ndarray:
+        """Photo ``index`` as RGB uint8, resized by ``scale`` (``--scale``, as the crack images)."""
+        return read_image(self.paths[index], self.scale)
+
+
+def negative_photos(folder: NegativeFolder, stems: Sequence[str], *, scale: float = 1.0) -> NegativePhotos:
+    """The photos of ``stems`` of ``folder`` (read when used)."""
+    return NegativePhotos(tuple(folder.images[stem] for stem in stems), scale)
 
 
 class NegativeSource:
     """Crops of crack-free photos, as an extra source of :class:`train.data.TrainCrops`: item ``i`` is photo
-    ``i % n`` of the folders' training photos together, cut by the crack images' ``recipe``; mask all zero."""
+    ``i % n`` of the folders' training photos together, read from disk and cut by the crack images' ``recipe``;
+    mask all zero."""
 
-    def __init__(self, sets: Sequence[CrackImages], recipe: CropRecipe) -> None:
-        self.images = [image for data in sets for image in data.images]
-        if not self.images:
+    def __init__(self, photos: Sequence[NegativePhotos], recipe: CropRecipe) -> None:
+        self.photos = [(set_, i) for set_ in photos for i in range(len(set_))]
+        if not self.photos:
             raise DatasetError("the --negatives folders leave no training photos (every one is in the validation split)")
         self.recipe = recipe
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.photos)
 
     def sample(self, item: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        image = self.images[item % len(self.images)]
         if size != self.recipe.size:
             raise DatasetError(f"negatives cut at {self.recipe.size} px, asked for {size} px")
+        photos, index = self.photos[item % len(self.photos)]
+        image = photos.read(index)
         return recipe_crop(image, np.zeros(image.shape[:2], np.uint8), rng, self.recipe)
 
 
@@ -141,13 +161,13 @@ def flags_a_piece(prob: np.ndarray, threshold: float, min_area_px: int) -> bool:
     return bool(n > 1 and stats[1:, cv2.CC_STAT_AREA].max() >= min_area_px)
 
 
-def score_negatives(predict: Callable[[np.ndarray], np.ndarray], sets: dict[str, CrackImages], threshold: float,
+def score_negatives(predict: Callable[[np.ndarray], np.ndarray], sets: dict[str, NegativePhotos], threshold: float,
                     min_area_px: int) -> dict[str, object]:
     """Held-out crack-free photos at ``threshold``: how many the model marks a piece in, per folder and pooled."""
     per_folder = {}
-    for name, data in sets.items():
-        flagged = sum(flags_a_piece(predict(image), threshold, min_area_px) for image in data.images)
-        per_folder[name] = {"images": len(data), "flagged": int(flagged)}
+    for name, photos in sets.items():
+        flagged = sum(flags_a_piece(predict(photos.read(i)), threshold, min_area_px) for i in range(len(photos)))
+        per_folder[name] = {"images": len(photos), "flagged": int(flagged)}
     images = sum(v["images"] for v in per_folder.values())
     flagged = sum(v["flagged"] for v in per_folder.values())
     return {"images": images, "flagged": flagged, "rate": flagged / images if images else float("nan"),
