@@ -1,10 +1,14 @@
 """``train.run --negatives``: crack-free photos (the joints of the structures a model inspects) as background —
 the folder is read and split, its crops are all background and cut by the crack images' recipe, validation
-scores the held-out photos at the epoch's threshold, bad folders are refused by name."""
+scores the held-out photos at the epoch's threshold, bad folders are refused by name; and
+``train.collect_negatives`` fills such a folder with the photos of the daemon's alerts judged not to be cracks."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -13,6 +17,7 @@ import pytest
 import torch
 from conftest import write_small_crackforest
 
+from train.collect_negatives import main as collect_main
 from train.config import ConfigError, TrainConfig
 from train.data import CropRecipe, DatasetError, TrainCrops, list_samples, load_images
 from train.negatives import (
@@ -153,14 +158,75 @@ def test_cli_trains_with_negatives_and_reports_the_held_out_photos(joints, tiny_
     neg = val["negatives"]
     assert neg["images"] == 1 and neg["flagged"] in (0, 1) and neg["min_area_px"] == 20
     assert neg["threshold"] == pytest.approx(val["ods_threshold"])  # scored at the epoch's own threshold
+    with (out / "negatives.csv").open() as handle:  # every validated epoch, as history.csv
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and all(int(r["images"]) == 1 for r in rows)
     # resuming reads the recorded split, not a new one
     (recorded / "val.txt").write_text((recorded / "train.txt").read_text().split()[0] + "\n")
     kept = (recorded / "val.txt").read_text()
     assert run_main(["--resume", str(out / "last.pt"), "--epochs", "3", "--no-progress"]) == 0
     assert (recorded / "val.txt").read_text() == kept
+    with (out / "negatives.csv").open() as handle:
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2, 3]
 
 
 def test_cli_names_a_bad_negatives_folder(tiny_cfd, tmp_path, capsys):
     assert run_main(["--data", str(tiny_cfd), "--negatives", str(tmp_path / "missing"), *TINY, "--epochs", "1",
                      "--out", str(tmp_path / "run")]) != 0
     assert f"--negatives folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The daemon's real alerts (``edge.demo.run_demo``, the shipped model) on a survey folder of the sample photos."""
+    from edge.demo import SAMPLES, run_demo
+
+    root = tmp_path_factory.mktemp("survey")
+    folder = root / "photos"
+    shutil.copytree(SAMPLES, folder)
+    run_demo(root / "out", source=folder, stream=io.StringIO())
+    alerts = [json.loads(line) for line in (root / "out" / "alerts.jsonl").read_text().splitlines() if line.strip()]
+    alerts = [a for a in alerts if a.get("type") in (None, "alert")]
+    assert len({a["file"] for a in alerts}) >= 2, "the demo should alert on at least two sample photos"
+    return root, alerts
+
+
+def test_collect_copies_the_photos_of_the_alerts_named(survey, tmp_path, capsys):
+    root, alerts = survey
+    picked = [a for a in alerts if a["file"] == alerts[0]["file"]] + [next(a for a in alerts if a["file"] != alerts[0]["file"])]
+    ids_file = tmp_path / "not_cracks.txt"
+    ids_file.write_text(f"# joints, judged on the report\n{picked[-1]['alert_id']}  # formwork\n")
+    out = tmp_path / "site_joints"
+    argv = ["--alerts", str(root / "out" / "alerts.jsonl"), "--ids", ",".join(a["alert_id"] for a in picked[:-1]),
+            "--ids-file", str(ids_file), "--out", str(out)]
+    assert collect_main(argv) == 0
+    names = sorted({a["file"] for a in picked})
+    assert sorted(p.name for p in out.iterdir()) == names  # each photo once, however many alerts it raised
+    assert all((out / n).read_bytes() == (root / "photos" / n).read_bytes() for n in names)
+    assert f"2 photos: 2 copied into {out}" in capsys.readouterr().out
+    assert collect_main(argv) == 0 and "0 copied" in capsys.readouterr().out  # again: nothing to do
+    assert list_negative_images(out).keys() == {Path(n).stem for n in names}  # a folder train.run takes
+
+
+def test_collect_refuses_unknown_ids_moved_photos_and_clashes(survey, tmp_path, capsys):
+    root, alerts = survey
+    jsonl = str(root / "out" / "alerts.jsonl")
+    first = alerts[0]
+    assert collect_main(["--alerts", jsonl, "--ids", "deadbeef", "--out", str(tmp_path / "a")]) == 2
+    assert "alert deadbeef is not in the alerts given" in capsys.readouterr().err
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    assert collect_main(["--alerts", jsonl, "--ids", first["alert_id"], "--photos", str(moved),
+                         "--out", str(tmp_path / "b")]) == 2
+    assert f"photo of alert {first['alert_id']} not found: {moved / first['file']}" in capsys.readouterr().err
+    (moved / first["file"]).write_bytes((root / "photos" / first["file"]).read_bytes())
+    assert collect_main(["--alerts", jsonl, "--ids", first["alert_id"], "--photos", str(moved),
+                         "--out", str(tmp_path / "b")]) == 0
+    clash = tmp_path / "c"
+    clash.mkdir()
+    (clash / first["file"]).write_bytes(b"another photo of the same name")
+    assert collect_main(["--alerts", jsonl, "--ids", first["alert_id"], "--out", str(clash)]) == 2
+    assert "exists and differs" in capsys.readouterr().err
+    assert (clash / first["file"]).read_bytes() == b"another photo of the same name"  # not overwritten
+    assert collect_main(["--alerts", jsonl, "--out", str(tmp_path / "d")]) == 2
+    assert "no alert id given" in capsys.readouterr().err
