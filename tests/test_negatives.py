@@ -1,7 +1,7 @@
 """``train.run --negatives``: crack-free photos (the joints of the structures a model inspects) as background —
 the folder is read and split, its crops are all background and cut by the crack images' recipe, validation
 scores the held-out photos at the epoch's threshold, bad folders are refused by name; and
-``train.collect_negatives`` fills such a folder with the photos of the daemon's alerts judged not to be cracks."""
+``edge.report.negatives`` fills such a folder with the photos of the daemon's alerts judged not to be cracks."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import write_small_crackforest
 
-from train.collect_negatives import main as collect_main
+from edge.report.negatives import main as collect_main
 from train.config import ConfigError, TrainConfig
 from train.data import CropRecipe, DatasetError, TrainCrops, list_samples, load_images
 from train.negatives import (

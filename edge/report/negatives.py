@@ -1,5 +1,5 @@
-"""``python -m train.collect_negatives``: the photos of alerts an inspector found not to be cracks, copied into a
-``--negatives`` folder for ``train.run``.
+"""``python -m edge.report.negatives``: the photos of alerts an inspector found not to be cracks, copied into a
+``--negatives`` folder for ``train.run`` (which learns them as background).
 
 An alert from an image folder names its photo (``file``) and the folder (``source``); the report lists each
 alert's id beside its photo. Given the alerts (the daemon's JSON lines or outbox database, as the report reads
@@ -16,6 +16,8 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+
+from edge.report.load import ReportInputError, load_files
 
 
 class CollectError(ValueError):
@@ -76,7 +78,7 @@ def copy_photos(paths: list[Path], out: Path) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m train.collect_negatives",
+        prog="python -m edge.report.negatives",
         description="Copy the photos of alerts that were not cracks (joints, tiles, formwork, shadows) into a folder "
         "for train.run --negatives, so the next model learns them as background.")
     p.add_argument("--alerts", type=Path, nargs="+", required=True,
@@ -92,8 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from edge.report.load import ReportInputError, load_files
-
     try:
         ids = read_ids(args.ids, args.ids_file)
         records = load_files(list(args.alerts))
