@@ -149,7 +149,8 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       help="folder of photos with no crack in them (image files in images/ or in the folder itself, no masks): "
       "the joints, tiles, formwork and saw cuts of the structures you inspect, or the survey photos whose alerts "
       "were not cracks; every pixel is background. A seeded --val-fraction of them is held out and scored each "
-      "validation (share of photos with a marked piece); repeat or comma-separate for several (docs/TRAIN.md)")
+      "validation (share of photos with a marked piece); repeat or comma-separate for several; python -m "
+      "edge.report.negatives fills one from the alerts an inspector judged not to be cracks (docs/TRAIN.md)")
     p("--negatives-fraction", type=float,
       help="share of each epoch cut from the --negatives training photos (default: %(default)s)")
     p("--negatives-min-area-px", type=int,
