@@ -83,6 +83,8 @@ def test_folder_is_listed_split_and_read_as_background(joints, tmp_path):
     for path in images.values():
         (nested / "images" / path.name).write_bytes(path.read_bytes())
     assert list(list_negative_images(nested)) == list(images)
+    with pytest.raises(DatasetError, match="two --negatives folders are named 'site_joints'"):  # records would collide
+        open_negatives([joints, joints], seed=0, val_fraction=0.2)
 
 
 def test_bad_folders_are_refused_by_name(tmp_path, tiny_cfd):

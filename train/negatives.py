@@ -39,6 +39,7 @@ from train.data import (
     resolve_splits,
     write_split_files,
 )
+from train.sources import source_names
 
 NEGATIVES_CSV = "negatives.csv"  # in the run folder: one row per validated epoch
 NEGATIVES_FIELDS = ("epoch", "images", "flagged", "rate", "threshold")
@@ -87,12 +88,8 @@ def recorded_folder(run_folder: str | os.PathLike, name: str) -> Path:
 def open_negatives(roots: Sequence[str | os.PathLike], *, seed: int, val_fraction: float,
                    run_folder: str | os.PathLike | None = None) -> list[NegativeFolder]:
     """List and split every negatives folder; ``run_folder``: a run whose recorded split to reuse (resume)."""
-    names = [Path(r).name for r in roots]
-    for name in names:
-        if names.count(name) > 1:
-            raise DatasetError(f"two --negatives folders are named {name!r}; give each a folder of its own name")
     folders = []
-    for name, root in zip(names, roots, strict=True):
+    for name, root in zip(source_names(roots, "--negatives folders"), roots, strict=True):
         images = list_negative_images(root)
         record = recorded_folder(run_folder, name) if run_folder is not None else None
         if record is not None and (record / "train.txt").is_file():

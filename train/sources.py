@@ -44,13 +44,14 @@ class Source:
     splits: Splits
 
 
-def source_names(roots: Sequence[str | os.PathLike]) -> list[str]:
-    """Folder names of the data sets; raises DatasetError when two share a name (their records would collide)."""
+def source_names(roots: Sequence[str | os.PathLike], kind: str = "data sets") -> list[str]:
+    """Folder names of the data sets (or other folders, ``kind`` in the message); raises DatasetError when two
+    share a name (their records would collide)."""
     names = [Path(r).name for r in roots]
     for name in names:
         if names.count(name) > 1:
             dupes = [str(r) for r in roots if Path(r).name == name]
-            raise DatasetError(f"two data sets are named {name!r} ({', '.join(dupes)}); give each a folder of its own name")
+            raise DatasetError(f"two {kind} are named {name!r} ({', '.join(dupes)}); give each a folder of its own name")
     return names
 
 
