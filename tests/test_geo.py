@@ -229,6 +229,31 @@ def test_mavlink_position_over_udp_from_pymavlink_encoder() -> None:
     assert last.time_s - boot_unix_s == pytest.approx(int(round((last.time_s - boot_unix_s) * 10)) / 10, abs=1e-3)
 
 
+def test_a_position_before_the_autopilots_time_does_not_block_the_track(caplog) -> None:
+    """The receiver can bind between an autopilot's SYSTEM_TIME and its GLOBAL_POSITION_INT: that first fix is
+    stamped with this computer's clock, months from the autopilot's; kept, every later fix would fall out of
+    the track's window behind it."""
+    pytest.importorskip("pymavlink.mavutil", reason="pymavlink not installed")
+    from pymavlink.dialects.v20 import common as mavlink
+
+    track = Track(keep_s=120.0)
+    receiver = MavlinkReceiver(track)
+    boot_unix_s = T0 - 100.0
+
+    def position(t_boot_ms: int):
+        return mavlink.MAVLink_global_position_int_message(t_boot_ms, 473977420, 85455940, 488_000, 30_000,
+                                                           0, 0, 0, 9000)
+
+    receiver.handle(position(100_000))  # before any SYSTEM_TIME: stamped now
+    assert len(track.fixes()) == 1 and abs(track.fixes()[0].time_s - time.time()) < 5
+    with caplog.at_level("WARNING", logger="edge.geo"):
+        receiver.handle(mavlink.MAVLink_system_time_message(int((boot_unix_s + 100.1) * 1e6), 100_100))
+    assert "1 earlier fix(es) stamped with this computer's clock" in caplog.text
+    for t_boot_ms in (100_100, 100_200, 100_300):
+        receiver.handle(position(t_boot_ms))
+    assert [f.time_s - boot_unix_s for f in track.fixes()] == pytest.approx([100.1, 100.2, 100.3])
+
+
 def test_locator_gives_gsd_from_a_mavlink_height_and_configured_intrinsics() -> None:
     config = load_config(None, ['geo.source="mavlink"', "camera.focal_length_mm=8.8", "camera.sensor_width_mm=13.2"])
     locator = FrameLocator.from_config(config)

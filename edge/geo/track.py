@@ -147,6 +147,13 @@ class Track:
                 self._fixes.popleft()
             self._changed.notify_all()
 
+    def clear(self) -> int:
+        """Forget every fix (a receiver whose clock changed under them); returns how many there were."""
+        with self._lock:
+            count = len(self._fixes)
+            self._fixes.clear()
+            return count
+
     def update_last(self, **fields: Any) -> None:
         """Set fields (e.g. ``tilt_deg`` from an attitude message) on the newest fix."""
         with self._lock:
