@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from browser import needs_chromium, open_chromium
 from conftest import write_small_crackforest
 
 from edge.report.negatives import main as collect_main
@@ -232,3 +233,119 @@ def test_collect_refuses_unknown_ids_moved_photos_and_clashes(survey, tmp_path, 
     assert (clash / first["file"]).read_bytes() == b"another photo of the same name"  # not overwritten
     assert collect_main(["--alerts", jsonl, "--out", str(tmp_path / "d")]) == 2
     assert "no alert id given" in capsys.readouterr().err
+
+
+def test_a_photo_with_a_crack_not_marked_is_left_out(survey, tmp_path, capsys):
+    root, alerts = survey
+    jsonl = str(root / "out" / "alerts.jsonl")
+    single = next(a for a in alerts if len(a["cracks"]) == 1)
+    several = next(a for a in alerts if len(a["cracks"]) >= 2)
+    n = len(several["cracks"])
+    out = tmp_path / "site_joints"
+    assert collect_main(["--alerts", jsonl, "--ids", f"{single['alert_id']}/1,{several['alert_id']}/1",
+                         "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [single["file"]]
+    assert f"{several['file']}: crack 2 of alert {several['alert_id']} is not marked" in printed
+    # the mixed photo alone: nothing to collect, said with the reason, nothing created
+    assert collect_main(["--alerts", jsonl, "--ids", f"{several['alert_id']}/1", "--out", str(tmp_path / "no")]) == 2
+    assert "no photo to collect" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    # each of its cracks marked, one by one: collected
+    each = ",".join(f"{several['alert_id']}/{k}" for k in range(1, n + 1))
+    assert collect_main(["--alerts", jsonl, "--ids", each, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([single["file"], several["file"]])
+    capsys.readouterr()
+    assert collect_main(["--alerts", jsonl, "--ids", f"{several['alert_id']}/{n + 1}", "--out", str(out)]) == 2
+    assert f"alert {several['alert_id']} has {n} crack(s), numbered 1 to {n}" in capsys.readouterr().err
+
+
+def test_a_video_alert_is_left_out_and_said_so(survey, tmp_path, capsys):
+    root, alerts = survey
+    single = next(a for a in alerts if len(a["cracks"]) == 1)
+    video = {**single, "alert_id": "f" * 32, "file": None, "source": "rtsp://cam/road"}
+    jsonl = tmp_path / "alerts.jsonl"
+    jsonl.write_text("".join(json.dumps(a) + "\n" for a in [*alerts, video]))
+    out = tmp_path / "site_joints"
+    assert collect_main(["--alerts", str(jsonl), "--ids", f"{video['alert_id']},{single['alert_id']}",
+                         "--out", str(out)]) == 0
+    assert "came from 'rtsp://cam/road', a video or camera: no photo to copy" in capsys.readouterr().out
+    assert [p.name for p in out.iterdir()] == [single["file"]]
+
+
+def test_collect_from_the_fleet_database(survey, tmp_path, capsys):
+    from datetime import datetime, timezone
+
+    from edge.ingest.dburl import create_db_engine
+    from edge.ingest.schema import migrate
+    from edge.ingest.store import Message, Store
+    from edge.topics import encode_alert
+
+    root, alerts = survey
+    db = f"sqlite:///{tmp_path / 'fleet.db'}"
+    engine = create_db_engine(db)
+    migrate(engine)
+    store = Store(engine, "crack/+", tmp_path / "snapshots")
+    sent = [{k: v for k, v in a.items() if k != "type"} for a in alerts]  # as the daemon publishes them
+    stored = store.write([Message(f"crack/site/{a['device_id']}/alert", encode_alert(a), datetime.now(timezone.utc))
+                          for a in sent])
+    assert len(stored.new_alerts) == len(alerts)
+    engine.dispose()
+    single = next(a for a in alerts if len(a["cracks"]) == 1)
+    photos = tmp_path / "copied_off_the_vehicle"  # the survey's photos, where the office keeps them
+    shutil.copytree(root / "photos", photos)
+    out = tmp_path / "site_joints"
+    assert collect_main(["--db", db, "--ids", single["alert_id"], "--photos", str(photos), "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == [single["file"]]
+    assert (out / single["file"]).read_bytes() == (photos / single["file"]).read_bytes()
+    with pytest.raises(SystemExit) as stop:  # one source of alerts, not two
+        collect_main(["--db", db, "--alerts", str(root / "out" / "alerts.jsonl"), "--ids", "x", "--out", str(out)])
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+@needs_chromium
+def test_ticks_in_the_report_become_the_negatives_folder(survey, tmp_path, capsys):
+    """The inspector's path, in a real Chromium: tick "Not a crack" on the report's rows, save the list, collect."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from edge.report.__main__ import main as report_main
+
+    root, alerts = survey
+    jsonl = root / "out" / "alerts.jsonl"
+    report = tmp_path / "report"
+    assert report_main([str(jsonl), "--out", str(report), "--title", "Wall W3"]) == 0
+    single = next(a for a in alerts if len(a["cracks"]) == 1)
+    several = next(a for a in alerts if len(a["cracks"]) >= 2)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver = open_chromium(tmp_path, downloads)
+    try:
+        driver.get((report / "report.html").resolve().as_uri())
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: d.find_element(By.ID, "images").text != "")
+        save = driver.find_element(By.ID, "save-nc")
+        assert not save.is_enabled() and save.text == "Save not-a-crack list (0)"
+        rows = driver.execute_script("return ROWS.map(r=>[r.n, r.file])")
+        ticked = [n for n, f in rows if f == single["file"]] + [next(n for n, f in rows if f == several["file"])]
+        for n in ticked:  # clicked as a user does; the wide table may put the box under the sticky header
+            driver.execute_script("arguments[0].scrollIntoView({block:'center'});arguments[0].click()",
+                                  driver.find_element(By.CSS_SELECTOR, f'.ncb[data-n="{n}"]'))
+        assert save.text == f"Save not-a-crack list ({len(ticked)})"
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#cracks tr.notcrack")) == len(ticked)
+        driver.refresh()  # the ticks are kept in the browser
+        wait.until(lambda d: d.find_element(By.ID, "images").text != "")
+        assert sorted(int(e.get_attribute("data-n")) for e in driver.find_elements(By.CSS_SELECTOR, ".ncb:checked")) \
+            == sorted(ticked)
+        driver.find_element(By.ID, "save-nc").click()
+        saved = downloads / "not-cracks.txt"
+        wait.until(lambda d: saved.is_file() and saved.stat().st_size > 0)
+    finally:
+        driver.quit()
+    text = saved.read_text()
+    assert '# Not cracks, marked in "Wall W3"' in text
+    listed = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert f"{single['alert_id']}/1" in listed and len(listed) == len(ticked)
+    out = tmp_path / "site_joints"
+    assert collect_main(["--alerts", str(jsonl), "--ids-file", str(saved), "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == [single["file"]]  # the mixed photo is left out, and said so
+    assert f"{several['file']}: crack" in capsys.readouterr().out

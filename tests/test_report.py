@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from browser import needs_chromium, open_chromium
 from drawn_cracks import draw_crack
 
 from edge.alerts import build_alert, model_info, validate_alert
@@ -233,25 +234,7 @@ def test_outbox_is_an_input_with_its_snapshots(tmp_path: Path) -> None:
     assert report_main([str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 1
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def open_chromium(tmp_path: Path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (extra [dev])")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1600",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="needs Chromium + chromedriver (Debian packages chromium, chromium-driver)")
+@needs_chromium
 def test_html_report_map_rows_crops_filter_sorting_in_headless_chromium(tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -287,11 +270,12 @@ def test_html_report_map_rows_crops_filter_sorting_in_headless_chromium(tmp_path
             cells = driver.find_elements(By.CSS_SELECTOR, f"#cracks tbody tr td:nth-child({index})")
             return [float(c.text) for c in cells]
 
-        header = driver.find_elements(By.CSS_SELECTOR, "#cracks th")[5]  # "Length px"
+        header = driver.find_elements(By.CSS_SELECTOR, "#cracks th")[6]  # "Length px"
+        assert header.text == "Length px"
         header.click()
-        assert column(6) == sorted(column(6))
+        assert column(7) == sorted(column(7))
         header.click()
-        assert column(6) == sorted(column(6), reverse=True)
+        assert column(7) == sorted(column(7), reverse=True)
         # the severity filter hides rows and markers together
         severities = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#cracks tbody .sev")]
         shown = driver.find_element(By.CSS_SELECTOR, f'.sevf[value="{severities[0]}"]')
@@ -307,8 +291,7 @@ def test_html_report_map_rows_crops_filter_sorting_in_headless_chromium(tmp_path
     shutil.copy(tmp_path / "report.png", out / "report.png")
 
 
-@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                    reason="needs Chromium + chromedriver (Debian packages chromium, chromium-driver)")
+@needs_chromium
 def test_a_long_survey_pages_its_table_and_clusters_its_markers(tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -8,10 +8,16 @@ the table shows ``PAGE_ROWS`` of them at a time, so a survey of tens of thousand
 responsive (sorting and filtering work on the data, not on DOM rows). Without positions the map
 is replaced by a note. The page writes how many crop images the browser decoded into
 ``#images`` (a broken snapshot shows there).
+
+Each row has a "Not a crack" box: the inspector ticks the joints, tile edges and shadows the model took for
+cracks; the ticks are kept in the browser (``localStorage``, per report) and "Save" downloads
+``not-cracks.txt``, every observation of the ticked cracks as ``<alert_id>/<k>`` one a line, the file that
+``python -m edge.report.negatives --ids-file`` reads to collect their photos for training.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
@@ -61,6 +67,7 @@ td.text{text-align:left} .sev{color:#fff;border-radius:3px;padding:1px 6px;font-
 #viewer{position:fixed;inset:0;background:rgba(0,0,0,.82);display:none;align-items:center;justify-content:center;z-index:2000}
 #viewer.open{display:flex} #viewer figure{margin:0;position:relative;max-width:94vw}
 #viewer img{max-width:94vw;max-height:86vh;display:block} #viewer figcaption{color:#fff;margin-top:.4em}
+td.nc{text-align:center} tr.notcrack td{background:#eee;color:#888}
 #viewer .frame{position:relative;line-height:0} #viewer .box{position:absolute;border:3px solid;box-sizing:border-box;pointer-events:none}
 .note{color:#555} .summary td,.summary th{padding:2px 8px}
 """
@@ -70,6 +77,8 @@ _JS = r"""
 const DATA=JSON.parse(document.getElementById('report-data').textContent);
 const ROWS=DATA.rows, PAGE=DATA.page_rows, COLS=DATA.columns;
 let view=ROWS.slice(), page=0, sortKey=null, sortAsc=true, imagesOk=0, imagesBad=0;
+const NC_KEY='crack-report-not-crack:'+DATA.report_key;let NC=new Set();
+try{NC=new Set(JSON.parse(localStorage.getItem(NC_KEY)||'[]'))}catch(e){}
 const tbody=document.querySelector('#cracks tbody');
 function fmt(v,d){if(v===null||v===undefined||v==='')return '–';return typeof v==='number'?v.toFixed(d):String(v)}
 function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
@@ -78,6 +87,7 @@ function cropStyle(r){if(!r.image)return '';const [x,y,w,h]=r.bbox,fw=r.frame_w,
  const s=Math.min(160/(x1-x0),120/(y1-y0));
  return `background-image:url('${r.image}');background-size:${fw*s}px ${fh*s}px;background-position:${-x0*s+(160-(x1-x0)*s)/2}px ${-y0*s+(120-(y1-y0)*s)/2}px`}
 function cell(r,c){const v=r[c.key];
+ if(c.key==='nc')return `<td class="nc"><input type="checkbox" class="ncb" data-n="${r.n}"${NC.has(r.n)?' checked':''} title="not a crack: a joint, an edge, a shadow"></td>`;
  if(c.key==='n')return `<td><span class="num" data-n="${r.n}" title="show on the map">${r.n}</span></td>`;
  if(c.key==='severity')return `<td class="text"><span class="sev" style="background:${r.colour}">${r.severity}</span></td>`;
  if(c.key==='crop')return r.image?`<td><div class="crop" data-n="${r.n}" style="${cropStyle(r)}" title="click to enlarge"></div></td>`:'<td class="text">no snapshot</td>';
@@ -86,7 +96,7 @@ function cell(r,c){const v=r[c.key];
  if(c.key==='where')return `<td class="text">${r.lat==null?'none':fmt(r.lat,6)+', '+fmt(r.lon,6)+' ('+esc(r.position)+' · '+esc(r.position_source)+')'}</td>`;
  return `<td class="${c.text?'text':''}">${typeof v==='number'?fmt(v,c.digits):esc(v==null||v===''?'–':v)}</td>`}
 function render(){const start=page*PAGE,rows=view.slice(start,start+PAGE);
- tbody.innerHTML=rows.map(r=>`<tr data-n="${r.n}" data-alert-id="${r.alert_id}">${COLS.map(c=>cell(r,c)).join('')}</tr>`).join('');
+ tbody.innerHTML=rows.map(r=>`<tr data-n="${r.n}" data-alert-id="${r.alert_id}"${NC.has(r.n)?' class="notcrack"':''}>${COLS.map(c=>cell(r,c)).join('')}</tr>`).join('');
  document.getElementById('page').textContent=view.length?`rows ${start+1}–${start+rows.length} of ${view.length}`:'no crack matches the filter';
  imagesOk=0;imagesBad=0;const want=rows.filter(r=>r.image);if(!want.length)document.getElementById('images').textContent='0 of 0 snapshots shown';
  want.forEach(r=>{const im=new Image();im.onload=()=>{imagesOk++;count(want.length)};im.onerror=()=>{imagesBad++;count(want.length)};im.src=r.image})}
@@ -113,6 +123,21 @@ function enlarge(n){const r=ROWS.find(x=>x.n===n);if(!r||!r.image)return;const v
  Object.assign(box.style,{left:100*x/r.frame_w+'%',top:100*y/r.frame_h+'%',width:100*w/r.frame_w+'%',height:100*h/r.frame_h+'%',borderColor:r.colour});
  v.querySelector('figcaption').textContent=`#${r.n} ${r.severity} · ${r.file||r.source} · frame ${r.frame_index} · ${r.first_seen}`+(r.frames>1?` · seen in ${r.frames} frames: ${r.files}`:'');
  v.classList.add('open')}
+function ncText(){const marked=ROWS.filter(r=>NC.has(r.n));
+ const one=s=>String(s).replace(/\s+/g,' ');
+ const lines=[`# Not cracks, marked in "${one(DATA.title)}" (generated ${DATA.generated}${DATA.origin?', from '+one(DATA.origin):''})`,
+  '# every observation of each crack marked, <alert_id>/<crack number>; collect their photos for training with',
+  '# python -m edge.report.negatives --alerts <the same alerts> --ids-file not-cracks.txt --out <folder>'];
+ marked.forEach(r=>{lines.push(`# #${r.n} ${r.severity} ${r.files||r.source}`);r.observations.split(' ').forEach(o=>lines.push(o))});
+ return lines.join('\n')+'\n'}
+function ncUpdate(){const b=document.getElementById('save-nc');b.textContent=`Save not-a-crack list (${NC.size})`;b.disabled=!NC.size;
+ try{localStorage.setItem(NC_KEY,JSON.stringify([...NC]))}catch(e){}}
+document.getElementById('save-nc').onclick=()=>{const a=document.createElement('a');
+ a.href=URL.createObjectURL(new Blob([ncText()],{type:'text/plain'}));a.download='not-cracks.txt';document.body.appendChild(a);a.click();
+ setTimeout(()=>{URL.revokeObjectURL(a.href);a.remove()},1000)};
+tbody.addEventListener('change',e=>{const t=e.target;if(!t.classList.contains('ncb'))return;const n=+t.dataset.n;
+ if(t.checked)NC.add(n);else NC.delete(n);t.closest('tr').classList.toggle('notcrack',t.checked);ncUpdate()});
+ncUpdate();
 document.getElementById('viewer').onclick=()=>document.getElementById('viewer').classList.remove('open');
 tbody.addEventListener('click',e=>{const t=e.target;if(t.classList.contains('crop'))enlarge(+t.dataset.n);
  else if(t.classList.contains('num')&&window.focusMarker)focusMarker(+t.dataset.n)});
@@ -138,6 +163,7 @@ if(DATA.map&&window.L){const map=L.map('map',{preferCanvas:true,maxZoom:22});win
 
 _COLUMNS = (  # key in the row, header, sort key (None: not sortable), digits, left-aligned text
     ("n", "#", "n", 0, False), ("severity", "Severity", "sev_rank", 0, False), ("crop", "Crack", None, 0, False),
+    ("nc", "Not a crack", None, 0, False),
     ("length_mm", "Length mm", "length_mm", 0, False), ("max_width_mm", "Width mm", "max_width_mm", 2, False),
     ("length_px", "Length px", "length_px", 0, False), ("max_width_px", "Width px", "max_width_px", 1, False),
     ("extent_m", "Extent m", "extent_m", 2, False), ("gsd", "GSD mm/px ± error", "gsd_mm_per_px", 3, False),
@@ -145,6 +171,13 @@ _COLUMNS = (  # key in the row, header, sort key (None: not sortable), digits, l
     ("first_seen", "First seen (UTC)", "first_seen", 0, True), ("where", "Position", "lat", 6, True),
     ("position_age_s", "Position age s", "position_age_s", 1, False), ("chainage_m", "Along track m", "chainage_m", 1, False),
 )
+
+
+def report_key(rows: list[dict[str, Any]]) -> str:
+    """A short key of the rows' observations: where the page keeps its "not a crack" ticks (one report's ticks
+    never show in another's; a report rebuilt from the same alerts with the same options finds them again)."""
+    digest = hashlib.sha256("\n".join(r["observations"] for r in rows).encode()).hexdigest()
+    return digest[:16]
 
 
 def render_report(rows: list[dict[str, Any]], track: list[tuple[float, float, float]], *, title: str, n_alerts: int,
@@ -163,7 +196,8 @@ def render_report(rows: list[dict[str, Any]], track: list[tuple[float, float, fl
     step, bins = chainage_summary(rows, track_length)
     data = {"rows": rows, "page_rows": PAGE_ROWS, "track": [[round(a, 8), round(b, 8)] for a, b, _ in track],
             "map": located > 0, "tile_url": tile_url, "tile_attribution": tile_attribution,
-            "cluster_above": CLUSTER_ABOVE,
+            "cluster_above": CLUSTER_ABOVE, "title": title, "origin": origin,
+            "generated": generated_at.strftime("%Y-%m-%d %H:%M UTC"), "report_key": report_key(rows),
             "columns": [{"key": k, "sort": s, "digits": d, "text": t} for k, _, s, d, t in _COLUMNS]}
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("</", "<\\/")
     head = "".join(f"<th>{html.escape(name)}</th>" for _, name, *_ in _COLUMNS)
@@ -199,9 +233,12 @@ def render_report(rows: list[dict[str, Any]], track: list[tuple[float, float, fl
 {chain}
 <h2>Cracks</h2>
 <p class="note">The same crack seen in several frames is one row (its worst frame; "Frames" counts them, "Extent"
-spans all of them). Click a header to sort, a crack picture to see its whole frame.</p>
+spans all of them). Click a header to sort, a crack picture to see its whole frame. Tick "Not a crack" for what the
+model took for a crack (a joint, an edge, a shadow) and save the list: <code>python -m edge.report.negatives</code>
+turns it into photos the next model learns as background.</p>
 <div class="controls">{filters}<label>file / id <input id="q" type="search" size="18"></label>
-<span class="pager"><button id="prev">◀</button><span id="page"></span><button id="next">▶</button></span></div>
+<span class="pager"><button id="prev">◀</button><span id="page"></span><button id="next">▶</button></span>
+<button id="save-nc" title="download not-cracks.txt: the alert ids of the ticked cracks">Save not-a-crack list (0)</button></div>
 <table id="cracks"><thead><tr>{head}</tr></thead><tbody></tbody></table>
 <p class="note" id="images"></p>
 <div id="viewer"><figure><div class="frame"><img alt="whole frame"><div class="box"></div></div><figcaption></figcaption></figure></div>

@@ -46,7 +46,7 @@ SEVERITY_ORDER = {"low": 1, "medium": 2, "high": 3}
 REPORT_COLUMNS = ("crack_id", "severity", "length_px", "max_width_px", "length_mm", "max_width_mm", "extent_m",
                   "first_seen", "last_seen", "frames", "file", "files", "lat", "lon", "position", "position_source",
                   "position_age_s", "position_stale", "gsd_mm_per_px", "gsd_error_mm_per_px", "chainage_m",
-                  "device_id", "source", "frame_index", "alert_id")
+                  "device_id", "source", "frame_index", "alert_id", "observations")
 
 __all__ = ["METRES_PER_DEGREE_LAT", "CrackGroup", "DedupOptions", "Observation", "group_cracks", "summary_row"]
 
@@ -325,6 +325,12 @@ def crack_label(group: CrackGroup) -> str:
     return f"{w.alert['alert_id'][:8]}-{w.alert['cracks'].index(w.crack) + 1}"
 
 
+def observation_ref(o: Observation) -> str:
+    """``<alert_id>/<k>``: crack k (1-based, the alert's order) of that alert, as python -m edge.report.negatives
+    reads it."""
+    return f"{o.alert['alert_id']}/{o.alert['cracks'].index(o.crack) + 1}"
+
+
 def summary_row(group: CrackGroup, chainage: dict[str, float] | None = None) -> dict[str, Any]:
     """One report/CSV row for a physical crack (its worst observation's sizes, the group's extent)."""
     w = group.worst
@@ -349,4 +355,5 @@ def summary_row(group: CrackGroup, chainage: dict[str, float] | None = None) -> 
         "chainage_m": None if along is None else round(along, 1),
         "device_id": w.device_id, "source": w.source, "frame_index": w.frame_index,
         "alert_id": w.alert["alert_id"],
+        "observations": " ".join(dict.fromkeys(observation_ref(o) for o in group.observations)),
     }
