@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,16 @@ def test_off_is_the_identity() -> None:
         np.testing.assert_array_equal(random_photometric(image, np.random.default_rng(seed), PhotometricConfig.off()), image)
     assert PhotometricConfig.from_groups("none") == PhotometricConfig.off()
     assert PhotometricConfig.from_groups("all") == PhotometricConfig()
+
+
+def test_a_group_can_be_given_its_own_probability() -> None:
+    assert PhotometricConfig.from_groups("all,shadow=0.6") == replace(PhotometricConfig(), p_shadow=0.6)
+    only = PhotometricConfig.from_groups("colour, shadow = 0.5")
+    assert only == replace(PhotometricConfig.off(), p_colour=PhotometricConfig().p_colour, p_shadow=0.5)
+    for bad, message in (("shadow=often", "expected group=probability"), ("shadow=1.5", "must be a probability"),
+                         ("glare=0.3", "unknown photometric group")):
+        with pytest.raises(ValueError, match=message):
+            PhotometricConfig.from_groups(bad)
 
 
 @pytest.mark.parametrize("group", GROUPS)

@@ -101,11 +101,25 @@ class PhotometricConfig:
 
     @classmethod
     def from_groups(cls, text: str) -> PhotometricConfig:
-        """Defaults with only the groups of a comma list on (``"colour,blur,noise"``); ``""``/``"none"`` = off."""
-        names = [g.strip() for g in text.split(",") if g.strip() and g.strip() != "none"]
-        if names == ["all"]:
-            return cls()
-        return cls().only(names)
+        """Defaults with only the groups of a comma list on (``"colour,blur,noise"``); ``""``/``"none"`` = off;
+        ``"all"`` = every group. ``group=P`` turns a group on at probability P instead of its default
+        (``"all,shadow=0.6"``: every group, shadows on three crops in five)."""
+        names, chances = [], {}
+        for item in (g.strip() for g in text.split(",")):
+            if not item or item == "none":
+                continue
+            name, eq, value = (part.strip() for part in item.partition("="))
+            if eq:
+                try:
+                    chances[name] = float(value)
+                except ValueError:
+                    raise ValueError(f"photometric {item!r}: expected group=probability, e.g. shadow=0.6") from None
+            names.append(name)
+        config = cls() if "all" in names else cls().only(n for n in names if n != "all")
+        unknown = [n for n in chances if n not in GROUPS]
+        if unknown:
+            raise ValueError(f"unknown photometric group(s) {unknown}; expected names from {GROUPS}")
+        return replace(config, **{_GROUP_PROBABILITIES[n][0]: p for n, p in chances.items()})
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:

@@ -120,7 +120,8 @@ def add_training_flags(parser: argparse.ArgumentParser, exclude: frozenset[str] 
       help="random rescale of each training image, lower factor (log-uniform); < 1 makes thin cracks (default: %(default)s)")
     p("--scale-aug-max", type=float, help="random rescale, upper factor (default: %(default)s)")
     p("--photometric", help="camera augmentation groups (train.photometric): all, or a comma list of colour, grey, "
-      "shadow, blur, noise, jpeg; empty = none (default: %(default)r)")
+      "shadow, blur, noise, jpeg; group=P sets a group's probability, e.g. all,shadow=0.6; empty = none "
+      "(default: %(default)r)")
     p("--synth-fraction", type=float,
       help="share of each epoch made by train.synth: hairline cracks on crack-free surfaces of the training images, "
       "distractors (joints, straight lines, edges, paint) labelled background, plain negatives (default: %(default)s)")
