@@ -50,7 +50,7 @@ def test_a_group_can_be_given_its_own_probability() -> None:
     only = PhotometricConfig.from_groups("colour, shadow = 0.5")
     assert only == replace(PhotometricConfig.off(), p_colour=PhotometricConfig().p_colour, p_shadow=0.5)
     for bad, message in (("shadow=often", "expected group=probability"), ("shadow=1.5", "must be a probability"),
-                         ("glare=0.3", "unknown photometric group")):
+                         ("glare=0.3", "unknown photometric group"), ("all,glare", "unknown photometric group")):
         with pytest.raises(ValueError, match=message):
             PhotometricConfig.from_groups(bad)
 

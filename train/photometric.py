@@ -115,10 +115,11 @@ class PhotometricConfig:
                 except ValueError:
                     raise ValueError(f"photometric {item!r}: expected group=probability, e.g. shadow=0.6") from None
             names.append(name)
-        config = cls() if "all" in names else cls().only(n for n in names if n != "all")
-        unknown = [n for n in chances if n not in GROUPS]
+        groups = [n for n in names if n != "all"]
+        unknown = [n for n in groups if n not in GROUPS]
         if unknown:
             raise ValueError(f"unknown photometric group(s) {unknown}; expected names from {GROUPS}")
+        config = cls() if "all" in names else cls().only(groups)
         return replace(config, **{_GROUP_PROBABILITIES[n][0]: p for n, p in chances.items()})
 
 
