@@ -128,7 +128,6 @@ class MavlinkReceiver(_Receiver):
         super().__init__(track, **backoff)
         self.url, self.baud = url, int(baud)
         self.boot_offset_s: float | None = None  # UTC seconds - autopilot boot seconds, from SYSTEM_TIME
-        self._clock_fixes = 0  # fixes stamped with this computer's clock, before the first SYSTEM_TIME
 
     def _check_import(self) -> None:
         try:
@@ -140,15 +139,14 @@ class MavlinkReceiver(_Receiver):
         """Apply one MAVLink message (pure apart from the track): time sync, position, attitude."""
         kind = msg.get_type()
         if kind == "SYSTEM_TIME" and msg.time_unix_usec > 0:
+            first = self.boot_offset_s is None
             self.boot_offset_s = msg.time_unix_usec / 1e6 - msg.time_boot_ms / 1e3
-            if self._clock_fixes:  # stamped by another clock: mixed in, they would disorder the track
+            # until now every fix was stamped with this computer's clock: mixed in, they would disorder the track
+            if first and (dropped := self.track.clear()):
                 log.warning("mavlink: the autopilot's time arrived; %d earlier fix(es) stamped with this computer's "
-                            "clock (%.1f s off the autopilot's) dropped", self.track.clear(),
+                            "clock (%.1f s off the autopilot's) dropped", dropped,
                             time.time() - msg.time_unix_usec / 1e6)
-                self._clock_fixes = 0
         elif kind == "GLOBAL_POSITION_INT" and not (msg.lat == 0 and msg.lon == 0):
-            if self.boot_offset_s is None:
-                self._clock_fixes += 1
             stamp = time.time() if self.boot_offset_s is None else self.boot_offset_s + msg.time_boot_ms / 1e3
             self.track.add(Fix(time_s=stamp, lat=msg.lat / 1e7, lon=msg.lon / 1e7, source="mavlink",
                                alt_m=msg.alt / 1000.0, height_m=msg.relative_alt / 1000.0,
