@@ -43,10 +43,9 @@ def read_ids(ids: list[str], ids_file: Path | None) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def marked_cracks(alerts: list[dict], ids: list[str]) -> dict[str, set[int]]:
+def marked_cracks(by_id: dict[str, dict], ids: list[str]) -> dict[str, set[int]]:
     """Alert id -> the crack numbers (1-based) marked not a crack; CollectError naming the first id that is not
-    among ``alerts`` or a crack number the alert does not have."""
-    by_id = {alert["alert_id"]: alert for alert in alerts}
+    among the alerts (``by_id``) or a crack number the alert does not have."""
     marked: dict[str, set[int]] = {}
     for ref in ids:
         alert_id, _, number = ref.partition("/")
@@ -68,7 +67,8 @@ def photo_paths(alerts: list[dict], ids: list[str], photos: Path | None) -> tupl
     marked photo is left out: a video or camera alert has no photo, and a photo in which any alert of
     ``alerts`` has a crack not marked is kept out of training, since its real crack would be taught as
     background. CollectError for an unknown id or crack, and for a photo not on disk."""
-    marked = marked_cracks(alerts, ids)
+    by_id = {alert["alert_id"]: alert for alert in alerts}
+    marked = marked_cracks(by_id, ids)
 
     def path_of(alert: dict) -> Path:
         return (photos if photos is not None else Path(str(alert.get("source", "")))) / alert["file"]
@@ -77,7 +77,6 @@ def photo_paths(alerts: list[dict], ids: list[str], photos: Path | None) -> tupl
     for alert in alerts:
         if alert.get("file"):
             by_photo.setdefault(path_of(alert), []).append(alert)
-    by_id = {alert["alert_id"]: alert for alert in alerts}
     paths: dict[Path, None] = {}
     left_out: dict[str, None] = {}
     for alert_id in marked:
